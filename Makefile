@@ -1,0 +1,36 @@
+# Entry points: `make demo` and `make test` do all set-up on a fresh Debian machine as root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTO_ROOT := build/protoroot
+
+.PHONY: demo test proto proto-check lint bootstrap unit integration clean
+
+bootstrap:
+	bash deploy/bootstrap.sh
+
+# Generated code lives beside the .proto files; the import path is orch/proto/*.proto, so
+# protoc sees the repository through a symlink named orch.
+proto:
+	@mkdir -p $(PROTO_ROOT) && ln -sfn $(CURDIR) $(PROTO_ROOT)/orch
+	$(PY) -m grpc_tools.protoc -I $(PROTO_ROOT) \
+		--python_out=$(PROTO_ROOT) --pyi_out=$(PROTO_ROOT) --grpc_python_out=$(PROTO_ROOT) \
+		$(PROTO_ROOT)/orch/proto/*.proto
+
+proto-check:
+	@tmp=$$(mktemp -d) && mkdir -p $$tmp/orch/proto && cp proto/*.proto $$tmp/orch/proto/ && \
+	$(PY) -m grpc_tools.protoc -I $$tmp --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $$tmp/orch/proto/*.proto && \
+	for f in $$tmp/orch/proto/*_pb2*.py*; do cmp -s $$f proto/$$(basename $$f) || { echo "proto/$$(basename $$f) is stale: run make proto"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "generated protobuf code is current"
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: bootstrap
+	$(MAKE) proto-check
+	$(MAKE) lint
+	$(VENV)/bin/pytest -ra
+
+demo: bootstrap
+	bash deploy/demo.sh

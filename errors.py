@@ -1,0 +1,51 @@
+"""orch's exception tree. Errors of the parts orch stands on (grpc, etcd, netlink, runc,
+skopeo) are translated at the boundary with ``raise ... from exc``, so a user sees one
+clear line and a developer still has the cause.
+
+    OrchError
+    ├── ValidationError      bad input: a manifest, a spec, a CLI argument
+    ├── NotFoundError        no such service, task or node
+    ├── ConflictError        a guarded etcd write lost its race; the caller may retry
+    ├── StoreError           etcd unreachable or failing
+    ├── ImageError           an image could not be pulled or unpacked
+    ├── ContainerError       the OCI runtime failed (create, start, kill, delete)
+    └── NetworkError         a netns, link, address or route could not be set up
+"""
+
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Base of every error orch raises on purpose."""
+
+
+class ValidationError(OrchError):
+    """Bad input. ``problems`` holds one line per problem, each naming where and what."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class NotFoundError(OrchError):
+    pass
+
+
+class ConflictError(OrchError):
+    pass
+
+
+class StoreError(OrchError):
+    pass
+
+
+class ImageError(OrchError):
+    pass
+
+
+class ContainerError(OrchError):
+    pass
+
+
+class NetworkError(OrchError):
+    pass

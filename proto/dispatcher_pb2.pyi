@@ -97,13 +97,15 @@ class ManagerMessage(_message.Message):
     def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., assignments: _Optional[_Union[Assignments, _Mapping]] = ..., log_subscription: _Optional[_Union[LogSubscription, _Mapping]] = ...) -> None: ...
 
 class PublishLogsMessage(_message.Message):
-    __slots__ = ("subscription_id", "entries", "close", "err")
+    __slots__ = ("subscription_id", "entries", "close", "err", "node_id")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
     ERR_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     subscription_id: str
     entries: _containers.RepeatedCompositeFieldContainer[_control_pb2.LogEntry]
     close: bool
     err: str
-    def __init__(self, subscription_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[_control_pb2.LogEntry, _Mapping]]] = ..., close: _Optional[bool] = ..., err: _Optional[str] = ...) -> None: ...
+    node_id: str
+    def __init__(self, subscription_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[_control_pb2.LogEntry, _Mapping]]] = ..., close: _Optional[bool] = ..., err: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...

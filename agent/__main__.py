@@ -1,0 +1,3 @@
+from orch.agent.main import main
+
+main()

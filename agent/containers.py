@@ -1,0 +1,165 @@
+"""The real Controller: a task as an OCI container (runtime/) in its network endpoint (overlay/).
+
+This is where a Task (protobuf, manager's words) becomes a ContainerConfig (runtime's
+words): the spec's command/args/env, the hostname, the resource limits, the orch
+environment variables, and the network namespace the endpoint manager made. The
+container id is the task id, unique within the agent's runc root.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from orch.agent.taskrunner import ExitResult, Prepared
+from orch.overlay.endpoints import EndpointManager
+from orch.proto import objects_pb2
+from orch.runtime.containers import ContainerRuntime
+from orch.runtime.images import ImageStore
+from orch.runtime.model import BindMount, ContainerConfig, Limits
+
+log = logging.getLogger(__name__)
+
+
+class ContainerController:
+    """One task's container. See taskrunner.Controller for the lifecycle rules."""
+
+    def __init__(self, task: objects_pb2.Task, env: ContainerEnvironment) -> None:
+        self._task = task
+        self._env = env
+        self._id = task.id
+
+    async def exists(self) -> bool:
+        return any(rec.id == self._id for rec in self._env.runtime.list())
+
+    async def prepare(self) -> Prepared:
+        image = await self._env.images.pull(self._task.container.image)
+        networks = [n.target for n in self._task.networks] or ["bridge"]
+        endpoint = await self._env.endpoints.setup(self._id, networks)
+        attachments = [
+            objects_pb2.NetworkAttachment(network=a.network, addresses=[a.address], mac=a.mac)
+            for a in endpoint.attachments
+        ]
+        config = container_config(
+            self._task,
+            node_name=self._env.node_name,
+            netns_path=endpoint.netns_path,
+            mounts=self._etc_files(attachments),
+        )
+        await self._env.runtime.create(config, image)
+        return Prepared(attachments=attachments)
+
+    async def start(self) -> int:
+        return await self._env.runtime.start(self._id)
+
+    async def wait(self) -> ExitResult:
+        status = await self._env.runtime.wait(self._id)
+        return ExitResult(
+            exit_code=status.exit_code, oom_killed=status.oom_killed, message=status.error or ""
+        )
+
+    async def stop(self, grace: float) -> None:
+        if await self.exists():
+            await self._env.runtime.stop(self._id, grace=grace)
+
+    async def remove(self) -> None:
+        await self._env.runtime.remove(self._id)
+        await self._env.endpoints.teardown(self._id)
+
+    def _etc_files(self, attachments: list[objects_pb2.NetworkAttachment]) -> list[BindMount]:
+        """/etc/hosts naming the container, and a resolv.conf (service discovery DNS
+        will point it at the agent's resolver)."""
+        folder = self._env.files_dir / self._id
+        folder.mkdir(parents=True, exist_ok=True)
+        hostname = hostname_of(self._task)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        for a in attachments:
+            for addr in a.addresses:
+                lines.append(f"{addr.split('/')[0]}\t{hostname}")
+        (folder / "hosts").write_text("\n".join(lines) + "\n")
+        (folder / "resolv.conf").write_text(self._env.resolv_conf)
+        return [
+            BindMount(str(folder / "hosts"), "/etc/hosts", readonly=True),
+            BindMount(str(folder / "resolv.conf"), "/etc/resolv.conf", readonly=True),
+        ]
+
+
+class ContainerEnvironment:
+    """What every task's controller on this agent shares; also the worker's factory."""
+
+    def __init__(
+        self,
+        *,
+        runtime: ContainerRuntime,
+        images: ImageStore,
+        endpoints: EndpointManager,
+        node_name: str,
+        files_dir: Path,
+        resolv_conf: str = "",
+    ) -> None:
+        self.runtime = runtime
+        self.images = images
+        self.endpoints = endpoints
+        self.node_name = node_name
+        self.files_dir = files_dir
+        self.resolv_conf = resolv_conf
+
+    def __call__(self, task: objects_pb2.Task) -> ContainerController:
+        return ContainerController(task, self)
+
+    async def forget(self, task_id: str) -> None:
+        await self.runtime.remove(task_id)
+        await self.endpoints.teardown(task_id)
+        self.runtime.remove_logs(task_id)
+        folder = self.files_dir / task_id
+        for name in ("hosts", "resolv.conf"):
+            (folder / name).unlink(missing_ok=True)
+        if folder.exists():
+            folder.rmdir()
+
+
+def hostname_of(task: objects_pb2.Task) -> str:
+    return task.container.hostname or f"{task.service_name}-{task.slot}"
+
+
+def container_config(
+    task: objects_pb2.Task,
+    *,
+    node_name: str,
+    netns_path: str | None,
+    mounts: list[BindMount],
+) -> ContainerConfig:
+    """Pure: the runtime's view of a task."""
+    spec = task.container
+    limits = task.resources.limits
+    grace = spec.stop_grace_period
+    env = [
+        f"ORCH_TASK_ID={task.id}",
+        f"ORCH_SERVICE={task.service_name}",
+        f"ORCH_SLOT={task.slot}",
+        f"ORCH_NODE={node_name}",
+        *spec.env,
+    ]
+    return ContainerConfig(
+        id=task.id,
+        image=spec.image,
+        command=list(spec.command) or None,
+        args=list(spec.args) or None,
+        env=env,
+        workdir=spec.workdir or None,
+        hostname=hostname_of(task),
+        user=spec.user or None,
+        labels={
+            **dict(spec.labels),
+            "orch.task.id": task.id,
+            "orch.service": task.service_name,
+            "orch.slot": str(task.slot),
+        },
+        limits=Limits(
+            nano_cpus=limits.nano_cpus, memory_bytes=limits.memory_bytes, pids=limits.pids
+        ),
+        netns_path=netns_path,
+        mounts=mounts,
+        stop_signal=spec.stop_signal or None,
+        stop_grace_seconds=(grace.seconds + grace.nanos / 1e9) if (grace.seconds or grace.nanos) else None,
+    )

@@ -1,0 +1,221 @@
+"""The agent process: one per node. Wires session, worker, runtime, networking and logs.
+
+Containers outlive the agent: on start it finds the containers an earlier agent process
+left (the runtime's state dir), and once the first full assignment set arrives it adopts
+those still assigned and removes the ones that are not (garbage from tasks deleted while
+it was away). The node id is kept in the state dir so a restarted agent is the same node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orch import model
+from orch.agent.containers import ContainerEnvironment
+from orch.agent.logs import LogPublisher
+from orch.agent.session import Session, SessionSettings
+from orch.agent.worker import Worker
+from orch.overlay.endpoints import EndpointManager
+from orch.overlay.settings import NetworkSettings
+from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
+from orch.runtime.containers import ContainerRuntime
+from orch.runtime.images import ImageStore
+from orch.runtime.settings import ImageSettings, RuntimeSettings
+
+log = logging.getLogger("orch.agent")
+
+
+@dataclass
+class AgentSettings:
+    state_dir: Path
+    """Everything this agent keeps: node id, images, containers, logs, network records."""
+    managers: list[str]
+    """Manager addresses (host:port)."""
+    hostname: str = field(default_factory=socket.gethostname)
+    """The node's name as users see it."""
+    advertise_addr: str = ""
+    """The node's underlay address (shown in `orch nodes`, used by overlays later)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Engine labels reported at registration."""
+    runtime_binary: str = "runc"
+    """"runc" or "crun"."""
+    runc_root: Path | None = None
+    """The OCI runtime's state root; default <state_dir>/runc."""
+    cgroup_parent: str = ""
+    """Cgroup parent for containers; default orch-<hostname>."""
+    network_prefix: str = "orch"
+    """Prefix of every netns and link this agent makes (unique per agent on a machine)."""
+    bridge_subnet: str = "10.213.0.0/24"
+    """Subnet of this node's local bridge network."""
+    nano_cpus: int = 0
+    """CPU capacity to report; 0 = what the machine has."""
+    memory_bytes: int = 0
+    """Memory capacity to report; 0 = what the machine has."""
+
+
+def node_id_for(state_dir: Path) -> str:
+    path = state_dir / "node_id"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    node_id = model.new_id()
+    path.write_text(node_id + "\n")
+    return node_id
+
+
+def describe_node(s: AgentSettings) -> objects_pb2.NodeDescription:
+    return objects_pb2.NodeDescription(
+        hostname=s.hostname,
+        addr=s.advertise_addr,
+        resources=types_pb2.Resources(
+            nano_cpus=s.nano_cpus or (os.cpu_count() or 1) * 10**9,
+            memory_bytes=s.memory_bytes or _memory_total(),
+        ),
+        platform=f"linux/{platform.machine()}",
+        runtime=_runtime_version(s.runtime_binary),
+        labels=s.labels,
+    )
+
+
+def _memory_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _runtime_version(binary: str) -> str:
+    path = shutil.which(binary)
+    if not path:
+        return binary
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    first = out.stdout.splitlines()[0] if out.stdout else binary
+    return first.replace(" version", "")
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        s = settings
+        self.settings = s
+        self.node_id = node_id_for(s.state_dir)
+        self.runtime = ContainerRuntime(
+            RuntimeSettings(
+                state_dir=s.state_dir / "runtime",
+                runc_root=s.runc_root or s.state_dir / "runc",
+                runtime_binary=s.runtime_binary,
+                cgroup_parent=s.cgroup_parent or f"orch-{s.network_prefix}",
+            )
+        )
+        self.images = ImageStore(s.state_dir / "images", ImageSettings())
+        self.endpoints = EndpointManager(
+            NetworkSettings(
+                prefix=s.network_prefix,
+                state_dir=s.state_dir,
+                bridge_subnet=s.bridge_subnet,
+                host_address=s.advertise_addr or None,
+            )
+        )
+        self.containers = ContainerEnvironment(
+            runtime=self.runtime,
+            images=self.images,
+            endpoints=self.endpoints,
+            node_name=s.hostname,
+            files_dir=s.state_dir / "etc",
+        )
+        self.worker = Worker(self.containers, self._report)
+        self.logs = LogPublisher(
+            node_id=self.node_id, read_logs=self._read_logs, tasks=lambda: self.worker.tasks
+        )
+        self.session = Session(
+            node_id=self.node_id,
+            description=describe_node(s),
+            settings=SessionSettings(managers=s.managers),
+            on_assignments=self._assign,
+            on_log_subscription=self.logs.handle,
+        )
+        self._collected = False
+
+    def _report(self, update: dispatcher_pb2.TaskStatusUpdate) -> None:
+        self.session.report(update)
+
+    def _read_logs(self, task_id: str, tail: int, follow: bool):  # noqa: ANN202
+        return self.runtime.read_logs(task_id, tail=tail, follow=follow)
+
+    async def _assign(self, msg: dispatcher_pb2.Assignments) -> None:
+        await self.worker.assign(msg)
+        for task_id in msg.removed:
+            self.session.forget(task_id)
+        if msg.full and not self._collected:
+            self._collected = True
+            await self._collect_garbage({t.id for t in msg.tasks})
+
+    async def _collect_garbage(self, assigned: set[str]) -> None:
+        """Containers of tasks this node no longer holds (deleted while the agent was
+        away, or left by a crashed run) are removed, logs and all."""
+        for rec in self.runtime.list():
+            if rec.id not in assigned:
+                log.info("removing container %s: its task is no longer assigned here", rec.id)
+                await self.containers.forget(rec.id)
+
+    async def run(self) -> None:
+        log.info("agent %s (node %s) starting", self.settings.hostname, self.node_id)
+        try:
+            await self.session.run()
+        finally:
+            await self.logs.close()
+            await self.worker.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="orch-agent", description="Run an orch agent.")
+    p.add_argument("--state-dir", type=Path, default=Path("/var/lib/orch/agent"))
+    p.add_argument("--manager", default="127.0.0.1:7700", help="comma-separated host:port list")
+    p.add_argument("--hostname", default=socket.gethostname())
+    p.add_argument("--advertise-addr", default="")
+    p.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+    p.add_argument("--runtime", default="runc", choices=["runc", "crun"])
+    p.add_argument("--network-prefix", default="orch")
+    p.add_argument("--bridge-subnet", default="10.213.0.0/24")
+    p.add_argument("--cpus", type=float, default=0, help="CPU capacity to report")
+    p.add_argument("--memory", type=int, default=0, help="memory capacity to report (bytes)")
+    p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    labels = dict(item.split("=", 1) for item in args.label)
+    settings = AgentSettings(
+        state_dir=args.state_dir,
+        managers=args.manager.split(","),
+        hostname=args.hostname,
+        advertise_addr=args.advertise_addr,
+        labels=labels,
+        runtime_binary=args.runtime,
+        network_prefix=args.network_prefix,
+        bridge_subnet=args.bridge_subnet,
+        nano_cpus=int(args.cpus * 1e9),
+        memory_bytes=args.memory,
+    )
+    asyncio.run(_serve(Agent(settings)))
+
+
+async def _serve(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main_task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await agent.run()

@@ -1,0 +1,127 @@
+"""The agent's session with a manager: register, receive assignments, send status.
+
+One bidirectional Dispatcher.Session stream at a time. On every new session the agent
+registers, gets the node's full assignment set, and re-sends the latest status of every
+task it holds (the manager may have missed reports while the agent was away). Status
+reports are batched (everything reported within ``status_batch`` seconds goes in one
+message). When the stream breaks the agent tries the next manager address, backing off
+exponentially; its containers keep running all the while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionSettings:
+    managers: list[str]
+    """Manager addresses (host:port); tried in turn."""
+    status_batch: float = 0.02
+    """Seconds reports are gathered before they are sent as one batch."""
+    backoff_initial: float = 0.1
+    """First reconnect delay (seconds); doubles per failure."""
+    backoff_max: float = 3.0
+    """Longest reconnect delay (seconds)."""
+    heartbeat_default: float = 1.0
+    """Heartbeat period until the manager says otherwise."""
+
+
+AssignmentHandler = Callable[[dispatcher_pb2.Assignments], Awaitable[None]]
+LogHandler = Callable[[dispatcher_pb2.LogSubscription, dispatcher_pb2_grpc.DispatcherStub], None]
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        description: objects_pb2.NodeDescription,
+        settings: SessionSettings,
+        on_assignments: AssignmentHandler,
+        on_log_subscription: LogHandler,
+    ) -> None:
+        self._node_id = node_id
+        self._description = description
+        self._settings = settings
+        self._on_assignments = on_assignments
+        self._on_logs = on_log_subscription
+        self._latest: dict[str, dispatcher_pb2.TaskStatusUpdate] = {}
+        self._unsent: dict[str, dispatcher_pb2.TaskStatusUpdate] = {}
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.manager: str | None = None
+
+    def report(self, update: dispatcher_pb2.TaskStatusUpdate) -> None:
+        self._latest[update.task_id] = update
+        self._unsent[update.task_id] = update
+        self._wake.set()
+
+    def forget(self, task_id: str) -> None:
+        self._latest.pop(task_id, None)
+        self._unsent.pop(task_id, None)
+
+    async def run(self) -> None:
+        delay = self._settings.backoff_initial
+        for address in itertools.cycle(self._settings.managers):
+            try:
+                await self._session(address)
+                delay = self._settings.backoff_initial
+            except grpc.aio.AioRpcError as exc:
+                log.warning("session with %s: %s", address, exc.details() or exc.code().name)
+            finally:
+                self.connected.clear()
+                self.manager = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.backoff_max)
+
+    async def _session(self, address: str) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = dispatcher_pb2_grpc.DispatcherStub(channel)
+            heartbeat = [self._settings.heartbeat_default]
+            call = stub.Session(self._outgoing(heartbeat))
+            async for msg in call:
+                kind = msg.WhichOneof("msg")
+                if kind == "started":
+                    hb = msg.started.heartbeat_period
+                    heartbeat[0] = hb.seconds + hb.nanos / 1e9 or heartbeat[0]
+                    self.manager = address
+                    log.info("session with %s (manager %s)", address, msg.started.manager_id)
+                elif kind == "assignments":
+                    await self._on_assignments(msg.assignments)
+                    if msg.assignments.full:
+                        # The manager knows the set now; tell it how each task is doing.
+                        self._unsent.update(self._latest)
+                        self._wake.set()
+                        self.connected.set()
+                elif kind == "log_subscription":
+                    self._on_logs(msg.log_subscription, stub)
+
+    async def _outgoing(self, heartbeat: list[float]) -> AsyncIterator[dispatcher_pb2.AgentMessage]:
+        yield dispatcher_pb2.AgentMessage(
+            register=dispatcher_pb2.Register(node_id=self._node_id, description=self._description)
+        )
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), heartbeat[0])
+            if not self._wake.is_set():
+                yield dispatcher_pb2.AgentMessage(heartbeat=dispatcher_pb2.Heartbeat())
+                continue
+            await asyncio.sleep(self._settings.status_batch)
+            self._wake.clear()
+            batch, self._unsent = list(self._unsent.values()), {}
+            if batch:
+                yield dispatcher_pb2.AgentMessage(
+                    status=dispatcher_pb2.StatusBatch(updates=batch)
+                )

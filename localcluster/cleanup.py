@@ -1,0 +1,39 @@
+"""Removes what one agent of a local cluster made, after its process is gone.
+
+Used by `orch dev down`, by the next `orch dev up` after a crash, and by test fixtures.
+It asks the runtime and the network layer to remove what is recorded under the agent's
+own state dir and carries the agent's own prefix, so it can never touch another
+cluster's (or anybody else's) objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from orch.overlay.endpoints import EndpointManager
+from orch.overlay.settings import NetworkSettings
+from orch.runtime.containers import ContainerRuntime
+from orch.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+
+async def agent_leftovers(agent: dict) -> None:
+    state_dir = Path(agent["state_dir"])
+    runtime = ContainerRuntime(
+        RuntimeSettings(
+            state_dir=state_dir / "runtime",
+            runc_root=Path(agent["runc_root"]),
+            cgroup_parent=agent["cgroup"],
+        )
+    )
+    for rec in runtime.list():
+        try:
+            await runtime.stop(rec.id, grace=0)
+            await runtime.remove(rec.id)
+        except Exception as exc:
+            log.warning("container %s: %s", rec.id, exc)
+    await runtime.sweep()
+    endpoints = EndpointManager(NetworkSettings(prefix=agent["prefix"], state_dir=state_dir))
+    await endpoints.remove_all()

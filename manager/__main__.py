@@ -1,0 +1,3 @@
+from orch.manager.main import main
+
+main()

@@ -1,0 +1,299 @@
+"""The Dispatcher API: one long-lived session per agent, on every manager.
+
+A session starts with the agent's Register: the node object is created or refreshed
+(READY). The manager then sends the node's full assignment set, then only changes, driven
+by the ClusterView (no polling): a task is (re)sent when it is new to the node or its
+desired state changed, and dropped when it is deleted or moved. The agent streams status
+back; the StatusWriter batches those into etcd at most every ``status_flush`` seconds, each
+task a guarded update of the status fields only (the agent is their single writer).
+
+When the stream ends the node is marked DISCONNECTED; deciding it is DOWN (and replacing
+its tasks) is the node monitor's job, after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from google.protobuf.duration_pb2 import Duration
+
+from orch import model
+from orch.errors import ConflictError, StoreError
+from orch.manager.logbroker import LogBroker
+from orch.manager.store import Create, Kind, Store, Update
+from orch.manager.view import ClusterView
+from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatcherSettings:
+    heartbeat_period: float = 1.0
+    """Seconds between agent heartbeats (sent to the agent in SessionStarted)."""
+    status_flush: float = 0.1
+    """Seconds status updates are gathered before one write to etcd (swarmkit: 100 ms)."""
+    write_retries: int = 5
+    """Attempts at a guarded node or status write that keeps losing races."""
+
+
+class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+    def __init__(
+        self,
+        *,
+        store: Store,
+        view: ClusterView,
+        logs: LogBroker,
+        manager_id: str,
+        settings: DispatcherSettings | None = None,
+    ) -> None:
+        self._store = store
+        self._view = view
+        self._logs = logs
+        self._manager_id = manager_id
+        self._settings = settings or DispatcherSettings()
+        self._sessions: dict[str, str] = {}  # node id -> live session id
+        self.status = StatusWriter(store, view, self._settings)
+
+    async def Session(
+        self, request_iterator: AsyncIterator[dispatcher_pb2.AgentMessage], context: Any
+    ) -> AsyncIterator[dispatcher_pb2.ManagerMessage]:
+        requests = request_iterator.__aiter__()
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("msg") != "register" or not first.register.node_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "a session starts with Register(node_id)"
+            )
+            return
+        node_id = first.register.node_id
+        await self._register(first.register)
+        session_id = model.new_id()
+        self._sessions[node_id] = session_id
+        outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
+        self._logs.attach(node_id, outbox.put_nowait)
+        changes = self._view.subscribe(Kind.TASK)
+        reader = asyncio.create_task(self._read(requests, node_id), name=f"session-read-{node_id}")
+        feeder = asyncio.create_task(
+            self._feed(node_id, changes, outbox), name=f"session-feed-{node_id}"
+        )
+        log.info("node %s: session %s started", node_id, session_id)
+        try:
+            yield dispatcher_pb2.ManagerMessage(
+                started=dispatcher_pb2.SessionStarted(
+                    node_id=node_id,
+                    session_id=session_id,
+                    manager_id=self._manager_id,
+                    heartbeat_period=_duration(self._settings.heartbeat_period),
+                )
+            )
+            while True:
+                get = asyncio.create_task(outbox.get())
+                done, _ = await asyncio.wait({get, reader, feeder}, return_when="FIRST_COMPLETED")
+                if get not in done:
+                    get.cancel()
+                    for task in done:
+                        task.result()  # surface a failure; a clean end just ends
+                    return
+                yield get.result()
+        finally:
+            for task in (reader, feeder):
+                task.cancel()
+            self._view.unsubscribe(changes)
+            self._logs.detach(node_id, outbox.put_nowait)
+            if self._sessions.get(node_id) == session_id:
+                del self._sessions[node_id]
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._set_node_state(node_id, types_pb2.NODE_DISCONNECTED))
+            log.info("node %s: session %s ended", node_id, session_id)
+
+    async def PublishLogs(self, request_iterator: AsyncIterator, context: Any) -> Any:
+        async for msg in request_iterator:
+            if not self._logs.publish(msg):
+                break
+        return empty_pb2.Empty()
+
+    async def _read(self, requests: AsyncIterator, node_id: str) -> None:
+        async for msg in requests:
+            kind = msg.WhichOneof("msg")
+            if kind == "status":
+                self.status.add(node_id, msg.status.updates)
+            elif kind == "heartbeat":
+                pass  # liveness leases come with the node monitor
+
+    async def _feed(
+        self,
+        node_id: str,
+        changes: asyncio.Queue,
+        outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage],
+    ) -> None:
+        """Full set first, then changes. ``sent`` remembers what the agent was told, so
+        status echoes of the agent's own reports are not sent back."""
+        sent: dict[str, int] = {}
+
+        def full_set() -> dispatcher_pb2.ManagerMessage:
+            mine = [t for t in self._view.objects(Kind.TASK) if t.node_id == node_id]
+            sent.clear()
+            sent.update({t.id: t.desired_state for t in mine})
+            return _assignments(full=True, tasks=mine)
+
+        outbox.put_nowait(full_set())
+        while True:
+            batch = await changes.get()
+            if batch is None:
+                outbox.put_nowait(full_set())
+                continue
+            upserts: dict[str, objects_pb2.Task] = {}
+            removed: set[str] = set()
+            for ev in batch:
+                task_id = ev.key.rsplit("/", 1)[1]
+                task = ev.obj
+                if task is not None and task.node_id == node_id:
+                    if sent.get(task_id) != task.desired_state:
+                        sent[task_id] = task.desired_state
+                        upserts[task_id] = task
+                        removed.discard(task_id)
+                elif task_id in sent:
+                    del sent[task_id]
+                    upserts.pop(task_id, None)
+                    removed.add(task_id)
+            if upserts or removed:
+                outbox.put_nowait(_assignments(tasks=upserts.values(), removed=removed))
+
+    async def _register(self, reg: dispatcher_pb2.Register) -> None:
+        for _ in range(self._settings.write_retries):
+            current = await self._store.get(Kind.NODE, reg.node_id)
+            node = objects_pb2.Node(id=reg.node_id)
+            if current:
+                node.CopyFrom(current.obj)
+            else:
+                now = model.timestamp()
+                node.meta.CopyFrom(objects_pb2.Meta(version=1, created_at=now, updated_at=now))
+                node.spec.availability = types_pb2.ACTIVE
+            node.description.CopyFrom(reg.description)
+            node.status.CopyFrom(self._node_state(types_pb2.NODE_READY))
+            op = Update(Kind.NODE, node, current.mod_revision) if current else Create(Kind.NODE, node)
+            try:
+                await self._view.wait_for(await self._store.commit([op]))
+                return
+            except ConflictError:
+                continue
+        raise StoreError(f"could not register node {reg.node_id}: too many conflicting writes")
+
+    async def _set_node_state(self, node_id: str, state: int) -> None:
+        for _ in range(self._settings.write_retries):
+            current = await self._store.get(Kind.NODE, node_id)
+            if current is None:
+                return
+            node = objects_pb2.Node()
+            node.CopyFrom(current.obj)
+            node.status.CopyFrom(self._node_state(state))
+            try:
+                await self._store.commit([Update(Kind.NODE, node, current.mod_revision)])
+                return
+            except ConflictError:
+                continue
+
+    def _node_state(self, state: int) -> objects_pb2.NodeState:
+        return objects_pb2.NodeState(
+            state=state, timestamp=model.timestamp(), manager=self._manager_id
+        )
+
+
+class StatusWriter:
+    """Gathers agents' status reports and writes them in batches. The latest report of a
+    task wins; a report that would move a task's state backwards is dropped (an agent
+    replaying old news after a reconnect)."""
+
+    def __init__(self, store: Store, view: ClusterView, settings: DispatcherSettings) -> None:
+        self._store = store
+        self._view = view
+        self._settings = settings
+        self._pending: dict[str, tuple[str, dispatcher_pb2.TaskStatusUpdate]] = {}
+        self._wakeup = asyncio.Event()
+
+    def add(self, node_id: str, updates: Any) -> None:
+        for update in updates:
+            self._pending[update.task_id] = (node_id, update)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            await asyncio.sleep(self._settings.status_flush)
+            self._wakeup.clear()
+            pending, self._pending = self._pending, {}
+            try:
+                await self._flush(pending)
+            except StoreError as exc:
+                log.warning("status write failed, will retry: %s", exc)
+                for task_id, item in pending.items():
+                    self._pending.setdefault(task_id, item)
+                self._wakeup.set()
+
+    async def _flush(self, pending: dict[str, tuple[str, dispatcher_pb2.TaskStatusUpdate]]) -> None:
+        ops = []
+        for task_id, (node_id, update) in pending.items():
+            current = self._view.get(Kind.TASK, task_id)
+            op = _status_op(current, node_id, update)
+            if op:
+                ops.append(op)
+        try:
+            await self._store.commit_chunked(ops)
+        except ConflictError:
+            # Someone else wrote some of these tasks meanwhile: redo them one by one
+            # from fresh reads.
+            for task_id, (node_id, update) in pending.items():
+                await self._write_one(task_id, node_id, update)
+
+    async def _write_one(
+        self, task_id: str, node_id: str, update: dispatcher_pb2.TaskStatusUpdate
+    ) -> None:
+        for _ in range(self._settings.write_retries):
+            op = _status_op(await self._store.get(Kind.TASK, task_id), node_id, update)
+            if op is None:
+                return
+            try:
+                await self._store.commit([op])
+                return
+            except ConflictError:
+                continue
+        log.warning("task %s: status write kept losing races; dropped", task_id)
+
+
+def _status_op(current: Any, node_id: str, update: dispatcher_pb2.TaskStatusUpdate) -> Any:
+    if current is None or current.obj.node_id != node_id:
+        return None
+    old = current.obj
+    if update.status.state < old.status.state:
+        return None
+    if update.status == old.status and list(update.attachments) == list(old.attachments):
+        return None
+    task = objects_pb2.Task()
+    task.CopyFrom(old)
+    task.status.CopyFrom(update.status)
+    if update.attachments:
+        del task.attachments[:]
+        task.attachments.extend(update.attachments)
+    task.meta.updated_at.CopyFrom(model.timestamp())
+    return Update(Kind.TASK, task, current.mod_revision)
+
+
+def _assignments(
+    *, full: bool = False, tasks: Any = (), removed: Any = ()
+) -> dispatcher_pb2.ManagerMessage:
+    return dispatcher_pb2.ManagerMessage(
+        assignments=dispatcher_pb2.Assignments(full=full, tasks=list(tasks), removed=sorted(removed))
+    )
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d

@@ -1,0 +1,145 @@
+"""The manager process: wires store, view, APIs and the leader's control loops together.
+
+Every manager serves the Control and Dispatcher APIs (plus gRPC health and reflection)
+from its own ClusterView. One manager at a time wins the election and also runs the
+control loops; losing the election cancels them. Shutdown is ordered: stop taking calls,
+stop the loops, resign, close etcd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from orch.manager.controlapi import ControlAPI
+from orch.manager.dispatcher import Dispatcher, DispatcherSettings
+from orch.manager.election import Election, ElectionSettings
+from orch.manager.logbroker import LogBroker
+from orch.manager.loop import LoopSettings
+from orch.manager.orchestrator import OrchestratorSettings
+from orch.manager.orchestrator_loop import OrchestratorLoop
+from orch.manager.scheduler_loop import SchedulerLoop
+from orch.manager.store import Store
+from orch.manager.view import ClusterView
+from orch.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
+
+log = logging.getLogger("orch.manager")
+
+
+@dataclass
+class ManagerSettings:
+    manager_id: str
+    """Unique per manager; the value of the leader key while this manager leads."""
+    listen: str = "127.0.0.1:7700"
+    """host:port for the Control and Dispatcher APIs."""
+    etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    """etcd client endpoints."""
+    election: ElectionSettings = field(default_factory=ElectionSettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    loops: LoopSettings = field(default_factory=LoopSettings)
+    orchestrator: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+
+
+class Manager:
+    def __init__(self, settings: ManagerSettings) -> None:
+        self.settings = settings
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        s = self.settings
+        store = await Store.connect(s.etcd)
+        view = ClusterView(store)
+        logs = LogBroker()
+        election = Election(store, s.manager_id, s.election)
+        dispatcher = Dispatcher(
+            store=store, view=view, logs=logs, manager_id=s.manager_id, settings=s.dispatcher
+        )
+        control = ControlAPI(store=store, view=view, logs=logs)
+
+        def fence():  # noqa: ANN202 - evaluated per commit
+            return election.fence
+
+        loop_args = dict(store=store, view=view, fence=fence, settings=s.loops)
+
+        async def lead() -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(
+                    OrchestratorLoop(**loop_args, settings_core=s.orchestrator).run()
+                )
+                tg.create_task(SchedulerLoop(**loop_args).run())
+
+        server = grpc.aio.server()
+        control_pb2_grpc.add_ControlServicer_to_server(control, server)
+        dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (
+            control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+            dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(s.listen)
+        self.server = server
+
+        tasks = [
+            asyncio.create_task(view.run(), name="view"),
+            asyncio.create_task(dispatcher.status.run(), name="status-writer"),
+            asyncio.create_task(election.run(lead), name="election"),
+        ]
+        try:
+            await view.ready()
+            await server.start()
+            await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            log.info("manager %s serving on %s", s.manager_id, s.listen)
+            if started:
+                started.set()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+        finally:
+            await server.stop(grace=1.0)
+            for t in reversed(tasks):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="orch-manager", description="Run an orch manager.")
+    p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
+    p.add_argument("--listen", default="127.0.0.1:7700")
+    p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
+    p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
+    p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = ManagerSettings(manager_id=args.id, listen=args.listen, etcd=args.etcd.split(","))
+    if args.restart_delay is not None:
+        settings.orchestrator.default_restart_delay = args.restart_delay
+    asyncio.run(_serve(Manager(settings)))
+
+
+async def _serve(manager: Manager) -> None:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main_task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await manager.run()

@@ -1,0 +1,39 @@
+"""The leader's orchestrator loop: the IO shell around :func:`orchestrator.reconcile`.
+
+Runs on changes to services, tasks and nodes, and when a restart delay is due. The plan's
+creates are create-if-absent, its desired-state changes and deletes are guarded by the
+revision the view holds, all fenced on the leader key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from orch.manager.loop import ControlLoop, PassResult
+from orch.manager.orchestrator import OrchestratorSettings, reconcile
+from orch.manager.store import Create, Delete, Kind, Op, Update
+
+
+class OrchestratorLoop(ControlLoop):
+    name = "orchestrator"
+    kinds = (Kind.SERVICE, Kind.TASK, Kind.NODE)
+
+    def __init__(self, *, settings_core: OrchestratorSettings | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._core = settings_core or OrchestratorSettings()
+
+    def plan(self, now: datetime) -> PassResult:
+        services = {s.id: s for s in self.view.objects(Kind.SERVICE)}
+        nodes = {n.id: n for n in self.view.objects(Kind.NODE)}
+        plan = reconcile(services, list(self.view.objects(Kind.TASK)), nodes, now, self._core)
+        ops: list[Op] = [Create(Kind.TASK, t) for t in plan.create]
+        for task in plan.update:
+            current = self.view.get(Kind.TASK, task.id)
+            if current:
+                ops.append(Update(Kind.TASK, task, current.mod_revision))
+        for task_id in plan.delete:
+            current = self.view.get(Kind.TASK, task_id)
+            if current:
+                ops.append(Delete(Kind.TASK, current.key, current.mod_revision))
+        return PassResult(ops, plan.wake_at)

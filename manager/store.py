@@ -1,0 +1,286 @@
+"""The manager's only door to etcd: typed reads, guarded transactions and a watch.
+
+Every object lives at ``/orch/v1/<kind>/<key>`` as protobuf JSON, so ``etcdctl get
+--prefix /orch/`` reads like a document. Writes go through :meth:`Store.commit`, which
+turns a list of operations into one etcd transaction: a create only succeeds if the key
+is absent, an update or delete only if the key still has the ``mod_revision`` the caller
+read. A lost race raises :class:`ConflictError`; the caller re-reads (its cache catches up
+through the watch) and decides again. An optional fence compare (the leader key) rides
+along in the same transaction, so a deposed leader cannot write.
+
+etcd errors are translated to :class:`StoreError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+from etcd3aio import Etcd3Client, EtcdError
+from etcd3aio._protobuf import Compare
+from etcd3aio.kv import KVService, prefix_range_end
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from orch.errors import ConflictError, StoreError
+from orch.proto import objects_pb2
+
+PREFIX = "/orch/v1/"
+# etcd refuses transactions of more than 128 operations by default (--max-txn-ops).
+MAX_TXN_OPS = 128
+
+
+class Kind(enum.Enum):
+    """What is stored, and under which folder. Services and networks are keyed by name,
+    tasks and nodes by id."""
+
+    SERVICE = ("services", objects_pb2.Service)
+    TASK = ("tasks", objects_pb2.Task)
+    NODE = ("nodes", objects_pb2.Node)
+    NETWORK = ("networks", objects_pb2.Network)
+
+    def __init__(self, folder: str, message: type[Message]) -> None:
+        self.folder = folder
+        self.message = message
+
+    @property
+    def prefix(self) -> str:
+        return f"{PREFIX}{self.folder}/"
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def key_of(self, obj: Any) -> str:
+        """The key an object is stored under: its name for services and networks."""
+        name = obj.spec.name if self in (Kind.SERVICE, Kind.NETWORK) else obj.id
+        return self.key(name)
+
+
+_FOLDERS = {k.folder: k for k in Kind}
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[M]):
+    """An object as read from etcd, with the revision a guarded write must compare."""
+
+    kind: Kind
+    key: str
+    obj: M
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change seen by the watch. ``obj`` is None for a delete."""
+
+    kind: Kind
+    key: str
+    obj: Message | None
+    mod_revision: int
+
+
+# Operations for commit(). ``mod_revision`` is what the caller read; updates and deletes
+# fail with ConflictError if the key changed since.
+@dataclass(frozen=True, slots=True)
+class Create:
+    kind: Kind
+    obj: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    kind: Kind
+    obj: Message
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    kind: Kind
+    key: str
+    mod_revision: int
+
+
+Op = Create | Update | Delete
+
+
+def encode(obj: Message) -> bytes:
+    return json_format.MessageToJson(obj, indent=None, sort_keys=True).encode()
+
+
+def decode(kind: Kind, raw: bytes) -> Message:
+    msg = kind.message()
+    json_format.Parse(raw, msg, ignore_unknown_fields=True)
+    return msg
+
+
+def parse_key(key: str) -> tuple[Kind, str] | None:
+    """``/orch/v1/tasks/abc`` -> (Kind.TASK, "abc"); None for keys that are not objects."""
+    if not key.startswith(PREFIX):
+        return None
+    folder, _, name = key[len(PREFIX) :].partition("/")
+    kind = _FOLDERS.get(folder)
+    return (kind, name) if kind and name else None
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A compare that must hold for a write to land: ``key`` still has ``value``."""
+
+    key: str
+    value: bytes
+
+
+class Store:
+    """Typed access to orch's etcd keyspace. One per manager process."""
+
+    def __init__(self, client: Etcd3Client, *, timeout: float = 5.0) -> None:
+        self._client = client
+        self._kv: KVService = client.kv
+        self._timeout = timeout
+
+    @property
+    def client(self) -> Etcd3Client:
+        return self._client
+
+    @classmethod
+    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> Store:
+        client = Etcd3Client(list(endpoints))
+        try:
+            await client.connect()
+            await client.ping(write_check=False, timeout=timeout)
+        except (EtcdError, grpc.aio.AioRpcError, OSError) as exc:
+            await client.close()
+            raise StoreError(f"cannot reach etcd at {','.join(endpoints)}: {exc}") from exc
+        return cls(client, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def get(self, kind: Kind, name: str) -> Versioned | None:
+        key = kind.key(name)
+        resp = await self._call("get " + key, self._kv.get(key, timeout=self._timeout))
+        if not resp.kvs:
+            return None
+        kv = resp.kvs[0]
+        return Versioned(kind, key, decode(kind, kv.value), kv.mod_revision)
+
+    async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
+        """All objects of one kind and the revision they were read at."""
+        resp = await self._call(
+            "list " + kind.prefix,
+            self._kv.get(kind.prefix, prefix_range_end(kind.prefix), timeout=self._timeout),
+        )
+        items = [
+            Versioned(kind, kv.key.decode(), decode(kind, kv.value), kv.mod_revision)
+            for kv in resp.kvs
+        ]
+        return items, resp.header.revision
+
+    async def snapshot(self) -> tuple[list[Versioned], int]:
+        """Every object of every kind, read at one revision (the start of a watch)."""
+        resp = await self._call(
+            "snapshot", self._kv.get(PREFIX, prefix_range_end(PREFIX), timeout=self._timeout)
+        )
+        items = []
+        for kv in resp.kvs:
+            parsed = parse_key(kv.key.decode())
+            if parsed:
+                items.append(
+                    Versioned(parsed[0], kv.key.decode(), decode(parsed[0], kv.value), kv.mod_revision)
+                )
+        return items, resp.header.revision
+
+    async def watch(self, start_revision: int) -> AsyncIterator[list[Event]]:
+        """Changes to every object from ``start_revision`` on, one list per etcd revision
+        batch. Raises StoreError when etcd compacted past ``start_revision``: the caller
+        must take a new snapshot."""
+        stream = self._client.watch.watch(PREFIX, prefix_range_end(PREFIX), start_revision)
+        try:
+            async for resp in stream:
+                if resp.compact_revision:
+                    raise StoreError(f"watch compacted at revision {resp.compact_revision}")
+                events = []
+                for ev in resp.events:
+                    key = ev.kv.key.decode()
+                    parsed = parse_key(key)
+                    if not parsed:
+                        continue
+                    deleted = ev.type == 1  # mvccpb.Event.DELETE
+                    obj = None if deleted else decode(parsed[0], ev.kv.value)
+                    events.append(Event(parsed[0], key, obj, ev.kv.mod_revision))
+                if events:
+                    yield events
+        except (EtcdError, grpc.aio.AioRpcError) as exc:
+            raise StoreError(f"watch {PREFIX}: {exc}") from exc
+        finally:
+            await stream.aclose()
+
+    async def commit(self, ops: Iterable[Op], *, fence: Fence | None = None) -> int:
+        """Apply ``ops`` atomically. Returns the new revision. ConflictError when any
+        guard failed (nothing was written); StoreError when etcd failed."""
+        ops = list(ops)
+        if not ops:
+            return 0
+        compares, requests = [], []
+        if fence:
+            compares.append(KVService.txn_compare_value(fence.key, fence.value))
+        for op in ops:
+            compare, request = self._op(op)
+            compares.append(compare)
+            requests.append(request)
+        if len(requests) + len(compares) > MAX_TXN_OPS * 2 or len(requests) > MAX_TXN_OPS:
+            raise ValueError(f"transaction of {len(requests)} operations exceeds {MAX_TXN_OPS}")
+        resp = await self._call("txn", self._kv.txn(compares, requests, timeout=self._timeout))
+        if not resp.succeeded:
+            what = ", ".join(_describe(op) for op in ops[:4]) + (" ..." if len(ops) > 4 else "")
+            raise ConflictError(f"write lost a race ({what})")
+        return resp.header.revision
+
+    async def commit_chunked(
+        self, ops: Sequence[Op], *, fence: Fence | None = None, size: int = 60
+    ) -> None:
+        """Commit a large plan in transactions of at most ``size`` operations. Each chunk
+        is atomic; the plan as a whole is not, which is fine for control loops that
+        reconcile again anyway."""
+        for i in range(0, len(ops), size):
+            await self.commit(ops[i : i + size], fence=fence)
+
+    @staticmethod
+    def _op(op: Op) -> tuple[Any, Any]:
+        kv = KVService
+        if isinstance(op, Create):
+            key = op.kind.key_of(op.obj)
+            return kv.txn_compare_create_revision(key, 0), kv.txn_op_put(key, encode(op.obj))
+        if isinstance(op, Update):
+            key = op.kind.key_of(op.obj)
+            return (
+                _same_mod_revision(key, op.mod_revision),
+                kv.txn_op_put(key, encode(op.obj)),
+            )
+        return _same_mod_revision(op.key, op.mod_revision), kv.txn_op_delete(op.key)
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except (EtcdError, grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+            raise StoreError(f"etcd {what}: {exc or type(exc).__name__}") from exc
+
+
+def _same_mod_revision(key: str, mod_revision: int) -> Compare:
+    # etcd3aio has no helper for the MOD target; this is the guard of every update.
+    return Compare(
+        result=Compare.EQUAL, target=Compare.MOD, key=key.encode(), mod_revision=mod_revision
+    )
+
+
+def _describe(op: Op) -> str:
+    if isinstance(op, Delete):
+        return f"delete {op.key}"
+    return f"{type(op).__name__.lower()} {op.kind.key_of(op.obj)}"

@@ -1,0 +1,114 @@
+"""The store, the cluster view and the election against a real etcd server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orch import model
+from orch.errors import ConflictError
+from orch.manager.election import LEADER_KEY, Election, ElectionSettings
+from orch.manager.store import Create, Delete, Fence, Kind, Update
+from orch.manager.view import ClusterView
+from orch.proto import objects_pb2, specs_pb2
+
+pytestmark = pytest.mark.integration
+
+
+def service(name: str, replicas: int = 1) -> objects_pb2.Service:
+    return objects_pb2.Service(
+        id=model.new_id(),
+        meta=objects_pb2.Meta(version=1),
+        spec=specs_pb2.ServiceSpec(name=name, replicas=replicas),
+    )
+
+
+async def test_values_are_protobuf_json_readable_by_a_person(store) -> None:
+    await store.commit([Create(Kind.SERVICE, service("web", 3))])
+    resp = await store.client.kv.get("/orch/v1/services/web")
+    text = resp.kvs[0].value.decode()
+    assert '"name": "web"' in text and '"replicas": "3"' in text
+
+
+async def test_create_is_create_if_absent(store) -> None:
+    await store.commit([Create(Kind.SERVICE, service("web"))])
+    with pytest.raises(ConflictError):
+        await store.commit([Create(Kind.SERVICE, service("web"))])
+
+
+async def test_update_guarded_by_mod_revision_and_all_or_nothing(store) -> None:
+    await store.commit([Create(Kind.SERVICE, service("a")), Create(Kind.SERVICE, service("b"))])
+    a = await store.get(Kind.SERVICE, "a")
+    b = await store.get(Kind.SERVICE, "b")
+    a.obj.spec.replicas = 5
+    await store.commit([Update(Kind.SERVICE, a.obj, a.mod_revision)])
+    # b's write is fine, a's guard is stale: neither lands.
+    b.obj.spec.replicas = 7
+    a.obj.spec.replicas = 9
+    with pytest.raises(ConflictError):
+        await store.commit(
+            [Update(Kind.SERVICE, b.obj, b.mod_revision), Update(Kind.SERVICE, a.obj, a.mod_revision)]
+        )
+    assert (await store.get(Kind.SERVICE, "a")).obj.spec.replicas == 5
+    assert (await store.get(Kind.SERVICE, "b")).obj.spec.replicas == 1
+
+
+async def test_fence_blocks_writes_of_a_deposed_leader(store) -> None:
+    await store.client.kv.put(LEADER_KEY, "m2")
+    with pytest.raises(ConflictError):
+        await store.commit([Create(Kind.SERVICE, service("x"))], fence=Fence(LEADER_KEY, b"m1"))
+    assert await store.get(Kind.SERVICE, "x") is None
+    await store.commit([Create(Kind.SERVICE, service("x"))], fence=Fence(LEADER_KEY, b"m2"))
+
+
+async def test_view_follows_writes_and_deletes(store) -> None:
+    view = ClusterView(store)
+    runner = asyncio.create_task(view.run())
+    try:
+        await asyncio.wait_for(view.ready(), 5)
+        queue = view.subscribe(Kind.SERVICE)
+        rev = await store.commit([Create(Kind.SERVICE, service("web"))])
+        await view.wait_for(rev)
+        assert view.get(Kind.SERVICE, "web").obj.spec.name == "web"
+        batch = await asyncio.wait_for(queue.get(), 5)
+        assert [e.key for e in batch] == ["/orch/v1/services/web"]
+        current = view.get(Kind.SERVICE, "web")
+        rev = await store.commit([Delete(Kind.SERVICE, current.key, current.mod_revision)])
+        await view.wait_for(rev)
+        assert view.get(Kind.SERVICE, "web") is None
+    finally:
+        runner.cancel()
+
+
+async def test_one_leader_and_a_standby_takes_over(store) -> None:
+    settings = ElectionSettings(lease_ttl=2, keepalive_interval=0.3)
+    leading: list[str] = []
+    stop = {name: asyncio.Event() for name in ("m1", "m2")}
+
+    def lead_as(name: str):
+        async def lead() -> None:
+            leading.append(name)
+            await stop[name].wait()
+            raise RuntimeError(f"{name} steps down")
+
+        return lead
+
+    e1, e2 = Election(store, "m1", settings), Election(store, "m2", settings)
+    t1 = asyncio.create_task(e1.run(lead_as("m1")))
+    await asyncio.wait_for(_until(lambda: leading == ["m1"]), 5)
+    t2 = asyncio.create_task(e2.run(lead_as("m2")))
+    try:
+        await asyncio.sleep(0)  # let m2 campaign; it must not lead while m1 does
+        assert await e2.leader() == "m1"
+        t1.cancel()  # m1 dies: its lease is revoked on the way out
+        await asyncio.wait_for(_until(lambda: leading == ["m1", "m2"]), 5)
+        assert await e2.leader() == "m2"
+    finally:
+        t1.cancel()
+        t2.cancel()
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.02)

@@ -58,8 +58,8 @@ def spec_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
         if a == b:
             continue
         path = prefix + field.name
-        is_message = field.type == field.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry
-        if is_message and field.label != field.LABEL_REPEATED and path.count(".") < 1:
+        nested = field.type == field.TYPE_MESSAGE and not field.is_repeated
+        if nested and path.count(".") < 1:
             changed += spec_changes(a, b, path + ".") or [path]
         else:
             changed.append(path)

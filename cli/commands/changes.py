@@ -1,0 +1,110 @@
+"""Commands that change desired state: apply, scale, rm."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from orch.cli.context import Context
+from orch.cli.views import change_line
+from orch.errors import NotFoundError, ValidationError
+from orch.proto import control_pb2
+
+_SCALE_ARG = re.compile(r"^([^=\s]+)=(\d+)$")
+_UINT64_MAX = 2**64 - 1
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "apply", parents=[common], help="create or update services and networks from manifests"
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE|DIR",
+        help="a manifest file or a directory of them (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report the changes, write nothing")
+    p.set_defaults(func=run_apply)
+
+    p = subparsers.add_parser("scale", parents=[common], help="set the replicas of services")
+    p.add_argument(
+        "targets",
+        nargs="+",
+        type=scale_arg,
+        action=_UniqueNames,
+        metavar="SERVICE=REPLICAS",
+    )
+    p.set_defaults(func=run_scale)
+
+    p = subparsers.add_parser("rm", parents=[common], help="remove services")
+    p.add_argument("services", nargs="+", metavar="SERVICE")
+    p.set_defaults(func=run_rm)
+
+
+def scale_arg(text: str) -> tuple[str, int]:
+    """``"web=5"`` -> ("web", 5); an argparse type, so bad input is a usage error."""
+    match = _SCALE_ARG.match(text)
+    if match is None or int(match.group(2)) > _UINT64_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected SERVICE=REPLICAS with REPLICAS a whole number >= 0"
+        )
+    return match.group(1), int(match.group(2))
+
+
+class _UniqueNames(argparse.Action):
+    """Rejects ``web=2 web=3``: which one was meant is a guess the CLI should not make."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        names = [name for name, _ in values]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            parser.error(f"service given more than once: {', '.join(repeated)}")
+        setattr(namespace, self.dest, values)
+
+
+def run_apply(ctx: Context) -> int:
+    # Imported here so that the listing commands start without loading the manifest code.
+    from orch.manifests.loader import load_paths
+
+    paths = [Path(p) for p in ctx.args.files]
+    manifest = load_paths(paths)
+    if not manifest.services and not manifest.networks:
+        raise ValidationError(
+            f"no services or networks found in {', '.join(str(p) for p in paths)}"
+        )
+    request = control_pb2.ApplyRequest(
+        networks=manifest.networks, services=manifest.services, dry_run=ctx.args.dry_run
+    )
+    response = ctx.client().call("Apply", request)
+    for change in response.changes:
+        ctx.out.write(change_line(change, dry_run=ctx.args.dry_run) + "\n")
+    return 0
+
+
+def run_scale(ctx: Context) -> int:
+    targets: list[tuple[str, int]] = ctx.args.targets
+    ctx.client().call("Scale", control_pb2.ScaleRequest(replicas=dict(targets)))
+    for name, replicas in targets:
+        ctx.out.write(f"{name} scaled to {replicas}\n")
+    return 0
+
+
+def run_rm(ctx: Context) -> int:
+    """Removes each service in turn; a missing one is reported and the rest still go, as
+    `docker service rm` does. Exit 1 when any was missing."""
+    status = 0
+    for name in ctx.args.services:
+        try:
+            ctx.client().call("RemoveService", control_pb2.RemoveServiceRequest(name=name))
+        except NotFoundError as exc:
+            ctx.err.write(f"orch: {exc}\n")
+            status = 1
+            continue
+        ctx.out.write(f"service/{name} removed\n")
+    return status

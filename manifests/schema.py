@@ -1,0 +1,520 @@
+"""The manifest format as a table: every field of every kind, its type, default and meaning.
+
+One table serves three readers: the loader walks it to check and convert YAML values,
+``render`` walks it backwards to print a spec as a manifest, and ``orch explain`` can
+print it (``iter_fields``). A field says where its value lands in the protobuf
+(``target``, a dotted path from the spec message), so loading and rendering need no
+per-field code.
+
+Types are small frozen dataclasses: ``Scalar`` (a parser and its inverse), ``ListOf``,
+``MapOf``, ``Obj`` (named fields) and ``OneOf`` (picks by the YAML shape: a string, a
+list or a mapping, for fields that take "a list, or a shell string"). Parsers only check
+what a YAML value must be to fit the protobuf; rules about values (name syntax, limits
+>= reservations) are in validate.py, which the manager runs too. This module is pure.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+
+from orch.manifests import units
+from orch.manifests.problems import describe_value
+from orch.manifests.validate import SIGNALS
+from orch.proto import specs_pb2, types_pb2
+
+API_VERSION = "orch/v1"
+KINDS = ("Service", "Network")
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+
+
+class Invalid(ValueError):
+    """A YAML value that does not fit its field. ``accepted`` is shown when set."""
+
+    def __init__(self, message: str, accepted: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.accepted = accepted
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A single YAML value. ``parse(value, source_text)`` converts it or raises Invalid."""
+
+    accepted: str
+    parse: Callable[[Any, str | None], Any]
+    render: Callable[[Any], Any] = _identity
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Type
+    accepted: str
+
+    def render(self, value: Any) -> Any:
+        return [self.item.render(v) for v in value]
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping with free-form string keys; ``convert`` reshapes the result (env -> list)."""
+
+    value: Type
+    accepted: str
+    check_key: Callable[[str], None] | None = None
+    convert: Callable[[dict[str, Any]], Any] | None = None
+
+    def render(self, value: Any) -> Any:
+        return {k: self.value.render(v) for k, v in sorted(value.items())}
+
+
+@dataclass(frozen=True)
+class Obj:
+    """A mapping with known fields. Without ``convert`` its fields land in the spec
+    through their targets; with it, the decoded dict becomes one value (a message)."""
+
+    fields: tuple[Field, ...]
+    accepted: str = "a mapping"
+    convert: Callable[[dict[str, Any]], Any] | None = None
+    by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Different shapes for one field, chosen by the YAML value's shape."""
+
+    accepted: str
+    render: Callable[[Any], Any]
+    scalar: Type | None = None
+    list: Type | None = None
+    map: Type | None = None
+
+
+Type = Scalar | ListOf | MapOf | Obj | OneOf
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: Type
+    doc: str
+    target: str | None = None
+    """Dotted path of the protobuf field the value lands in, from the spec message."""
+    default: Any = None
+    """Value (already converted) set when the field is absent; None: the protobuf's default."""
+    required: bool = False
+    always: bool = False
+    """Render even a zero value (replicas: 0 means zero, not unset)."""
+    aliases: tuple[str, ...] = ()
+    """Names other tools use for this field; an unknown key matching one gets a hint."""
+
+
+# ---- scalar parsers ---------------------------------------------------------------------
+
+
+def _string(value: Any, raw: str | None) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string, got {describe_value(value)}")
+    return value
+
+
+def _text(value: Any, raw: str | None) -> str:
+    """A string; a number is taken as written (``PORT: 0800`` -> "0800")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise Invalid(f"expected a string, got {describe_value(value)}; quote it: '{raw}'")
+    if isinstance(value, int | float):
+        return raw if raw is not None else str(value)
+    raise Invalid(f"expected a string, got {describe_value(value)}")
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[Any, str | None], int]:
+    def parse(value: Any, raw: str | None) -> int:
+        expected = f"an integer >= {minimum}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"expected {expected}, got {describe_value(value)}")
+        if value < minimum:
+            raise Invalid(f"expected {expected}, got {value}")
+        if value > maximum:
+            raise Invalid(f"expected an integer <= {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _unit(parse: Callable[[Any], int]) -> Callable[[Any, str | None], int]:
+    def wrapped(value: Any, raw: str | None) -> int:
+        if value is None or isinstance(value, dict | list):
+            raise Invalid(f"expected a value, got {describe_value(value)}")
+        try:
+            return parse(value)
+        except units.UnitError as exc:
+            raise Invalid(exc.message, exc.accepted) from exc
+
+    return wrapped
+
+
+def _duration(value: Any, raw: str | None) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(_unit(units.parse_duration)(value, raw))
+    return duration
+
+
+def _render_duration(duration: Duration) -> str:
+    return units.format_duration(duration.ToNanoseconds())
+
+
+def _shell_words(value: Any, raw: str | None) -> list[str]:
+    text = _string(value, raw)
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise Invalid(f"cannot split {text!r} like a shell would: {exc}") from exc
+
+
+_CONDITIONS = {
+    "none": types_pb2.RESTART_NONE,
+    "on-failure": types_pb2.RESTART_ON_FAILURE,
+    "any": types_pb2.RESTART_ANY,
+}
+
+
+def _condition(value: Any, raw: str | None) -> int:
+    text = _string(value, raw)
+    found = _CONDITIONS.get(text.lower().replace("_", "-"))
+    if found is None:
+        raise Invalid(f"unknown condition {text!r}", ", ".join(_CONDITIONS))
+    return found
+
+
+def _render_condition(condition: int) -> str:
+    return {v: k for k, v in _CONDITIONS.items()}[condition]
+
+
+def _signal(value: Any, raw: str | None) -> str:
+    accepted = "a signal name like SIGTERM or TERM, or its number"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value <= len(SIGNALS):
+            return SIGNALS[value - 1]
+        raise Invalid(f"unknown signal number {value}", accepted)
+    name = _string(value, raw).upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name not in SIGNALS:
+        raise Invalid(f"unknown signal {value!r}", accepted)
+    return name
+
+
+def _api_version(value: Any, raw: str | None) -> str:
+    if _string(value, raw) != API_VERSION:
+        raise Invalid(f"unsupported apiVersion {value!r}", API_VERSION)
+    return value
+
+
+def _kind(value: Any, raw: str | None) -> str:
+    text = _string(value, raw)
+    if text not in KINDS:
+        close = [k for k in KINDS if k.lower() == text.lower()]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise Invalid(f"unknown kind {text!r}{hint}", ", ".join(KINDS))
+    return text
+
+
+def _env_key(key: str) -> None:
+    if not key or "=" in key:
+        raise Invalid(f"invalid variable name {key!r}", "a name without '='")
+
+
+def _env_map(env: dict[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _render_env(env: list[str]) -> Any:
+    pairs = [item.partition("=") for item in env]
+    keys = [k for k, _, _ in pairs]
+    if all(sep for _, sep, _ in pairs) and len(set(keys)) == len(keys):
+        return {k: v for k, _, v in pairs}
+    return list(env)
+
+
+def _attachment(value: Any, raw: str | None) -> specs_pb2.NetworkAttachmentConfig:
+    return specs_pb2.NetworkAttachmentConfig(target=_string(value, raw))
+
+
+def _attachment_from(fields: dict[str, Any]) -> specs_pb2.NetworkAttachmentConfig:
+    return specs_pb2.NetworkAttachmentConfig(
+        target=fields.get("name", ""), aliases=fields.get("aliases", [])
+    )
+
+
+def _render_attachment(net: specs_pb2.NetworkAttachmentConfig) -> Any:
+    if not net.aliases:
+        return net.target
+    return {"name": net.target, "aliases": list(net.aliases)}
+
+
+# ---- the table --------------------------------------------------------------------------
+
+STRING = Scalar("a string", _string)
+TEXT = Scalar("a string", _text)
+LABELS = MapOf(TEXT, "a mapping of label keys to strings")
+DURATION = Scalar(units.DURATION_ACCEPTED, _duration, _render_duration)
+CPUS = Scalar(units.CPUS_ACCEPTED, _unit(units.parse_cpus), units.format_cpus)
+SIZE = Scalar(units.SIZE_ACCEPTED, _unit(units.parse_size), units.format_size)
+WORDS = OneOf(
+    "a list of strings, or a string split like a shell would",
+    render=list,
+    scalar=Scalar("a string", _shell_words),
+    list=ListOf(TEXT, "a list of strings"),
+)
+
+_HEADER = (
+    Field("apiVersion", Scalar(API_VERSION, _api_version), "Format version.", required=True),
+    Field("kind", Scalar(", ".join(KINDS), _kind), "What the document describes.", required=True),
+)
+
+
+def _metadata(what: str) -> Field:
+    return Field(
+        "metadata",
+        Obj(
+            (
+                Field("name", STRING, f"The {what}'s name, a DNS label; unique.", "name"),
+                Field("labels", LABELS, f"Labels of the {what}, for people and filters.", "labels"),
+            )
+        ),
+        "Name and labels.",
+    )
+
+
+def _resources(kind: str, with_pids: bool) -> Field:
+    fields = [
+        Field("cpus", CPUS, f"CPUs ({kind}).", f"resources.{kind}.nano_cpus"),
+        Field("memory", SIZE, f"Memory ({kind}).", f"resources.{kind}.memory_bytes"),
+    ]
+    if with_pids:
+        fields.append(
+            Field(
+                "pids",
+                Scalar("an integer >= 0", _integer(0, units.INT64_MAX)),
+                "Most processes the container may have; 0: no limit.",
+                "resources.limits.pids",
+            )
+        )
+    doc = {
+        "limits": "Enforced through the container's cgroup.",
+        "reservations": "Set aside on the node by the scheduler.",
+    }[kind]
+    return Field(kind, Obj(tuple(fields)), doc)
+
+
+_RESTART_POLICY = Field(
+    "restart_policy",
+    Obj(
+        (
+            Field(
+                "condition",
+                Scalar(", ".join(_CONDITIONS), _condition, _render_condition),
+                "When a task's exit is followed by a new task: none, on-failure or any "
+                "(default any).",
+                "restart_policy.condition",
+            ),
+            Field(
+                "delay",
+                DURATION,
+                "Wait before the first restart; doubles per restart.",
+                "restart_policy.delay",
+            ),
+            Field(
+                "max_attempts",
+                Scalar("an integer >= 0", _integer(0, UINT32_MAX)),
+                "Restarts within window before giving up; 0: unlimited.",
+                "restart_policy.max_attempts",
+            ),
+            Field(
+                "window",
+                DURATION,
+                "Restarts older than this do not count; 0: forever.",
+                "restart_policy.window",
+            ),
+            Field(
+                "max_delay",
+                DURATION,
+                "Upper bound of the doubling delay.",
+                "restart_policy.max_delay",
+            ),
+        )
+    ),
+    "What happens when a task's container exits.",
+    aliases=("restart", "restartPolicy"),
+)
+
+_NETWORK_ITEM = OneOf(
+    "a network name, or {name, aliases}",
+    render=_render_attachment,
+    scalar=Scalar("a network name", _attachment),
+    map=Obj(
+        (
+            Field(
+                "name",
+                STRING,
+                "The network: bridge, host, none or a Network's name.",
+                required=True,
+            ),
+            Field(
+                "aliases",
+                ListOf(STRING, "a list of DNS names"),
+                "Extra DNS names of the service on this network.",
+            ),
+        ),
+        "a mapping with name and aliases",
+        convert=_attachment_from,
+    ),
+)
+
+SERVICE_SPEC = Obj(
+    (
+        Field(
+            "image",
+            STRING,
+            "Image to run: host:port/name:tag or oci:/abs/path:tag.",
+            "container.image",
+        ),
+        Field(
+            "command",
+            WORDS,
+            "Replaces the image's entrypoint.",
+            "container.command",
+            aliases=("entrypoint",),
+        ),
+        Field(
+            "args",
+            WORDS,
+            "Replaces the image's cmd.",
+            "container.args",
+            aliases=("cmd",),
+        ),
+        Field(
+            "env",
+            OneOf(
+                "a mapping of names to strings, or a list of KEY=VALUE",
+                render=_render_env,
+                map=MapOf(TEXT, "a mapping of names to strings", _env_key, _env_map),
+                list=ListOf(TEXT, "a list of KEY=VALUE"),
+            ),
+            "Environment variables, over the image's.",
+            "container.env",
+            aliases=("environment",),
+        ),
+        Field(
+            "workdir",
+            STRING,
+            "Working directory; absolute.",
+            "container.workdir",
+            aliases=("working_dir", "workingDir"),
+        ),
+        Field(
+            "hostname",
+            STRING,
+            "Hostname; default <service>.<slot>.",
+            "container.hostname",
+        ),
+        Field(
+            "user",
+            TEXT,
+            'uid[:gid] the process runs as, e.g. "1000:1000".',
+            "container.user",
+        ),
+        Field(
+            "replicas",
+            Scalar("an integer >= 0", _integer(0, UINT64_MAX)),
+            "Number of tasks to run.",
+            "replicas",
+            default=1,
+            always=True,
+        ),
+        Field(
+            "resources",
+            Obj((_resources("limits", True), _resources("reservations", False))),
+            "CPU, memory and process limits and reservations.",
+        ),
+        _RESTART_POLICY,
+        Field(
+            "networks",
+            ListOf(_NETWORK_ITEM, "a list of networks"),
+            "Networks to join; default [bridge]. host and none must be alone.",
+            "networks",
+        ),
+        Field(
+            "stop_grace_period",
+            DURATION,
+            "SIGTERM to SIGKILL; default 10s.",
+            "container.stop_grace_period",
+        ),
+        Field(
+            "stop_signal",
+            Scalar("a signal name like SIGTERM", _signal),
+            "Signal that asks the process to stop; default SIGTERM.",
+            "container.stop_signal",
+        ),
+        Field("labels", LABELS, "Labels set on the container.", "container.labels"),
+    )
+)
+
+SERVICE = Obj(
+    (*_HEADER, _metadata("service"), Field("spec", SERVICE_SPEC, "What to run and how many."))
+)
+
+NETWORK_SPEC = Obj(
+    (
+        Field("driver", STRING, "Network driver: overlay.", "driver", default="overlay"),
+        Field(
+            "subnet",
+            STRING,
+            "IPv4 CIDR in a private range, /29 or larger; default: from the cluster pool.",
+            "subnet",
+        ),
+    )
+)
+
+NETWORK = Obj((*_HEADER, _metadata("network"), Field("spec", NETWORK_SPEC, "How it is built.")))
+
+SCHEMAS: dict[str, Obj] = {"Service": SERVICE, "Network": NETWORK}
+SPEC_TYPES: dict[str, type] = {
+    "Service": specs_pb2.ServiceSpec,
+    "Network": specs_pb2.NetworkSpec,
+}
+
+
+def iter_fields(kind: str) -> Iterator[tuple[str, Field]]:
+    """Every field of ``kind`` with its path ("spec.networks[].aliases"), for `orch explain`."""
+
+    def walk(obj: Obj, prefix: str) -> Iterator[tuple[str, Field]]:
+        for f in obj.fields:
+            path = f"{prefix}.{f.name}" if prefix else f.name
+            yield path, f
+            yield from walk_type(f.type, path)
+
+    def walk_type(typ: Type, path: str) -> Iterator[tuple[str, Field]]:
+        if isinstance(typ, Obj):
+            yield from walk(typ, path)
+        elif isinstance(typ, ListOf):
+            yield from walk_type(typ.item, path + "[]")
+        elif isinstance(typ, OneOf):
+            for alt in (typ.scalar, typ.list, typ.map):
+                if alt is not None:
+                    yield from walk_type(alt, path)
+
+    yield from walk(SCHEMAS[kind], "")

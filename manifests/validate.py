@@ -1,0 +1,315 @@
+"""The value rules of service and network specs, checked on the protobuf.
+
+There is one set of rules, and it lives here: the manifest loader runs these checks on
+the specs it builds (and attaches file:line), and the manager runs them again on every
+Apply because other clients may not use the loader. What the loader checks by itself is
+only what cannot survive into a protobuf: YAML syntax, unknown fields, wrong types.
+
+Problems name the manifest field ("spec.resources.limits.memory"), not the protobuf one
+(resources.limits.memory_bytes), because users read them and that is what they wrote.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from google.protobuf.duration_pb2 import Duration
+
+from orch.manifests.problems import Problem, join_index, join_key
+from orch.manifests.units import cpus_text, format_duration, size_text
+from orch.proto import specs_pb2, types_pb2
+
+MAX_NAME = 63
+MAX_REPLICAS = 10_000
+"""A typo guard: more tasks than any orch cluster is meant to run for one service."""
+MIN_MEMORY_LIMIT = 4 * 1024 * 1024
+"""Docker's floor: below this a container is killed before its process starts."""
+MIN_NANO_CPUS = 10_000_000
+"""0.01 CPU: the smallest CFS quota (1ms per 100ms period) a cgroup accepts, for limits."""
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+SOLO_NETWORKS = ("host", "none")
+"""Modes that replace the container's network entirely, so they cannot be combined."""
+NETWORK_DRIVERS = ("overlay",)
+PRIVATE_RANGES = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+MAX_SUBNET_PREFIX = 29
+RESERVED_ENV_PREFIX = "ORCH_"
+"""The agent sets ORCH_TASK_ID, ORCH_SERVICE, ORCH_SLOT and ORCH_NODE in every container."""
+SIGNALS = (
+    "SIGHUP SIGINT SIGQUIT SIGILL SIGTRAP SIGABRT SIGBUS SIGFPE SIGKILL SIGUSR1 SIGSEGV "
+    "SIGUSR2 SIGPIPE SIGALRM SIGTERM SIGSTKFLT SIGCHLD SIGCONT SIGSTOP SIGTSTP SIGTTIN "
+    "SIGTTOU SIGURG SIGXCPU SIGXFSZ SIGVTALRM SIGPROF SIGWINCH SIGIO SIGPWR SIGSYS"
+).split()
+"""Linux signal names in number order (SIGHUP = 1), as the OCI runtimes accept them."""
+
+NAME_ACCEPTED = (
+    "a DNS label: lowercase letters, digits and '-', starting and ending with a letter "
+    "or digit, at most 63 characters"
+)
+IMAGE_ACCEPTED = "host[:port]/name[:tag][@digest] or oci:/absolute/path[:tag]"
+LABEL_KEY_ACCEPTED = "letters, digits, '.', '_', '-' and '/', starting and ending alphanumeric"
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
+_USER = re.compile(r"\d+(:\d+)?")
+# The distribution/reference grammar, simplified: [domain[:port]/]path[:tag][@digest].
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::\d+)?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def validate_service_spec(spec: specs_pb2.ServiceSpec) -> list[str]:
+    """Every rule ``spec`` breaks, one "FIELD.PATH: message (accepted: ...)" line each."""
+    return [str(p) for p in check_service(spec)]
+
+
+def validate_network_spec(spec: specs_pb2.NetworkSpec) -> list[str]:
+    """Every rule ``spec`` breaks, one "FIELD.PATH: message (accepted: ...)" line each."""
+    return [str(p) for p in check_network(spec)]
+
+
+def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
+    """The problems of a service spec as records, for callers that attach positions."""
+    c = spec.container
+    problems = check_name(spec.name, "metadata.name")
+    problems += _labels(spec.labels, "metadata.labels")
+    problems += _image(c.image)
+    if c.command and not c.command[0]:
+        problems.append(Problem("spec.command[0]", "the program to run cannot be empty"))
+    problems += _env(c.env)
+    if c.workdir and not c.workdir.startswith("/"):
+        problems.append(Problem("spec.workdir", f"expected an absolute path, got {c.workdir!r}"))
+    if c.hostname and not (len(c.hostname) <= MAX_NAME and _HOSTNAME.fullmatch(c.hostname)):
+        problems.append(
+            Problem("spec.hostname", f"invalid hostname {c.hostname!r}", "DNS labels joined by '.'")
+        )
+    if c.user and not _USER.fullmatch(c.user):
+        problems.append(
+            Problem("spec.user", f"invalid user {c.user!r}", 'uid[:gid], e.g. "1000:1000"')
+        )
+    problems += _duration(c, "stop_grace_period", "spec.stop_grace_period")
+    if c.stop_signal and c.stop_signal not in SIGNALS:
+        problems.append(
+            Problem("spec.stop_signal", f"unknown signal {c.stop_signal!r}", "a name like SIGTERM")
+        )
+    problems += _labels(c.labels, "spec.labels")
+    if spec.replicas > MAX_REPLICAS:
+        msg = f"expected at most {MAX_REPLICAS} replicas, got {spec.replicas}"
+        problems.append(Problem("spec.replicas", msg))
+    problems += _resources(spec.resources)
+    problems += _restart_policy(spec.restart_policy)
+    problems += _attachments(spec.networks)
+    return problems
+
+
+def check_network(spec: specs_pb2.NetworkSpec) -> list[Problem]:
+    """The problems of a network spec as records, for callers that attach positions."""
+    problems = check_name(spec.name, "metadata.name")
+    if spec.name in BUILTIN_NETWORKS:
+        msg = f"{spec.name!r} is a built-in network mode"
+        problems.append(Problem("metadata.name", msg, "any other name"))
+    problems += _labels(spec.labels, "metadata.labels")
+    if spec.driver and spec.driver not in NETWORK_DRIVERS:
+        msg = f"unknown driver {spec.driver!r}"
+        problems.append(Problem("spec.driver", msg, ", ".join(NETWORK_DRIVERS)))
+    if spec.subnet:
+        problems += _subnet(spec.subnet)
+    return problems
+
+
+def check_name(name: str, path: str) -> list[Problem]:
+    """The DNS-label rule of service and network names, with a corrected suggestion."""
+    if not name:
+        return [Problem(path, "required", NAME_ACCEPTED)]
+    if len(name) <= MAX_NAME and _DNS_LABEL.fullmatch(name):
+        return []
+    message = f"invalid name {name!r}"
+    fixed = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:MAX_NAME].rstrip("-")
+    if fixed and fixed != name:
+        message += f"; did you mean {fixed!r}?"
+    return [Problem(path, message, NAME_ACCEPTED)]
+
+
+def _labels(labels: Iterable[str], path: str) -> list[Problem]:
+    return [
+        Problem(join_key(path, key), f"invalid label key {key!r}", LABEL_KEY_ACCEPTED)
+        for key in labels
+        if len(key) > 253 or not _LABEL_KEY.fullmatch(key)
+    ]
+
+
+def _image(image: str) -> list[Problem]:
+    if not image:
+        return [Problem("spec.image", "required: the image to run", IMAGE_ACCEPTED)]
+    if image.startswith("oci:"):
+        path = image[len("oci:") :]
+        if path.startswith("/") and len(path) > 1 and not any(ch.isspace() for ch in path):
+            return []
+        return [Problem("spec.image", f"invalid OCI layout reference {image!r}", IMAGE_ACCEPTED)]
+    if len(image) <= 512 and _IMAGE.fullmatch(image):
+        return []
+    message = f"invalid image reference {image!r}"
+    name = image.split("@")[0]
+    if name != name.lower() and _IMAGE.fullmatch(_lower_path(image)):
+        message += "; repository names must be lowercase"
+    return [Problem("spec.image", message, IMAGE_ACCEPTED)]
+
+
+def _lower_path(image: str) -> str:
+    """``image`` with the repository path lowercased (the registry host may be mixed case)."""
+    head, sep, tail = image.partition("/")
+    if sep and ("." in head or ":" in head or head == "localhost"):
+        return head + "/" + tail.lower()
+    return image.lower()
+
+
+def _env(env: Iterable[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(env):
+        path = join_index("spec.env", index)
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            problems.append(Problem(path, f"expected KEY=VALUE, got {item!r}"))
+        elif "\0" in item:
+            problems.append(Problem(path, f"{key}: contains a NUL byte"))
+        elif key.startswith(RESERVED_ENV_PREFIX):
+            msg = f"{key}: {RESERVED_ENV_PREFIX}* variables are set by the agent"
+            problems.append(Problem(path, msg, f"a name not starting with {RESERVED_ENV_PREFIX}"))
+        elif key in seen:
+            msg = f"{key} is set twice (first at spec.env[{seen[key]}])"
+            problems.append(Problem(path, msg))
+        else:
+            seen[key] = index
+    return problems
+
+
+def _duration(message: object, field: str, path: str) -> list[Problem]:
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return []
+    duration: Duration = getattr(message, field)
+    nanos = duration.ToNanoseconds()
+    if nanos < 0:
+        return [Problem(path, f"expected a duration >= 0, got {format_duration(nanos)}")]
+    return []
+
+
+def _resources(resources: types_pb2.ResourceRequirements) -> list[Problem]:
+    problems: list[Problem] = []
+    base = "spec.resources"
+    for kind in ("limits", "reservations"):
+        r: types_pb2.Resources = getattr(resources, kind)
+        cpus, memory, pids = f"{base}.{kind}.cpus", f"{base}.{kind}.memory", f"{base}.{kind}.pids"
+        if r.nano_cpus < 0:
+            problems.append(
+                Problem(cpus, f"expected a CPU amount >= 0, got {cpus_text(r.nano_cpus)}")
+            )
+        elif kind == "limits" and 0 < r.nano_cpus < MIN_NANO_CPUS:
+            msg = f"{cpus_text(r.nano_cpus)} CPU is below the smallest a cgroup can enforce"
+            problems.append(Problem(cpus, msg, "0.01 or more"))
+        if r.memory_bytes < 0:
+            problems.append(Problem(memory, f"expected a size >= 0, got {r.memory_bytes}"))
+        if r.pids < 0:
+            problems.append(Problem(pids, f"expected an integer >= 0, got {r.pids}"))
+    limits, reservations = resources.limits, resources.reservations
+    if 0 < limits.memory_bytes < MIN_MEMORY_LIMIT:
+        msg = f"memory limit {size_text(limits.memory_bytes)} is below the minimum"
+        problems.append(Problem(f"{base}.limits.memory", msg, "4Mi or more"))
+    if reservations.pids:
+        msg = "pids can only be limited, not reserved"
+        problems.append(Problem(f"{base}.reservations.pids", msg, "set it under limits"))
+    if 0 < limits.nano_cpus < reservations.nano_cpus:
+        msg = (
+            f"reservation of {cpus_text(reservations.nano_cpus)} CPU exceeds the limit of "
+            f"{cpus_text(limits.nano_cpus)}"
+        )
+        problems.append(Problem(f"{base}.reservations.cpus", msg, "a reservation <= the limit"))
+    if 0 < limits.memory_bytes < reservations.memory_bytes:
+        msg = (
+            f"reservation of {size_text(reservations.memory_bytes)} exceeds the limit of "
+            f"{size_text(limits.memory_bytes)}"
+        )
+        problems.append(Problem(f"{base}.reservations.memory", msg, "a reservation <= the limit"))
+    return problems
+
+
+def _restart_policy(policy: types_pb2.RestartPolicy) -> list[Problem]:
+    base = "spec.restart_policy"
+    problems: list[Problem] = []
+    if policy.condition not in types_pb2.RestartCondition.values():
+        problems.append(Problem(f"{base}.condition", f"unknown condition {policy.condition}"))
+    for field in ("delay", "window", "max_delay"):
+        problems += _duration(policy, field, f"{base}.{field}")
+    if policy.HasField("delay") and policy.HasField("max_delay"):
+        delay, max_delay = policy.delay.ToNanoseconds(), policy.max_delay.ToNanoseconds()
+        if 0 <= max_delay < delay:
+            msg = (
+                f"max_delay {format_duration(max_delay)} is shorter than delay "
+                f"{format_duration(delay)}"
+            )
+            problems.append(Problem(f"{base}.max_delay", msg, "a max_delay >= delay"))
+    return problems
+
+
+def _attachments(networks: Iterable[specs_pb2.NetworkAttachmentConfig]) -> list[Problem]:
+    problems: list[Problem] = []
+    attachments = list(networks)
+    seen: set[str] = set()
+    for index, net in enumerate(attachments):
+        path = join_index("spec.networks", index)
+        problems += check_name(net.target, path)
+        if net.target in seen:
+            problems.append(Problem(path, f"network {net.target!r} is listed twice"))
+        seen.add(net.target)
+        if net.target in SOLO_NETWORKS and len(attachments) > 1:
+            msg = f"{net.target!r} replaces the container's network, so it must be the only one"
+            problems.append(Problem(path, msg, f"{net.target} alone, or other networks"))
+        if net.target in SOLO_NETWORKS and net.aliases:
+            msg = f"network mode {net.target!r} takes no aliases"
+            problems.append(Problem(join_key(path, "aliases"), msg))
+        problems += _aliases(net.aliases, join_key(path, "aliases"))
+    return problems
+
+
+def _aliases(aliases: Iterable[str], path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, alias in enumerate(aliases):
+        item = join_index(path, index)
+        if not (len(alias) <= 253 and _HOSTNAME.fullmatch(alias)):
+            msg = f"invalid alias {alias!r}"
+            problems.append(Problem(item, msg, "lowercase DNS names, labels joined by '.'"))
+        elif alias in seen:
+            problems.append(Problem(item, f"alias {alias!r} is listed twice"))
+        seen.add(alias)
+    return problems
+
+
+def _subnet(subnet: str) -> list[Problem]:
+    path = "spec.subnet"
+    accepted = (
+        "an IPv4 CIDR in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16 "
+        f"with a prefix of /{MAX_SUBNET_PREFIX} or shorter"
+    )
+    try:
+        network = ipaddress.ip_network(subnet, strict=False)
+    except ValueError:
+        return [Problem(path, f"invalid CIDR {subnet!r}", accepted)]
+    if "/" not in subnet:
+        return [Problem(path, f"{subnet!r} has no prefix length", accepted)]
+    if network.version != 4:
+        return [Problem(path, f"{subnet!r} is not IPv4", accepted)]
+    if str(network) != subnet:
+        return [Problem(path, f"{subnet!r} has host bits set; did you mean {network}?", accepted)]
+    if not any(network.subnet_of(r) for r in PRIVATE_RANGES):  # type: ignore[arg-type]
+        return [Problem(path, f"{subnet} is not a private range", accepted)]
+    if network.prefixlen > MAX_SUBNET_PREFIX:
+        return [Problem(path, f"{subnet} is too small for tasks and a gateway", accepted)]
+    return []

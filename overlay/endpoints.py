@@ -1,0 +1,496 @@
+"""Per-container network endpoints: a netns, plugged into the container's networks.
+
+``EndpointManager`` is what the agent calls around a container's life: ``setup`` before
+the runtime creates the container (the runc config names ``EndpointInfo.netns_path`` as
+its network namespace), ``teardown`` after it is gone, ``adopt`` after an agent restart,
+``sweep`` at start to remove what a crashed run left behind, ``remove_all`` when a local
+cluster shuts down. The three Docker modes map to:
+
+- ``host``: no netns of its own (``netns_path`` None): the container shares the agent's
+  netns; the attachment only reports ``NetworkSettings.host_address``.
+- ``none``: a fresh netns with only lo, up.
+- any driver network (``bridge``, later VXLAN overlays): a fresh netns, lo up, and one
+  interface per network (eth0, eth1, ... in the order given) plugged by that network's
+  ``NetworkDriver``.
+
+Crash safety: the endpoint's record (``<state_dir>/network/endpoints/<id>.json``) is
+written *before* any kernel object is made, naming the netns and host veths it will use,
+and marked ready after. So every object carrying the agent's prefix is claimed by a
+record, or is a leftover that ``sweep`` may delete; a record still "setup" after a crash
+is torn down by ``sweep`` or ``adopt``. Sweep lists kernel objects first and reads records
+second, so a setup racing it is never mistaken for a leftover.
+
+Operations on one endpoint are serialised by a per-endpoint lock; different endpoints
+proceed concurrently. ``setup`` is idempotent for the same networks; ``teardown`` is safe
+to call twice and for endpoints never set up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orch.errors import NetworkError, OrchError, ValidationError
+from orch.overlay import names
+from orch.overlay.bridge import BridgeDriver
+from orch.overlay.driver import Attachment, NetworkDriver
+from orch.overlay.ipam import write_json_atomic
+from orch.overlay.links import HostNet, KernelNet, LinkInfo
+from orch.overlay.netns import netns_path
+from orch.overlay.settings import NetworkSettings
+
+log = logging.getLogger(__name__)
+
+HOST = "host"
+NONE = "none"
+SETUP = "setup"
+READY = "ready"
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """What the runtime and the agent's status report need about an endpoint."""
+
+    endpoint_id: str
+    networks: tuple[str, ...]
+    netns_path: str | None
+    """Path of the container's netns for the runc config; None for host mode."""
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """Network name -> address without prefix length."""
+        return {a.network: a.ip for a in self.attachments}
+
+
+@dataclass
+class EndpointRecord:
+    """The persisted state of one endpoint (see the module docstring for why)."""
+
+    endpoint_id: str
+    networks: list[str]
+    netns: str | None
+    host_ifnames: dict[str, str] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
+    state: str = SETUP
+
+    def info(self) -> EndpointInfo:
+        return EndpointInfo(
+            endpoint_id=self.endpoint_id,
+            networks=tuple(self.networks),
+            netns_path=netns_path(self.netns) if self.netns else None,
+            attachments=tuple(self.attachments),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "endpoint_id": self.endpoint_id,
+            "networks": self.networks,
+            "netns": self.netns,
+            "host_ifnames": self.host_ifnames,
+            "attachments": [a.to_json() for a in self.attachments],
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> EndpointRecord:
+        return cls(
+            endpoint_id=str(data["endpoint_id"]),
+            networks=[str(n) for n in data["networks"]],
+            netns=data.get("netns"),
+            host_ifnames={str(k): str(v) for k, v in (data.get("host_ifnames") or {}).items()},
+            attachments=[Attachment.from_json(a) for a in data.get("attachments") or []],
+            state=str(data.get("state", SETUP)),
+        )
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep removes; also its report."""
+
+    endpoints: tuple[str, ...] = ()
+    """Endpoints whose records are torn down (unfinished, or not in ``live``)."""
+    netns: tuple[str, ...] = ()
+    """Prefixed netns no record claims."""
+    links: tuple[str, ...] = ()
+    """Prefixed host veths no record claims."""
+    owners: tuple[tuple[str, str], ...] = ()
+    """(network, endpoint id) address allocations no record claims."""
+    errors: tuple[str, ...] = ()
+    """What could not be removed (filled in when the plan is carried out)."""
+
+
+def plan_sweep(
+    prefix: str,
+    *,
+    netns_names: Iterable[str],
+    links: Iterable[LinkInfo],
+    owners: Mapping[str, Collection[str]],
+    records: Mapping[str, EndpointRecord],
+    busy: Collection[str],
+    live: Collection[str] | None,
+) -> SweepPlan:
+    """Decide what a sweep removes. Pure.
+
+    ``busy`` endpoints (an operation is running on them) are never touched. ``live`` None
+    keeps every finished record; otherwise records not in ``live`` are torn down too.
+    """
+    doomed = sorted(
+        eid
+        for eid, rec in records.items()
+        if eid not in busy and (rec.state != READY or (live is not None and eid not in live))
+    )
+    claimed_ns = {rec.netns for rec in records.values() if rec.netns}
+    claimed_ns |= {names.netns_name(prefix, eid) for eid in busy}
+    claimed_links = {n for rec in records.values() for n in rec.host_ifnames.values()}
+    known = set(records) | set(busy)
+    return SweepPlan(
+        endpoints=tuple(doomed),
+        netns=tuple(
+            sorted(
+                n
+                for n in netns_names
+                if names.endpoint_of_netns(prefix, n) is not None and n not in claimed_ns
+            )
+        ),
+        links=tuple(
+            sorted(
+                link.name
+                for link in links
+                if link.kind == "veth"
+                and names.is_veth_name(prefix, link.name)
+                and link.name not in claimed_links
+            )
+        ),
+        owners=tuple(
+            sorted((net, eid) for net, who in owners.items() for eid in who if eid not in known)
+        ),
+    )
+
+
+def check_networks(networks: Sequence[str], known: Collection[str]) -> tuple[str, ...]:
+    """Validate a container's network list; return it as a tuple."""
+    nets = tuple(networks)
+    if not nets:
+        raise ValidationError("an endpoint needs at least one network (or 'none')")
+    if len(set(nets)) != len(nets):
+        raise ValidationError(f"networks {list(nets)} name one network twice")
+    for special in (HOST, NONE):
+        if special in nets and len(nets) > 1:
+            raise ValidationError(f"network mode {special!r} cannot be combined with {list(nets)}")
+    unknown = [n for n in nets if n not in (HOST, NONE) and n not in known]
+    if unknown:
+        raise NetworkError(f"no network named {', '.join(unknown)} on this agent")
+    return nets
+
+
+class EndpointManager:
+    """Sets up and tears down container network endpoints for one agent."""
+
+    def __init__(
+        self,
+        settings: NetworkSettings,
+        *,
+        net: HostNet | None = None,
+        drivers: Iterable[NetworkDriver] = (),
+    ) -> None:
+        self.settings = settings
+        self.net: HostNet = net or KernelNet(
+            settings.host_netns, kill_after=settings.command_timeout
+        )
+        self.drivers: dict[str, NetworkDriver] = {}
+        self.register_driver(BridgeDriver(settings, self.net))
+        for driver in drivers:
+            self.register_driver(driver)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._busy: set[str] = set()
+
+    # -- names and records ------------------------------------------------------------
+
+    def register_driver(self, driver: NetworkDriver) -> None:
+        """Serve ``driver.network`` with ``driver`` (replaces a driver of that name)."""
+        if driver.network in (HOST, NONE):
+            raise ValidationError(f"network name {driver.network!r} is reserved")
+        self.drivers[driver.network] = driver
+
+    def netns_name(self, endpoint_id: str) -> str:
+        return names.netns_name(self.settings.prefix, endpoint_id)
+
+    @property
+    def records_dir(self) -> Path:
+        return self.settings.network_dir / "endpoints"
+
+    def _record_path(self, endpoint_id: str) -> Path:
+        return self.records_dir / f"{endpoint_id}.json"
+
+    def _load(self, endpoint_id: str) -> EndpointRecord | None:
+        path = self._record_path(endpoint_id)
+        try:
+            return EndpointRecord.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"endpoint record {path} is corrupt: {exc}") from exc
+
+    def _save(self, rec: EndpointRecord) -> None:
+        try:
+            write_json_atomic(self._record_path(rec.endpoint_id), rec.to_json())
+        except OSError as exc:
+            raise NetworkError(f"cannot write endpoint record of {rec.endpoint_id}: {exc}") from exc
+
+    def _drop(self, endpoint_id: str) -> None:
+        self._record_path(endpoint_id).unlink(missing_ok=True)
+
+    def records(self) -> dict[str, EndpointRecord]:
+        """Every endpoint record on disk. A corrupt one is logged and stands in as a
+        bare "setup" record, so sweep tears down what its id names."""
+        out: dict[str, EndpointRecord] = {}
+        for path in sorted(self.records_dir.glob("*.json")):
+            eid = path.stem
+            try:
+                rec = self._load(eid)
+            except NetworkError as exc:
+                log.warning("%s", exc)
+                rec = EndpointRecord(eid, [], self.netns_name(eid))
+            if rec is not None:
+                out[eid] = rec
+        return out
+
+    def info(self, endpoint_id: str) -> EndpointInfo | None:
+        """The recorded endpoint, if it is set up."""
+        rec = self._load(endpoint_id)
+        return rec.info() if rec and rec.state == READY else None
+
+    def _lock(self, endpoint_id: str) -> asyncio.Lock:
+        lock = self._locks.get(endpoint_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[endpoint_id] = lock
+        return lock
+
+    # -- setup ------------------------------------------------------------------------
+
+    async def setup(
+        self,
+        endpoint_id: str,
+        networks: Sequence[str],
+        *,
+        addresses: Mapping[str, str] | None = None,
+    ) -> EndpointInfo:
+        """Create the endpoint's netns and plug it into ``networks`` (in order: eth0,
+        eth1, ...). ``addresses`` gives cluster-allocated addresses per network; others
+        are allocated by the driver. Idempotent; on failure nothing is left behind."""
+        names.check_endpoint_id(endpoint_id)
+        nets = check_networks(networks, self.drivers)
+        lock = self._lock(endpoint_id)
+        async with lock:
+            self._busy.add(endpoint_id)
+            try:
+                old = self._load(endpoint_id)
+                if old is not None and old.state == READY and tuple(old.networks) == nets:
+                    return old.info()
+                if old is not None:
+                    await self._teardown_locked(endpoint_id, old)
+                rec = self._plan(endpoint_id, nets)
+                self._save(rec)
+                try:
+                    await self._build(rec, addresses or {})
+                except BaseException:
+                    await self._undo(rec)
+                    raise
+                rec.state = READY
+                self._save(rec)
+                return rec.info()
+            finally:
+                self._busy.discard(endpoint_id)
+
+    def _plan(self, endpoint_id: str, nets: tuple[str, ...]) -> EndpointRecord:
+        if nets == (HOST,):
+            return EndpointRecord(endpoint_id, list(nets), None)
+        taken = {
+            n
+            for eid, rec in self.records().items()
+            if eid != endpoint_id
+            for n in rec.host_ifnames.values()
+        }
+        ifnames: dict[str, str] = {}
+        for net in nets:
+            if net == NONE:
+                continue
+            salt = 0
+            while (name := names.veth_name(self.settings.prefix, endpoint_id, net, salt)) in taken:
+                salt += 1
+            taken.add(name)
+            ifnames[net] = name
+        return EndpointRecord(endpoint_id, list(nets), self.netns_name(endpoint_id), ifnames)
+
+    async def _build(self, rec: EndpointRecord, addresses: Mapping[str, str]) -> None:
+        if rec.netns is None:
+            if self.settings.host_address:
+                rec.attachments.append(Attachment(HOST, self.settings.host_address, "", "", ""))
+            return
+        await self.net.create_netns(rec.netns)
+        await self.net.loopback_up(rec.netns)
+        for index, net in enumerate(n for n in rec.networks if n != NONE):
+            attachment = await self.drivers[net].attach(
+                rec.endpoint_id,
+                rec.netns,
+                ifname=f"eth{index}",
+                host_ifname=rec.host_ifnames[net],
+                address=addresses.get(net),
+            )
+            rec.attachments.append(attachment)
+
+    async def _undo(self, rec: EndpointRecord) -> None:
+        """Roll back a failed setup; a failure here is logged, the original error wins."""
+        try:
+            await self._teardown_locked(rec.endpoint_id, rec)
+        except (OrchError, OSError) as exc:
+            log.warning("rolling back endpoint %s failed: %s", rec.endpoint_id, exc)
+
+    # -- teardown ---------------------------------------------------------------------
+
+    async def teardown(self, endpoint_id: str) -> None:
+        """Unplug every network, free the addresses, delete the netns and the record.
+        Safe to call twice and for an endpoint never set up."""
+        names.check_endpoint_id(endpoint_id)
+        async with self._lock(endpoint_id):
+            self._busy.add(endpoint_id)
+            try:
+                await self._teardown_locked(endpoint_id, self._load(endpoint_id))
+            finally:
+                self._busy.discard(endpoint_id)
+
+    async def _teardown_locked(self, endpoint_id: str, rec: EndpointRecord | None) -> None:
+        if rec is None:
+            # No record: undo whatever default names would have been used.
+            rec = EndpointRecord(
+                endpoint_id,
+                list(self.drivers),
+                self.netns_name(endpoint_id),
+                {n: names.veth_name(self.settings.prefix, endpoint_id, n) for n in self.drivers},
+            )
+        errors: list[str] = []
+        for net, host_ifname in rec.host_ifnames.items():
+            driver = self.drivers.get(net)
+            if driver is None:
+                errors.append(f"no driver for network {net} to unplug {host_ifname}")
+                continue
+            try:
+                await driver.detach(endpoint_id, host_ifname)
+            except NetworkError as exc:
+                errors.append(str(exc))
+        if rec.netns:
+            try:
+                await self.net.delete_netns(rec.netns)
+            except NetworkError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise NetworkError(f"teardown of endpoint {endpoint_id}: " + "; ".join(errors))
+        self._drop(endpoint_id)
+
+    # -- restart ----------------------------------------------------------------------
+
+    async def adopt(self, endpoint_id: str) -> EndpointInfo | None:
+        """After an agent restart: the recorded endpoint if its netns and interfaces are
+        all still there (addresses re-held). Otherwise its remains are torn down and
+        None is returned, so the caller sets it up afresh."""
+        names.check_endpoint_id(endpoint_id)
+        async with self._lock(endpoint_id):
+            self._busy.add(endpoint_id)
+            try:
+                rec = self._load(endpoint_id)
+                if rec is None:
+                    return None
+                if await self._intact(rec):
+                    return rec.info()
+                log.info("endpoint %s is broken; tearing it down", endpoint_id)
+                await self._teardown_locked(endpoint_id, rec)
+                return None
+            finally:
+                self._busy.discard(endpoint_id)
+
+    async def _intact(self, rec: EndpointRecord) -> bool:
+        if rec.state != READY:
+            return False
+        if rec.netns and not self.net.netns_exists(rec.netns):
+            return False
+        for attachment in rec.attachments:
+            if attachment.network == HOST:
+                continue
+            driver = self.drivers.get(attachment.network)
+            if driver is None:
+                raise NetworkError(
+                    f"cannot adopt endpoint {rec.endpoint_id}: network {attachment.network} "
+                    "has no driver yet (register it before adopting)"
+                )
+            if not await driver.adopt(rec.endpoint_id, attachment):
+                return False
+        return True
+
+    # -- sweep ------------------------------------------------------------------------
+
+    async def sweep(self, live: Collection[str] | None = None) -> SweepPlan:
+        """Remove leftovers of crashed runs that carry this agent's prefix: netns and
+        host veths no record claims, addresses held by no record, unfinished records.
+        With ``live`` (endpoint ids whose containers exist), records of other endpoints
+        are torn down too. Returns what was removed; failures are listed, not raised."""
+        prefix = self.settings.prefix
+        # Kernel objects first, records second: see the module docstring.
+        netns_names = self.net.list_netns(names.owned_prefix(prefix))
+        links = await self.net.list_links()
+        owners = {net: set(d.owners()) for net, d in self.drivers.items()}
+        plan = plan_sweep(
+            prefix,
+            netns_names=netns_names,
+            links=links,
+            owners=owners,
+            records=self.records(),
+            busy=set(self._busy),
+            live=live,
+        )
+        errors: list[str] = []
+        for eid in plan.endpoints:
+            await self._sweep_endpoint(eid, live, errors)
+        for name in plan.netns:
+            await self._attempt(errors, self.net.delete_netns(name))
+        for name in plan.links:
+            await self._attempt(errors, self.net.delete_link(name))
+        for net, eid in plan.owners:
+            await self._attempt(errors, self.drivers[net].release(eid))
+        if any((plan.endpoints, plan.netns, plan.links, plan.owners)):
+            log.info("sweep removed %s", plan)
+        return SweepPlan(plan.endpoints, plan.netns, plan.links, plan.owners, tuple(errors))
+
+    async def _sweep_endpoint(
+        self, endpoint_id: str, live: Collection[str] | None, errors: list[str]
+    ) -> None:
+        async with self._lock(endpoint_id):
+            rec = self._load(endpoint_id)
+            if rec is None:
+                return
+            if rec.state == READY and (live is None or endpoint_id in live):
+                return  # it was set up again since the plan was made
+            await self._attempt(errors, self._teardown_locked(endpoint_id, rec))
+
+    @staticmethod
+    async def _attempt(errors: list[str], work: Awaitable[object]) -> None:
+        try:
+            await work
+        except NetworkError as exc:
+            errors.append(str(exc))
+
+    async def remove_all(self) -> SweepPlan:
+        """Tear down every endpoint and this agent's networks (local cluster shutdown)."""
+        report = await self.sweep(live=())
+        errors = list(report.errors)
+        for driver in self.drivers.values():
+            await self._attempt(errors, driver.remove())
+        if errors:
+            raise NetworkError("removing all endpoints: " + "; ".join(errors))
+        return report

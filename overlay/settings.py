@@ -1,0 +1,95 @@
+"""Tunables of an agent's container networking, one dataclass with a docstring per field.
+
+Kept apart from the drivers so that the agent, the local cluster and the tests build one
+``NetworkSettings`` and hand it down; tests shrink timeouts and pick unique prefixes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orch.errors import ValidationError
+from orch.overlay import names
+
+
+def bridge_subnet_for(index: int) -> str:
+    """The ``10.213.<index>.0/24`` subnet: one per agent when agents share a netns."""
+    if not 0 <= index <= 255:
+        raise ValidationError(f"bridge subnet index {index}: want 0-255")
+    return f"10.213.{index}.0/24"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """How one agent wires its containers into networks."""
+
+    prefix: str = "orch"
+    """Per-agent name prefix ([a-z0-9], at most 9 characters, no ``-``). Every netns and
+    link the agent makes is named ``<prefix>-...``; sweep removes only such objects."""
+
+    state_dir: Path = Path("/var/lib/orch/agent")
+    """Directory for endpoint records and IPAM files (``network/`` is made below it), so
+    an agent restart keeps address allocations and can re-adopt endpoints."""
+
+    bridge_name: str = ""
+    """Name of the local bridge; empty means ``<prefix>-br``."""
+
+    bridge_subnet: str = "10.213.0.0/24"
+    """Subnet of the local bridge network. The first host address is the gateway (on the
+    bridge). Agents sharing one network namespace need distinct subnets
+    (see ``bridge_subnet_for``)."""
+
+    mtu: int = 1500
+    """MTU of the bridge and of every veth on it."""
+
+    default_route: bool = False
+    """Give bridge containers a default route via the bridge gateway. Off by default: with
+    no route out and no NAT, container traffic cannot leave the host (tests and the local
+    cluster must not reach outside). Real deployments that want egress turn it on and add
+    NAT themselves."""
+
+    host_netns: str | None = None
+    """Named netns (``/run/netns/<name>``) that is this agent's "host": the bridge and the
+    host ends of veths live there. None means the netns the agent process runs in. Lets
+    tests and an in-process local cluster keep the root namespace untouched."""
+
+    host_address: str | None = None
+    """Address reported for containers in ``host`` network mode (the agent's advertise
+    address); None reports no attachment."""
+
+    command_timeout: float = 10.0
+    """Seconds an ``ip`` helper command (netns add/delete/exec) may run before it is
+    killed and reported as a NetworkError."""
+
+    network_dir_name: str = field(default="network", repr=False)
+    """Subdirectory of ``state_dir`` that holds this package's files."""
+
+    def __post_init__(self) -> None:
+        names.check_prefix(self.prefix)
+        if self.bridge_name and len(self.bridge_name) > names.IFNAMSIZ:
+            raise ValidationError(f"bridge name {self.bridge_name!r} is longer than 15")
+        net = self.subnet
+        if net.prefixlen > 30:
+            raise ValidationError(f"bridge subnet {net}: want a /30 or larger")
+        if not 576 <= self.mtu <= 65535:
+            raise ValidationError(f"mtu {self.mtu}: want 576-65535")
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        """``bridge_subnet`` parsed."""
+        try:
+            return ipaddress.IPv4Network(self.bridge_subnet)
+        except ValueError as exc:
+            raise ValidationError(f"bridge subnet {self.bridge_subnet!r}: {exc}") from exc
+
+    @property
+    def bridge(self) -> str:
+        """The effective bridge name."""
+        return self.bridge_name or names.bridge_name(self.prefix)
+
+    @property
+    def network_dir(self) -> Path:
+        """Where records and IPAM files live."""
+        return Path(self.state_dir) / self.network_dir_name

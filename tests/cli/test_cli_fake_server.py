@@ -1,0 +1,289 @@
+"""The real `orch` executable against a fake Control server: error translation, failover
+and what listings print. Each run is a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from orch.cli.client import ControlClient, ManagerUnreachableError
+from orch.cli.config import CliSettings
+from orch.proto import control_pb2
+
+ORCH = Path(sys.executable).parent / "orch"
+
+# --- errors ------------------------------------------------------------------------------
+
+
+async def test_unreachable_manager_is_one_line_and_exit_1(orch, dead_address) -> None:
+    result = await orch("--manager", dead_address, "ls")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr == f"orch: cannot reach a manager at {dead_address} (connection refused)\n"
+
+
+async def test_unreachable_manager_from_env(orch, dead_address) -> None:
+    result = await orch("ps", extra_env={"ORCH_MANAGER": dead_address})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"orch: cannot reach a manager at {dead_address} (connection refused)"
+    ]
+
+
+async def test_no_manager_configured_says_where_it_looked(orch, tmp_path) -> None:
+    result = await orch("ls")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("orch: no manager address")
+    assert str(tmp_path / "state" / "managers") in lines[0]
+
+
+async def test_not_found_is_one_clear_line(orch, fake_server) -> None:
+    result = await orch("--manager", fake_server.address, "inspect", "service", "nope")
+    assert result.returncode == 1
+    assert result.stderr == "orch: no such service: nope\n"
+    assert "Traceback" not in result.stderr
+
+
+async def test_invalid_argument_prints_each_problem(orch, fake_server) -> None:
+    result = await orch("scale", "web=500", "api=200", "--manager", fake_server.address)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "orch: services (api): replicas: must be at most 100",
+        "orch: services (web): replicas: must be at most 100",
+    ]
+    assert result.stdout == b""
+
+
+async def test_deadline_is_reported_with_the_method(orch, fake_server) -> None:
+    result = await orch(
+        "--manager", fake_server.address, "--timeout", "0.5", "inspect", "node", "slow"
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"orch: the manager at {fake_server.address} did not answer GetNode within 0.5s\n"
+    )
+
+
+async def test_bad_usage_is_exit_2_and_calls_nothing(orch, fake_server) -> None:
+    result = await orch("--manager", fake_server.address, "scale", "web=-1")
+    assert result.returncode == 2
+    assert "expected SERVICE=REPLICAS" in result.stderr
+    assert fake_server.control.requests == []
+
+
+async def test_rm_reports_missing_services_and_removes_the_rest(orch, fake_server) -> None:
+    result = await orch("--manager", fake_server.address, "rm", "ghost", "web")
+    assert result.returncode == 1
+    assert result.stderr == "orch: no such service: ghost\n"
+    assert result.out == "service/web removed\n"
+    assert "web" not in fake_server.control.services
+
+
+# --- failover ----------------------------------------------------------------------------
+
+
+async def test_fails_over_to_the_next_address(orch, fake_server, dead_address) -> None:
+    result = await orch("--manager", f"{dead_address},{fake_server.address}", "ls", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert [s["name"] for s in json.loads(result.stdout)] == ["web"]
+
+
+async def test_silent_address_times_out_then_fails_over(fake_server) -> None:
+    """A peer that accepts TCP but never speaks HTTP/2 is given connect_timeout, then the
+    next address serves the call."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes handshakes; nobody ever reads
+        silent_address = f"127.0.0.1:{silent.getsockname()[1]}"
+        settings = CliSettings(timeout=5, connect_timeout=0.3)
+
+        with ControlClient([silent_address], settings) as client:
+            with pytest.raises(ManagerUnreachableError) as info:
+                await asyncio.to_thread(client.call, "ListNodes", control_pb2.ListNodesRequest())
+        assert str(info.value) == (
+            f"cannot reach a manager at {silent_address} (no connection within 0.3s)"
+        )
+
+        with ControlClient([silent_address, fake_server.address], settings) as client:
+            response = await asyncio.to_thread(
+                client.call, "ListNodes", control_pb2.ListNodesRequest()
+            )
+            assert [n.description.hostname for n in response.nodes] == ["node1", "node2"]
+            # The manager that answered is tried first next time.
+            assert client.addresses == [fake_server.address, silent_address]
+
+
+# --- what commands print -----------------------------------------------------------------
+
+
+async def test_scale_sends_all_targets_in_one_call(orch, fake_server) -> None:
+    result = await orch("--manager", fake_server.address, "scale", "web=5", "api=0")
+    assert result.returncode == 0, result.stderr
+    assert result.out == "web scaled to 5\napi scaled to 0\n"
+    [(method, request)] = fake_server.control.requests
+    assert method == "Scale"
+    assert dict(request.replicas) == {"web": 5, "api": 0}
+
+
+async def test_ls_table(orch, fake_server) -> None:
+    result = await orch("ls", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    assert result.out.splitlines() == [
+        "NAME   IMAGE                 REPLICAS",
+        "web    registry:5000/web:1   2/2",
+    ]
+
+
+async def test_ps_json_names_nodes_and_addresses(orch, fake_server) -> None:
+    result = await orch("ps", "web", "-a", "-o", "json", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["slot"], r["node_hostname"], r["addresses"]) for r in rows] == [
+        (1, "node1", ["10.0.1.5/24"]),
+        (2, "node2", ["10.0.1.6/24"]),
+    ]
+    assert rows[0]["state"] == "running" and rows[0]["health"] == "healthy"
+    list_tasks = [r for m, r in fake_server.control.requests if m == "ListTasks"]
+    assert [(r.service, r.include_history) for r in list_tasks] == [("web", True)]
+
+
+async def test_ps_table_has_short_ids_and_relative_state(orch, fake_server) -> None:
+    result = await orch("ps", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    header, first, second = result.out.splitlines()
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "NODE",
+        "DESIRED",
+        "STATE",
+        "HEALTH",
+        "ADDRESS",
+        "EXIT",
+        "ERROR",
+    ]
+    assert first.split()[:5] == ["t1aaaaaaaaaa", "web.1", "node1", "running", "running"]
+    assert first.endswith("ago   healthy   10.0.1.5/24")
+    assert second.split()[1] == "web.2"
+
+
+async def test_inspect_node_by_hostname_as_json(orch, fake_server) -> None:
+    result = await orch("inspect", "node", "node2", "-o", "json", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    node = json.loads(result.stdout)
+    assert node["id"] == "n2abc"
+    assert node["description"]["resources"]["memory_bytes"] == 4 << 30  # a number, not "…"
+    assert node["status"]["state"] == "NODE_READY"
+
+
+async def test_logs_prefix_streams_and_raw_bytes(orch, fake_server) -> None:
+    result = await orch("logs", "web", "--tail", "5", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"web.1@node1 | hello from 1\nweb.2@node2 | bytes \xff\xfe\n"
+    assert result.stderr == "web.2@node2 | warning from 2\n"
+    [logs] = [r for m, r in fake_server.control.requests if m == "Logs"]
+    assert (logs.target, logs.follow, logs.tail) == ("web", False, 5)
+
+
+async def test_logs_without_prefix(orch, fake_server) -> None:
+    result = await orch("logs", "web", "--no-prefix", "--manager", fake_server.address)
+    assert result.stdout == b"hello from 1\nbytes \xff\xfe\n"
+    assert [m for m, _ in fake_server.control.requests] == ["Logs"]
+    [logs] = [r for m, r in fake_server.control.requests if m == "Logs"]
+    assert logs.tail == -1
+
+
+# --- apply -------------------------------------------------------------------------------
+
+MANIFEST = """\
+apiVersion: orch/v1
+kind: Network
+metadata: {name: front}
+---
+apiVersion: orch/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: registry:5000/web:1
+  replicas: 5
+  networks: [front]
+---
+apiVersion: orch/v1
+kind: Service
+metadata: {name: api}
+spec:
+  image: registry:5000/api:1
+"""
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+async def test_apply_prints_one_line_per_change(orch, fake_server, tmp_path, dry_run) -> None:
+    (tmp_path / "app.yaml").write_text(MANIFEST)
+    args = ["apply", "-f", str(tmp_path), "--manager", fake_server.address]
+    result = await orch(*args, *(["--dry-run"] if dry_run else []))
+    assert result.returncode == 0, result.stderr
+    suffix = " (dry run)" if dry_run else ""
+    lines = result.out.splitlines()
+    assert lines[0] == f"network/front created{suffix}"
+    assert lines[1].startswith("service/web configured (") and "replicas" in lines[1]
+    assert lines[1].endswith(f"){suffix}")
+    assert lines[2] == f"service/api created{suffix}"
+    [(_, request)] = fake_server.control.requests
+    assert request.dry_run is dry_run
+    assert [s.name for s in request.services] == ["web", "api"]
+    assert request.services[0].replicas == 5
+
+
+async def test_apply_manifest_problems_are_printed_and_nothing_is_sent(
+    orch, fake_server, tmp_path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MANIFEST.replace("replicas: 5", "replicas: many"))
+    result = await orch("apply", "-f", str(bad), "--manager", fake_server.address)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"orch: {bad}:10: spec.replicas: ")
+    assert fake_server.control.requests == []
+
+
+async def test_dev_down_without_a_cluster(orch, tmp_path) -> None:
+    result = await orch("dev", "down", "--state-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.out == f"no local cluster in {tmp_path}\n"
+
+
+async def test_logs_follow_has_no_deadline_and_ctrl_c_ends_it_quietly(fake_server) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(ORCH),
+        "logs",
+        "web",
+        "-f",
+        "--timeout",
+        "0.3",
+        "--manager",
+        fake_server.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert first == b"web.1@node1 | hello from 1\n"
+        # Well past the 0.3 s call deadline, the stream is still open.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1.0)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130
+    assert await proc.stderr.read() == b"web.2@node2 | warning from 2\n"

@@ -8,15 +8,12 @@ cluster's (or anybody else's) objects.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.settings import NetworkSettings
 from orch.runtime.containers import ContainerRuntime
 from orch.runtime.settings import RuntimeSettings
-
-log = logging.getLogger(__name__)
 
 
 async def agent_leftovers(agent: dict) -> None:
@@ -28,12 +25,7 @@ async def agent_leftovers(agent: dict) -> None:
             cgroup_parent=agent["cgroup"],
         )
     )
-    for rec in runtime.list():
-        try:
-            await runtime.stop(rec.id, grace=0)
-            await runtime.remove(rec.id)
-        except Exception as exc:
-            log.warning("container %s: %s", rec.id, exc)
-    await runtime.sweep()
+    if runtime.settings.containers_dir.exists():
+        await runtime.sweep(everything=True)  # runc delete --force: kills what still runs
     endpoints = EndpointManager(NetworkSettings(prefix=agent["prefix"], state_dir=state_dir))
     await endpoints.remove_all()

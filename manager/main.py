@@ -9,6 +9,7 @@ stop the loops, resign, close etcd.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import contextlib
 import logging
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -131,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     settings = ManagerSettings(manager_id=args.id, listen=args.listen, etcd=args.etcd.split(","))
     if args.restart_delay is not None:
-        settings.orchestrator.default_restart_delay = args.restart_delay
+        settings.orchestrator = dataclasses.replace(
+            settings.orchestrator, restart_delay=timedelta(seconds=args.restart_delay)
+        )
     asyncio.run(_serve(Manager(settings)))
 
 

@@ -1,0 +1,477 @@
+"""The container runtime facade the agent uses: create, start, wait, stop, remove, list,
+read_logs, sweep. It composes the image layers (images.py), the overlay rootfs
+(rootfs.py), the OCI spec (spec.py), the runc CLI (runc.py) and the per-container shim
+(shim.py).
+
+State lives in files, so a restarted agent finds everything again (adoption)::
+
+    <state_dir>/containers/<id>/   the bundle: config.json, rootfs/ (overlay), upper/,
+                                   work/, container.json (our record, written last by
+                                   create), shim.pid, container.pid, runtime.log,
+                                   start-error, exit.json, shim.log
+    <state_dir>/logs/<id>.log      CRI-format output; outlives remove() (remove_logs)
+    <runc_root>/<id>/              runc's own state
+    cgroup /<cgroup_parent>/<id>   in every hierarchy
+
+Ordering and idempotency rules (what callers may rely on):
+
+- create(config, image) is idempotent; once a container was started, create is a no-op.
+  A create that fails cleans up after itself.
+- start(id) requires create; starting a running container returns its pid; starting one
+  that already ran (or failed to start) raises ContainerError: remove and create again.
+- wait(id) may be called any number of times, concurrently, before or after the end, and
+  by an agent process that did not start the container. It never polls: it waits on a
+  pidfd of the shim, then reads exit.json.
+- stop(id) is safe to call twice, concurrently, and on a container that never ran or has
+  ended. It returns once the container has ended (or raises if SIGKILL did not help).
+- remove(id) stops (SIGKILL) what still runs, then deletes runc state, mounts, cgroup and
+  the container dir; it is idempotent and keeps the log file.
+- sweep(prefix) only touches ids with that prefix under this runtime's own roots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orch.errors import ContainerError, NotFoundError
+from orch.runtime import cgroups
+from orch.runtime.logs import read_log
+from orch.runtime.model import ContainerConfig, ContainerRecord, ExitStatus, Image, LogLine
+from orch.runtime.rootfs import mount_overlay, mounts_under, safe_read, unmount
+from orch.runtime.runc import OciRuntime
+from orch.runtime.settings import RuntimeSettings
+from orch.runtime.spec import build_spec, resolve_stop_signal
+from orch.runtime.util import KeyedLock, atomic_write_json, read_json
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SHIM_MODULE = "orch.runtime.shim"
+
+
+def check_id(container_id: str) -> None:
+    if not _ID.match(container_id):
+        raise ContainerError(f"invalid container id {container_id!r}")
+
+
+async def wait_pid_exit(pid: int, verify: Any = None) -> None:
+    """Wait for any process (not only a child) to exit via a pidfd, without polling.
+    ``verify()`` is re-checked once the pidfd pins the pid, against pid reuse."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if verify is not None and not verify():
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+
+
+class ContainerRuntime:
+    """Runs containers for one agent; every path it touches is under its settings' roots."""
+
+    def __init__(self, settings: RuntimeSettings) -> None:
+        self.settings = settings
+        self.runc = OciRuntime(
+            settings.runtime_binary, settings.runc_root, timeout=settings.runtime_timeout
+        )
+        self._locks = KeyedLock()
+        for d in (settings.containers_dir, settings.logs_dir, settings.runc_root):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def container_dir(self, container_id: str) -> Path:
+        check_id(container_id)
+        return self.settings.containers_dir / container_id
+
+    def log_path(self, container_id: str) -> Path:
+        check_id(container_id)
+        return self.settings.logs_dir / f"{container_id}.log"
+
+    def cgroups_path(self, container_id: str) -> str:
+        return f"/{self.settings.cgroup_parent}/{container_id}"
+
+    # -- create / start --------------------------------------------------------------------
+
+    async def create(self, config: ContainerConfig, image: Image) -> None:
+        """Mount the rootfs and write the bundle. Idempotent (see module docstring)."""
+        cid = config.id
+        d = self.container_dir(cid)
+        async with self._locks.hold(cid):
+            if (d / "shim.pid").exists():
+                return
+            existed = (d / "container.json").exists()
+            try:
+                await self._create(d, config, image)
+            except BaseException:
+                if not existed:
+                    with contextlib.suppress(Exception):
+                        await self._teardown(cid)
+                raise
+
+    async def _create(self, d: Path, config: ContainerConfig, image: Image) -> None:
+        d.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (one mkdir)
+        rootfs = d / "rootfs"
+        await mount_overlay(image.layers, d / "upper", d / "work", rootfs)
+        spec = build_spec(
+            config,
+            image.config,
+            rootfs=str(rootfs),
+            cgroups_path=self.cgroups_path(config.id),
+            passwd=safe_read(rootfs, "etc/passwd"),
+            group=safe_read(rootfs, "etc/group"),
+            swap_accounting=cgroups.swap_accounting(),
+            nofile=self._nofile(),
+        )
+        atomic_write_json(d / "config.json", spec)
+        record = {
+            "config": config.to_json(),
+            "image_ref": image.ref,
+            "image_digest": image.digest,
+            "layers": [str(p) for p in image.layers],
+            "created_at_ns": time.time_ns(),
+            "stop_signal": resolve_stop_signal(config, image.config),
+        }
+        atomic_write_json(d / "container.json", record)
+
+    def _nofile(self) -> int:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard == resource.RLIM_INFINITY:
+            return self.settings.nofile
+        return min(self.settings.nofile, hard)
+
+    def _record(self, container_id: str) -> dict[str, Any]:
+        record = read_json(self.container_dir(container_id) / "container.json")
+        if record is None:
+            raise NotFoundError(f"no such container {container_id}")
+        return record
+
+    async def start(self, container_id: str) -> int:
+        """Launch the shim, which runs the container; returns the container's host pid
+        once it runs. Raises ContainerError with the runtime's reason when it cannot."""
+        d = self.container_dir(container_id)
+        async with self._locks.hold(container_id):
+            self._record(container_id)
+            exited = self._exit_status(container_id)
+            if exited is not None:
+                why = exited.error or f"exit code {exited.exit_code}"
+                raise ContainerError(f"start {container_id}: it already ran ({why})")
+            shim = self.shim_pid(container_id)
+            if shim is not None:
+                pid = _read_int(d / "container.pid")
+                if pid is None:  # another process is starting it right now
+                    raise ContainerError(f"start {container_id}: shim {shim} is starting it")
+                return pid
+            return await self._launch(container_id, d)
+
+    def _shim_argv(self, container_id: str, d: Path, ready_fd: int) -> list[str]:
+        s = self.settings
+        return [
+            s.python, "-m", _SHIM_MODULE, "--id", container_id, "--bundle", str(d),
+            "--runtime", s.runtime_binary, "--root", str(s.runc_root),
+            "--log", str(self.log_path(container_id)), "--line-max", str(s.log_line_max),
+            "--ready-fd", str(ready_fd),
+        ]  # fmt: skip
+
+    async def _launch(self, container_id: str, d: Path) -> int:
+        (d / "shim.pid").unlink(missing_ok=True)
+        ready_r, ready_w = os.pipe()
+        try:
+            with open(d / "shim.log", "ab") as shim_log:  # noqa: ASYNC230 (no I/O)
+                proc = await asyncio.create_subprocess_exec(
+                    *self._shim_argv(container_id, d, ready_w),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=shim_log,
+                    pass_fds=(ready_w,),
+                    start_new_session=True,
+                    cwd="/",
+                )
+        except BaseException:
+            os.close(ready_r)
+            raise
+        finally:
+            os.close(ready_w)
+        await proc.wait()  # the shim's first process exits at once; its child lives on
+        message = await self._read_ready(container_id, ready_r)
+        if "pid" in message:
+            return int(message["pid"])
+        reason = message.get("error") or self._shim_failure(d)
+        raise ContainerError(f"start {container_id}: {reason}")
+
+    async def _read_ready(self, container_id: str, fd: int) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        try:
+            data = await asyncio.wait_for(reader.read(), self.settings.start_timeout)
+        except TimeoutError as exc:
+            raise ContainerError(
+                f"start {container_id}: no word from the shim in {self.settings.start_timeout:g}s"
+            ) from exc
+        finally:
+            transport.close()
+        try:
+            return json.loads(data.decode().strip() or "{}")
+        except ValueError:
+            return {}
+
+    @staticmethod
+    def _shim_failure(d: Path) -> str:
+        for name in ("start-error", "shim.log"):
+            with contextlib.suppress(OSError):
+                text = (d / name).read_text(errors="replace").strip()
+                if text:
+                    return text.splitlines()[-1]
+        return "the shim exited without reporting"
+
+    # -- wait / stop -----------------------------------------------------------------------
+
+    def shim_pid(self, container_id: str) -> int | None:
+        """The pid of the live shim of this container, checked against /proc (adoption)."""
+        pid = _read_int(self.container_dir(container_id) / "shim.pid")
+        if pid is None or not _is_our_shim(pid, container_id):
+            return None
+        return pid
+
+    def _exit_status(self, container_id: str) -> ExitStatus | None:
+        data = read_json(self.container_dir(container_id) / "exit.json")
+        return None if data is None else ExitStatus.from_json(data)
+
+    async def wait(self, container_id: str) -> ExitStatus:
+        """The container's exit status, once it has ended (see module docstring)."""
+        d = self.container_dir(container_id)
+        status = self._exit_status(container_id)
+        if status is not None:
+            return status
+        self._record(container_id)
+        if not (d / "shim.pid").exists():
+            raise ContainerError(f"wait {container_id}: the container was never started")
+        pid = self.shim_pid(container_id)
+        if pid is not None:
+            await wait_pid_exit(pid, lambda: _is_our_shim(pid, container_id))
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 reap it if we are its subreaper
+            status = self._exit_status(container_id)
+            if status is not None:
+                return status
+        return await self._lost(container_id)
+
+    async def _lost(self, container_id: str) -> ExitStatus:
+        """The shim died without an exit file: wait for the container itself (its init
+        pid, via pidfd), then record an unknown status that every later reader shares."""
+        cpid = self._live_container_pid(container_id)
+        if cpid is not None:
+            await wait_pid_exit(cpid, lambda: self._live_container_pid(container_id) == cpid)
+        return self._record_lost(container_id)
+
+    def _record_lost(self, container_id: str) -> ExitStatus:
+        # The shim writes exit.json before it exits, so once it is seen dead a re-read
+        # settles whether it recorded the status after our first look.
+        recorded = self._exit_status(container_id)
+        if recorded is not None:
+            return recorded
+        status = ExitStatus(
+            exit_code=255,
+            signal=None,
+            oom_killed=False,
+            finished_at=datetime.now(UTC),
+            error="the shim exited without recording the container's exit status",
+        )
+        d = self.container_dir(container_id)
+        if d.exists():
+            atomic_write_json(d / "exit.json", status.to_json())
+        return status
+
+    def _live_container_pid(self, container_id: str) -> int | None:
+        """The container init's pid if that process still lives in the container's cgroup
+        (so a reused pid is not mistaken for it)."""
+        pid = _read_int(self.container_dir(container_id) / "container.pid")
+        if pid is None:
+            return None
+        try:
+            text = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return None
+        wanted = self.cgroups_path(container_id)
+        return pid if any(line.endswith(wanted) for line in text.splitlines()) else None
+
+    async def stop(
+        self, container_id: str, signal: str | None = None, grace: float | None = None
+    ) -> None:
+        """Send the stop signal, wait up to ``grace`` seconds, then SIGKILL."""
+        d = self.container_dir(container_id)
+        record = read_json(d / "container.json")
+        if record is None or not (d / "shim.pid").exists():
+            return  # gone or never started
+        if self._exit_status(container_id) is not None:
+            return
+        config = ContainerConfig.from_json(record["config"])
+        sig = signal or record.get("stop_signal") or "SIGTERM"
+        if grace is None:
+            grace = config.stop_grace_seconds
+        if grace is None:
+            grace = self.settings.stop_grace
+        if grace > 0 and await self.runc.kill(container_id, sig):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait(container_id), grace)
+                return
+        await self.runc.kill(container_id, "SIGKILL")
+        try:
+            await asyncio.wait_for(self.wait(container_id), self.settings.kill_timeout)
+        except TimeoutError as exc:
+            raise ContainerError(
+                f"stop {container_id}: still running {self.settings.kill_timeout:g}s after SIGKILL"
+            ) from exc
+
+    # -- remove / list / logs / sweep --------------------------------------------------------
+
+    async def remove(self, container_id: str) -> None:
+        """Kill what runs, delete runc state, unmount, remove cgroup and bundle; keep the log."""
+        async with self._locks.hold(container_id):
+            await self._teardown(container_id)
+
+    async def _teardown(self, container_id: str) -> None:
+        d = self.container_dir(container_id)
+        if (d / "shim.pid").exists() and self._exit_status(container_id) is None:
+            await self.stop(container_id, grace=0)
+        pid = self.shim_pid(container_id)
+        if pid is not None:  # it is writing exit.json / draining logs: let it finish
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    wait_pid_exit(pid, lambda: _is_our_shim(pid, container_id)),
+                    self.settings.kill_timeout,
+                )
+        await self.runc.delete(container_id, force=True)
+        await unmount(d)
+        await asyncio.to_thread(cgroups.remove_cgroup, self.cgroups_path(container_id))
+        if mounts_under(d):
+            raise ContainerError(f"remove {container_id}: {d} still has mounts")
+        await asyncio.to_thread(shutil.rmtree, d, True)
+
+    def remove_logs(self, container_id: str) -> None:
+        """Delete the container's log file (when the agent forgets the task)."""
+        self.log_path(container_id).unlink(missing_ok=True)
+
+    def list(self) -> list[ContainerRecord]:
+        """Every container in the state dir with its status, for adoption after restart.
+        Reads files and /proc only (no runtime call), so it is cheap and synchronous."""
+        records = []
+        for d in sorted(self.settings.containers_dir.iterdir()):
+            if _ID.match(d.name):
+                rec = self._describe(d.name)
+                if rec is not None:
+                    records.append(rec)
+        return records
+
+    def _describe(self, cid: str) -> ContainerRecord | None:
+        d = self.container_dir(cid)
+        record = read_json(d / "container.json")
+        if record is None:
+            return None  # debris of a create that never finished (sweep removes it)
+        exit_status = self._exit_status(cid)
+        pid = None
+        if exit_status is not None:
+            status = "exited"
+        elif not (d / "shim.pid").exists():
+            status = "created"
+        elif self.shim_pid(cid) is not None or self._live_container_pid(cid) is not None:
+            status, pid = "running", _read_int(d / "container.pid")
+        else:
+            exit_status, status = self._record_lost(cid), "exited"
+        return ContainerRecord(
+            id=cid,
+            config=ContainerConfig.from_json(record["config"]),
+            image_digest=record.get("image_digest", ""),
+            created_at=datetime.fromtimestamp(record.get("created_at_ns", 0) / 1e9, tz=UTC),
+            status=status,
+            pid=pid,
+            exit=exit_status,
+            stop_signal=record.get("stop_signal", "SIGTERM"),
+        )
+
+    def _ended(self, container_id: str) -> bool:
+        d = self.settings.containers_dir / container_id
+        if (d / "exit.json").exists() or not d.exists():
+            return True
+        return (d / "shim.pid").exists() and self.shim_pid(container_id) is None
+
+    def read_logs(
+        self, container_id: str, tail: int = -1, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
+        """The last ``tail`` lines (all when < 0), then with ``follow`` new lines until the
+        container has ended and the log is drained. Works after remove() too (log kept)."""
+        return read_log(
+            self.log_path(container_id),
+            tail=tail,
+            follow=follow,
+            ended=lambda: self._ended(container_id),
+            interval=self.settings.log_follow_interval,
+        )
+
+    async def sweep(self, prefix: str = "", *, everything: bool = False) -> list[str]:
+        """Remove leftovers of crashed runs whose id starts with ``prefix``: half-created
+        container dirs and runc containers without a container dir (with their mounts
+        and cgroups). With ``everything``, remove every container with the prefix,
+        running or not. Returns the ids removed. Touches only this runtime's state dir,
+        runc root and cgroup parent."""
+        ids = {d.name for d in self.settings.containers_dir.iterdir() if _ID.match(d.name)}
+        ids |= {c["id"] for c in await self.runc.list() if c.get("id")}
+        removed = []
+        for cid in sorted(i for i in ids if i.startswith(prefix)):
+            if everything or self._is_debris(cid):
+                await self.remove(cid)
+                removed.append(cid)
+        for tmp in self.settings.containers_dir.glob("*/.*.tmp*"):
+            tmp.unlink(missing_ok=True)
+        if everything:  # fails harmlessly while other containers still use it
+            await asyncio.to_thread(cgroups.remove_if_empty, f"/{self.settings.cgroup_parent}")
+        return removed
+
+    def _is_debris(self, cid: str) -> bool:
+        """A create that never finished (no container.json), or runc state without a
+        container dir. Containers whose shim died are not debris: list() and wait()
+        still report them (with an unknown exit status) so the agent can say so."""
+        return not (self.settings.containers_dir / cid / "container.json").exists()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_our_shim(pid: int, container_id: str) -> bool:
+    """Whether ``pid`` is a live shim for ``container_id`` (not a reused pid, not a zombie)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if _SHIM_MODULE.encode() not in args:
+        return False
+    try:
+        return args[args.index(b"--id") + 1] == container_id.encode()
+    except (ValueError, IndexError):
+        return False

@@ -1,0 +1,65 @@
+"""Tunables of the runtime layer, one dataclass per consumer, a docstring per field.
+
+Everything that touches the host is rooted in a path given here, so several agents can share
+one machine (each with its own state dir, runc root and cgroup parent) and tests can run
+side by side with the real thing.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How images are pulled."""
+
+    skopeo_binary: str = "skopeo"
+    """The skopeo executable."""
+    pull_timeout: float = 300.0
+    """Upper bound for one `skopeo copy` (seconds, also skopeo's --command-timeout); the pull
+    fails with ImageError after it. Missing images and refused connections fail at once."""
+    insecure_registries: tuple[str, ...] = ()
+    """Registries ("host:port") reached over plain HTTP / unverified TLS. Loopback always is."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Where and how containers run."""
+
+    state_dir: Path
+    """Root of this agent's container state: containers/<id>/ (bundle, rootfs, shim files)
+    and logs/<id>.log."""
+    runc_root: Path
+    """The OCI runtime's --root (its own state); private to this agent."""
+    runtime_binary: str = "runc"
+    """"runc" or "crun" (same CLI surface), or a path to one."""
+    cgroup_parent: str = "orch"
+    """Cgroup under which containers are placed: /<cgroup_parent>/<id> in every hierarchy."""
+    stop_grace: float = 10.0
+    """Default time between the stop signal and SIGKILL (seconds)."""
+    kill_timeout: float = 10.0
+    """How long to wait for a container to die after SIGKILL before giving up (seconds)."""
+    start_timeout: float = 60.0
+    """How long start() waits for the shim to report the container running or failed."""
+    runtime_timeout: float = 30.0
+    """Upper bound for one runc/crun CLI call such as state, kill or delete (seconds)."""
+    nofile: int = 1048576
+    """RLIMIT_NOFILE of containers, capped at the agent's own hard limit (raising it needs
+    CAP_SYS_RESOURCE, which not every host grants)."""
+    log_line_max: int = 16 * 1024
+    """Lines longer than this are written to the log as several partial ("P") records."""
+    log_follow_interval: float = 0.1
+    """Poll interval of read_logs(follow=True) when it has reached the end of the file."""
+    python: str = field(default=sys.executable)
+    """Interpreter that runs the shim (`python -m orch.runtime.shim`)."""
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.state_dir / "containers"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"

@@ -1,0 +1,296 @@
+"""Build the OCI runtime spec (a bundle's config.json) for a container: a pure function.
+
+``build_spec`` takes the image's config, our ``ContainerConfig``, the rootfs and cgroup
+paths and the image's /etc/passwd and /etc/group text, and returns the config.json dict.
+It does no IO, so every Docker-compatibility rule here (entrypoint/cmd merging, env
+override, user lookup, default capabilities, mounts, masked paths) is unit-tested directly.
+
+The defaults follow Docker's (moby oci/defaults.go, caps/defaults.go) so images behave as
+they do under `docker run`: the same capability set, /dev, /dev/pts, /dev/shm, /dev/mqueue,
+read-only /sys and cgroup mounts, masked /proc entries, PATH and HOSTNAME/HOME in the env.
+Deliberately left out: seccomp and AppArmor profiles (runc then applies none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from orch.errors import ValidationError
+from orch.runtime.model import ContainerConfig
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_NOFILE = 1048576
+
+# Docker's default capability set (moby oci/caps/defaults.go).
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+
+MASKED_PATHS = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]
+
+READONLY_PATHS = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+]
+
+CPU_PERIOD_US = 100_000
+
+
+def _mount(dest: str, typ: str, source: str, options: list[str]) -> dict[str, Any]:
+    return {"destination": dest, "type": typ, "source": source, "options": options}
+
+
+STANDARD_MOUNTS = [
+    _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+    _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+    _mount(
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+    ),
+    _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+    _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+    _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+    _mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+]
+
+
+@dataclass(frozen=True)
+class ExecUser:
+    """The user the container's process runs as, resolved against the image's files."""
+
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    home: str
+
+
+def resolve_argv(config: ContainerConfig, image_config: dict[str, Any]) -> list[str]:
+    """Docker's rules: ``command`` replaces Entrypoint and clears the image Cmd; ``args``
+    replaces Cmd. Raises ValidationError when nothing is left to run."""
+    entrypoint = list(image_config.get("Entrypoint") or [])
+    cmd = list(image_config.get("Cmd") or [])
+    if config.command is not None:
+        entrypoint, cmd = list(config.command), []
+    if config.args is not None:
+        cmd = list(config.args)
+    argv = entrypoint + cmd
+    if not argv:
+        raise ValidationError(
+            f"container {config.id}: no command to run: image {config.image} has no "
+            "Entrypoint or Cmd and none was given"
+        )
+    return argv
+
+
+def merge_env(base: Iterable[str], overrides: Iterable[str]) -> list[str]:
+    """Apply "K=V" overrides over a base env, keeping the base order; new keys go last.
+    An override without "=" is kept only if the base defines it (as Docker does with -e K)."""
+    merged: dict[str, str] = {}
+    for entry in base:
+        key, sep, _ = entry.partition("=")
+        if sep:
+            merged[key] = entry
+    for entry in overrides:
+        key, sep, _ = entry.partition("=")
+        if sep:
+            merged[key] = entry
+    return list(merged.values())
+
+
+def _env_has(env: list[str], key: str) -> bool:
+    return any(e.partition("=")[0] == key for e in env)
+
+
+def _parse_table(text: str, min_fields: int) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(":")
+        if len(fields) >= min_fields:
+            rows.append(fields)
+    return rows
+
+
+def resolve_user(spec: str, passwd: str = "", group: str = "") -> ExecUser:
+    """Resolve "user[:group]" (names or numbers) against /etc/passwd and /etc/group text,
+    as runc's libcontainer/user does for Docker. An empty spec means root."""
+    user_part, _, group_part = (spec or "").partition(":")
+    users = _parse_table(passwd, 7)  # name:pw:uid:gid:gecos:home:shell
+    groups = _parse_table(group, 4)  # name:pw:gid:members
+    uid, gid, home, name = 0, 0, "/", "root"
+    entry = None
+    if user_part:
+        if user_part.isdigit():
+            uid = int(user_part)
+            entry = next((u for u in users if u[2] == user_part), None)
+        else:
+            entry = next((u for u in users if u[0] == user_part), None)
+            if entry is None:
+                raise ValidationError(f"unable to find user {user_part}: no matching entries")
+    else:
+        entry = next((u for u in users if u[2] == "0"), None)
+    if entry is not None:
+        name, uid, home = entry[0], int(entry[2]), entry[5] or "/"
+        gid = int(entry[3]) if entry[3].isdigit() else 0
+    if group_part:
+        if group_part.isdigit():
+            gid = int(group_part)
+        else:
+            g = next((g for g in groups if g[0] == group_part), None)
+            if g is None:
+                raise ValidationError(f"unable to find group {group_part}: no matching entries")
+            gid = int(g[2])
+    extra: list[int] = []
+    if entry is not None and not group_part:
+        for g in groups:
+            members = [m for m in g[3].split(",") if m]
+            if name in members and g[2].isdigit() and int(g[2]) != gid:
+                extra.append(int(g[2]))
+    return ExecUser(uid=uid, gid=gid, additional_gids=tuple(sorted(set(extra))), home=home)
+
+
+def resolve_stop_signal(config: ContainerConfig, image_config: dict[str, Any]) -> str:
+    """The signal stop() sends: the config's, else the image's StopSignal, else SIGTERM."""
+    sig = config.stop_signal or image_config.get("StopSignal") or "SIGTERM"
+    sig = str(sig).upper()
+    if sig.isdigit():
+        return sig
+    return sig if sig.startswith("SIG") else "SIG" + sig
+
+
+def _resources(config: ContainerConfig, swap_accounting: bool) -> dict[str, Any]:
+    limits = config.limits
+    res: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if limits.memory_bytes > 0:
+        res["memory"] = {"limit": limits.memory_bytes}
+        if swap_accounting:
+            res["memory"]["swap"] = limits.memory_bytes
+    if limits.nano_cpus > 0:
+        quota = max(1000, limits.nano_cpus * CPU_PERIOD_US // 1_000_000_000)
+        res["cpu"] = {"quota": quota, "period": CPU_PERIOD_US}
+    if limits.pids > 0:
+        res["pids"] = {"limit": limits.pids}
+    return res
+
+
+def _bind_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
+    mounts = []
+    for m in config.mounts:
+        if not m.destination.startswith("/"):
+            raise ValidationError(
+                f"container {config.id}: mount destination {m.destination!r} is not absolute"
+            )
+        opts = ["rbind", "rprivate", "ro" if m.readonly else "rw"]
+        mounts.append(_mount(m.destination, "bind", m.source, opts))
+    return mounts
+
+
+def build_spec(
+    config: ContainerConfig,
+    image_config: dict[str, Any],
+    *,
+    rootfs: str,
+    cgroups_path: str,
+    passwd: str = "",
+    group: str = "",
+    swap_accounting: bool = True,
+    nofile: int = DEFAULT_NOFILE,
+) -> dict[str, Any]:
+    """The OCI runtime config.json for ``config`` running an image with ``image_config``.
+
+    ``passwd``/``group`` are the image's /etc/passwd and /etc/group (for user names and
+    supplementary groups); ``swap_accounting`` says whether the host can cap swap;
+    ``nofile`` is RLIMIT_NOFILE (it may not exceed the runtime's own hard limit)."""
+    argv = resolve_argv(config, image_config)
+    user = resolve_user(config.user or image_config.get("User") or "", passwd, group)
+    hostname = config.hostname or config.id[:12]
+    env = merge_env(image_config.get("Env") or [], config.env)
+    if not _env_has(env, "PATH"):
+        env.insert(0, "PATH=" + DEFAULT_PATH)
+    if not _env_has(env, "HOSTNAME"):
+        env.append("HOSTNAME=" + hostname)
+    if not _env_has(env, "HOME"):
+        env.append("HOME=" + user.home)
+    cwd = config.workdir or image_config.get("WorkingDir") or "/"
+    if not cwd.startswith("/"):
+        raise ValidationError(f"container {config.id}: working dir {cwd!r} is not absolute")
+
+    namespaces: list[dict[str, str]] = [
+        {"type": "pid"},
+        {"type": "ipc"},
+        {"type": "uts"},
+        {"type": "mount"},
+        {"type": "cgroup"},
+    ]
+    if config.netns_path is not None:
+        namespaces.append({"type": "network", "path": config.netns_path})
+
+    caps = list(DEFAULT_CAPABILITIES)
+    user_spec: dict[str, Any] = {"uid": user.uid, "gid": user.gid, "umask": 0o022}
+    if user.additional_gids:
+        user_spec["additionalGids"] = list(user.additional_gids)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": user_spec,
+            "args": argv,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": list(caps),
+                "permitted": list(caps),
+            },
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile},
+            ],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": hostname,
+        "mounts": [{**m, "options": list(m["options"])} for m in STANDARD_MOUNTS]
+        + _bind_mounts(config),
+        "annotations": dict(config.labels),
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": _resources(config, swap_accounting),
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }

@@ -1,0 +1,95 @@
+"""Bad input gets one clear error naming where and what, and changes nothing in etcd."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orch.localcluster.cluster import free_port
+
+pytestmark = pytest.mark.integration
+
+GOOD = """apiVersion: orch/v1
+kind: Service
+metadata: {{name: good}}
+spec:
+  image: {registry}/busybox:latest
+  replicas: 1
+"""
+
+
+def etcd_state(cluster) -> tuple[int, list[str]]:
+    """The etcd revision and every orch key: equal before and after = nothing written."""
+    ep = cluster.record.etcd
+    status = subprocess.run(
+        ["etcdctl", "--endpoints", ep, "endpoint", "status", "-w", "json"],
+        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
+    ).stdout  # fmt: skip
+    revision = json.loads(status)[0]["Status"]["header"]["revision"]
+    keys = subprocess.run(
+        ["etcdctl", "--endpoints", ep, "get", "--prefix", "/orch/v1/", "--keys-only"],
+        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
+    ).stdout.split()  # fmt: skip
+    return revision, keys
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("  imagee: x\n", "spec.imagee: unknown field; did you mean 'spec.image'?"),
+        ("  replicas: three\n", "spec.replicas: expected an integer"),
+        ("  replicas: -1\n", "spec.replicas: expected an integer >= 0, got -1"),
+        ("  replicas: [1\n", "YAML syntax error"),
+    ],
+    ids=["unknown-field", "wrong-type", "negative-replicas", "yaml-syntax"],
+)
+def test_bad_manifest_is_refused_and_nothing_is_written(
+    orch, cluster, tmp_path: Path, body: str, expected: str
+) -> None:
+    good = GOOD.format(registry=cluster.record.registry)
+    bad = (
+        "apiVersion: orch/v1\nkind: Service\nmetadata: {name: bad}\nspec:\n"
+        f"  image: {cluster.record.registry}/busybox:latest\n" + body
+    )
+    # A good document beside the bad one: the whole apply is refused.
+    text = good + "---\n" + bad
+    line = text.splitlines().index(body.rstrip("\n")) + 1
+    path = tmp_path / "apply.yaml"
+    path.write_text(text)
+    before = etcd_state(cluster)
+    res = orch("apply", "-f", str(path), check=False)
+    assert res.returncode == 1
+    # A YAML syntax error is found where the parser gave up; it names the line it began at.
+    assert f"{path}:{line}" in res.stderr or f"at line {line}" in res.stderr, res.stderr
+    assert res.stderr.startswith(f"orch: {path}:") and expected in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert etcd_state(cluster) == before
+
+
+def test_missing_image_names_the_field(orch, cluster, tmp_path: Path) -> None:
+    path = tmp_path / "noimage.yaml"
+    path.write_text("apiVersion: orch/v1\nkind: Service\nmetadata: {name: x}\nspec:\n  replicas: 2\n")
+    before = etcd_state(cluster)
+    res = orch("apply", "-f", str(path), check=False)
+    assert res.returncode == 1
+    assert "spec.image" in res.stderr and "required" in res.stderr, res.stderr
+    assert etcd_state(cluster) == before
+
+
+def test_scale_of_a_missing_service(orch, cluster) -> None:
+    before = etcd_state(cluster)
+    res = orch("scale", "nosuch=3", check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip() == "orch: no such service: nosuch"
+    assert etcd_state(cluster) == before
+
+
+def test_manager_down_is_one_line(orch) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    res = orch("--manager", dead, "ls", check=False)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("orch: cannot reach a manager at " + dead)

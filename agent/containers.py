@@ -30,7 +30,7 @@ class ContainerController:
         self._id = task.id
 
     async def exists(self) -> bool:
-        return any(rec.id == self._id for rec in self._env.runtime.list())
+        return self._env.runtime.get(self._id) is not None
 
     async def prepare(self) -> Prepared:
         image = await self._env.images.pull(self._task.container.image)

@@ -182,6 +182,7 @@ class TaskRunner:
         self._set(state, message, err=err)
 
     def _set(self, state: int, message: str, err: str = "") -> None:
+        log.debug("task %s: %s %s", self.task.id, types_pb2.TaskState.Name(state), err)
         self._status.state = state
         self._status.message = message
         self._status.err = err

@@ -27,5 +27,9 @@ async def agent_leftovers(agent: dict) -> None:
     )
     if runtime.settings.containers_dir.exists():
         await runtime.sweep(everything=True)  # runc delete --force: kills what still runs
-    endpoints = EndpointManager(NetworkSettings(prefix=agent["prefix"], state_dir=state_dir))
+    endpoints = EndpointManager(
+        NetworkSettings(
+            prefix=agent["prefix"], state_dir=state_dir, bridge_subnet=agent["bridge_subnet"]
+        )
+    )
     await endpoints.remove_all()

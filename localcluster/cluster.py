@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from orch.cli.config import manager_address_file
+from orch.errors import OrchError
 from orch.proto import control_pb2, control_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -190,13 +191,13 @@ class LocalCluster:
             "prefix": prefix,
             "cgroup": f"orch-{prefix}",
             "runc_root": str(self.state_dir / "agents" / f"node{i + 1}" / "runc"),
+            # Agents share the root netns in this issue: each bridge gets its own subnet.
+            "bridge_subnet": f"10.213.{(sum(self.record.prefix.encode()) % 200) + i}.0/24",
         }
 
     async def _start_agent(self, i: int) -> None:
         spec = self._agent_spec(i)
         self.record.agents.append(spec)
-        # Agents share the root netns in this issue: give each bridge its own subnet.
-        subnet = f"10.213.{(hash(self.record.prefix) % 200) + i}.0/24"
         argv = [
             sys.executable, "-m", "orch.agent",
             "--state-dir", spec["state_dir"],
@@ -204,7 +205,7 @@ class LocalCluster:
             "--hostname", spec["hostname"],
             "--advertise-addr", "127.0.0.1",
             "--network-prefix", spec["prefix"],
-            "--bridge-subnet", subnet,
+            "--bridge-subnet", spec["bridge_subnet"],
             "--runtime", self.settings.runtime,
         ]  # fmt: skip
         await self._spawn(f"agent-{i}", argv)
@@ -271,8 +272,14 @@ async def down(state_dir: Path) -> bool:
         await _terminate(record.pids[name])
     from orch.localcluster import cleanup  # runtime and overlay: only needed here
 
+    failures = []
     for agent in record.agents:
-        await cleanup.agent_leftovers(agent)
+        try:
+            await cleanup.agent_leftovers(agent)
+        except Exception as exc:  # keep removing the rest; say what was left
+            failures.append(f"{agent['hostname']}: {exc}")
+    if failures:
+        raise OrchError("local cluster down left objects behind: " + "; ".join(failures))
     manager_address_file(state_dir).unlink(missing_ok=True)
     for sub in ("etcd", "registry", "agents", "images"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)

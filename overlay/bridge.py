@@ -42,6 +42,7 @@ class BridgeDriver:
             settings.network_dir / "ipam" / f"{NETWORK}.json", settings.bridge_subnet
         )
         self._ensure_lock = asyncio.Lock()
+        self._ensured = False
 
     @property
     def network(self) -> str:
@@ -57,8 +58,12 @@ class BridgeDriver:
         return ipaddress.IPv4Interface(f"{self.ipam.gateway}/{self.ipam.subnet.prefixlen}")
 
     async def ensure(self) -> None:
+        """Make sure the bridge is there. Checked once per driver; a failed plug (the
+        bridge was removed behind our back) makes the next attach check again."""
         async with self._ensure_lock:
-            await self.net.ensure_bridge(self.bridge, self.gateway, self.settings.mtu)
+            if not self._ensured:
+                await self.net.ensure_bridge(self.bridge, self.gateway, self.settings.mtu)
+                self._ensured = True
 
     async def attach(
         self,
@@ -87,6 +92,7 @@ class BridgeDriver:
         try:
             await self.net.plug_veth(plug)
         except BaseException:
+            self._ensured = False
             if held_before is None:
                 self.ipam.release(endpoint_id)
             raise
@@ -125,4 +131,5 @@ class BridgeDriver:
         self.ipam.release(endpoint_id)
 
     async def remove(self) -> None:
+        self._ensured = False
         await self.net.delete_link(self.bridge)

@@ -178,14 +178,14 @@ class KernelNet:
                 await ipr.link("set", index=index, state="up", mtu=mtu)
 
     async def _ensure_bridge_link(self, ipr: Any, name: str, mtu: int) -> int:
-        found = await ipr.link_lookup(ifname=name)
+        found = await _lookup(ipr, name)
         if not found:
             try:
                 await ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
             except NetlinkError as exc:
                 if not ns.is_errno(exc, *ns.EEXIST_LIKE):
                     raise
-            found = await ipr.link_lookup(ifname=name)
+            found = await _lookup(ipr, name)
         (msg,) = await ipr.link("get", index=found[0])
         if _kind(msg) != "bridge":
             raise NetworkError(f"link {name} in {self._where()} exists but is not a bridge")
@@ -208,7 +208,7 @@ class KernelNet:
             async with ns.rtnl(self.host_netns) as ipr, ns.rtnl(plug.netns) as cns:
                 master = None
                 if plug.master:
-                    found = await ipr.link_lookup(ifname=plug.master)
+                    found = await _lookup(ipr, plug.master)
                     if not found:
                         raise NetworkError(f"{what}: bridge {plug.master} is missing")
                     master = found[0]
@@ -216,7 +216,7 @@ class KernelNet:
                 # veth removes the peer too, wherever it is).
                 with contextlib.suppress(NetlinkError):
                     await ipr.link("del", ifname=plug.host_ifname)
-                if await cns.link_lookup(ifname=plug.ifname):
+                if await _lookup(cns, plug.ifname):
                     await cns.link("del", ifname=plug.ifname)
                 extra: dict[str, Any] = {"master": master} if master is not None else {}
                 # The peer is born inside the container netns with its name, MAC and MTU.
@@ -244,7 +244,7 @@ class KernelNet:
 
 async def _configure_container_end(cns: Any, plug: VethPlug) -> None:
     await cns.link("set", index=LOOPBACK_INDEX, state="up")
-    (index,) = await cns.link_lookup(ifname=plug.ifname)
+    (index,) = await _lookup(cns, plug.ifname)
     await cns.addr(
         "add",
         index=index,
@@ -255,3 +255,15 @@ async def _configure_container_end(cns: Any, plug: VethPlug) -> None:
     await cns.link("set", index=index, state="up")
     if plug.gateway is not None:
         await cns.route("add", dst="0.0.0.0/0", gateway=str(plug.gateway), oif=index)
+
+
+async def _lookup(ipr: Any, name: str) -> list[int]:
+    """[index] of the link called ``name``, or []. One RTM_GETLINK by name: pyroute2's
+    link_lookup(ifname=) dumps every link, which is slow on a host with many veths."""
+    try:
+        msgs = await ipr.link("get", ifname=name)
+    except NetlinkError as exc:
+        if ns.is_errno(exc, *ns.ENOENT_LIKE):
+            return []
+        raise
+    return [msg["index"] for msg in msgs]

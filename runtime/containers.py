@@ -55,7 +55,10 @@ from orch.runtime.spec import build_spec, resolve_stop_signal
 from orch.runtime.util import KeyedLock, atomic_write_json, read_json
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_SHIM_MODULE = "orch.runtime.shim"
+# The shim runs as a script under `python -S -I`: it only needs the standard library, and
+# skipping site-packages (and the editable-install finder) cuts its start from ~70 ms of
+# CPU to ~20 ms, which matters when a node starts twenty containers at once.
+_SHIM_SCRIPT = str(Path(__file__).with_name("shim.py"))
 
 
 def check_id(container_id: str) -> None:
@@ -185,7 +188,7 @@ class ContainerRuntime:
     def _shim_argv(self, container_id: str, d: Path, ready_fd: int) -> list[str]:
         s = self.settings
         return [
-            s.python, "-m", _SHIM_MODULE, "--id", container_id, "--bundle", str(d),
+            s.python, "-S", "-I", _SHIM_SCRIPT, "--id", container_id, "--bundle", str(d),
             "--runtime", s.runtime_binary, "--root", str(s.runc_root),
             "--log", str(self.log_path(container_id)), "--line-max", str(s.log_line_max),
             "--ready-fd", str(ready_fd),
@@ -380,10 +383,14 @@ class ContainerRuntime:
         records = []
         for d in sorted(self.settings.containers_dir.iterdir()):
             if _ID.match(d.name):
-                rec = self._describe(d.name)
+                rec = self.get(d.name)
                 if rec is not None:
                     records.append(rec)
         return records
+
+    def get(self, container_id: str) -> ContainerRecord | None:
+        """One container's record (as in list()), or None when there is none."""
+        return self._describe(container_id) if _ID.match(container_id) else None
 
     def _describe(self, cid: str) -> ContainerRecord | None:
         d = self.container_dir(cid)
@@ -469,7 +476,7 @@ def _is_our_shim(pid: int, container_id: str) -> bool:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if _SHIM_MODULE.encode() not in args:
+    if _SHIM_SCRIPT.encode() not in args:
         return False
     try:
         return args[args.index(b"--id") + 1] == container_id.encode()

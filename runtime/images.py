@@ -107,6 +107,7 @@ class ImageStore:
         self.refs = self.root / "refs"
         self.layers = self.root / "layers"
         self._pull_locks = KeyedLock()
+        self._inflight: dict[str, asyncio.Future[Image]] = {}
         self._layer_locks = KeyedLock()
         self.layers_unpacked = 0
         """How many layers this store unpacked (the rest were already on disk)."""
@@ -130,7 +131,19 @@ class ImageStore:
         return self.layers / digest.replace(":", "-")
 
     async def pull(self, ref: str) -> Image:
-        """Copy ``ref`` here with skopeo (reusing blobs already present) and unpack it."""
+        """Copy ``ref`` here with skopeo (reusing blobs already present) and unpack it.
+
+        Pulls of one reference that overlap share one skopeo run: when 20 replicas land on
+        a node at once, the registry is asked once (the tag is still re-resolved on every
+        new pull, as Swarm does, so a moved tag is seen by the next task)."""
+        inflight = self._inflight.get(ref)
+        if inflight is None:
+            inflight = asyncio.ensure_future(self._pull(ref))
+            self._inflight[ref] = inflight
+            inflight.add_done_callback(lambda _: self._inflight.pop(ref, None))
+        return await asyncio.shield(inflight)
+
+    async def _pull(self, ref: str) -> Image:
         async with self._pull_locks.hold(ref):
             await self._copy(ref)
             image = await self.get(ref)

@@ -161,5 +161,7 @@ def container_config(
         netns_path=netns_path,
         mounts=mounts,
         stop_signal=spec.stop_signal or None,
-        stop_grace_seconds=(grace.seconds + grace.nanos / 1e9) if (grace.seconds or grace.nanos) else None,
+        stop_grace_seconds=(grace.seconds + grace.nanos / 1e9)
+        if (grace.seconds or grace.nanos)
+        else None,
     )

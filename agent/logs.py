@@ -102,7 +102,9 @@ class LogPublisher:
         finally:
             await queue.put(None)
 
-    def _entry(self, task_id: str, task: objects_pb2.Task | None, line: LogLine) -> control_pb2.LogEntry:
+    def _entry(
+        self, task_id: str, task: objects_pb2.Task | None, line: LogLine
+    ) -> control_pb2.LogEntry:
         ts = Timestamp()
         with contextlib.suppress(ValueError):
             ts.FromJsonString(line.timestamp)

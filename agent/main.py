@@ -18,6 +18,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +152,7 @@ class Agent:
     def _report(self, update: dispatcher_pb2.TaskStatusUpdate) -> None:
         self.session.report(update)
 
-    def _read_logs(self, task_id: str, tail: int, follow: bool):  # noqa: ANN202
+    def _read_logs(self, task_id: str, tail: int, follow: bool):
         return self.runtime.read_logs(task_id, tail=tail, follow=follow)
 
     async def _assign(self, msg: dispatcher_pb2.Assignments) -> None:
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _serve(agent: Agent) -> None:
+    _use_pidfd_child_watcher()
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -219,3 +222,15 @@ async def _serve(agent: Agent) -> None:
         loop.add_signal_handler(sig, main_task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await agent.run()
+
+
+def _use_pidfd_child_watcher() -> None:
+    """Python 3.11 waits for each subprocess on a thread of its own; a pidfd watcher
+    waits in the event loop instead (3.12 does this by itself). The agent starts a few
+    subprocesses per container, so threads add up when a node starts many at once."""
+    if sys.version_info < (3, 12) and hasattr(asyncio, "PidfdChildWatcher"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(asyncio.get_running_loop())
+            asyncio.set_child_watcher(watcher)

@@ -122,6 +122,4 @@ class Session:
             self._wake.clear()
             batch, self._unsent = list(self._unsent.values()), {}
             if batch:
-                yield dispatcher_pb2.AgentMessage(
-                    status=dispatcher_pb2.StatusBatch(updates=batch)
-                )
+                yield dispatcher_pb2.AgentMessage(status=dispatcher_pb2.StatusBatch(updates=batch))

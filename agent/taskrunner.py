@@ -140,7 +140,7 @@ class TaskRunner:
         self._set(types_pb2.RUNNING, "started")
         return True
 
-    async def _unless_shutdown(self, coro):  # noqa: ANN001, ANN202
+    async def _unless_shutdown(self, coro):
         """Run a step, but give it up if the task is shut down meanwhile."""
         step = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self._shutdown.wait())
@@ -173,9 +173,7 @@ class TaskRunner:
         else:
             self._finish(types_pb2.FAILED, result, "exited", err=_exit_error(result))
 
-    def _finish(
-        self, state: int, result: ExitResult, message: str, err: str = ""
-    ) -> None:
+    def _finish(self, state: int, result: ExitResult, message: str, err: str = "") -> None:
         self._status.exit_code = result.exit_code
         self._status.oom_killed = result.oom_killed
         self._status.finished_at.CopyFrom(model.timestamp())

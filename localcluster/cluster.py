@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -100,7 +101,13 @@ class LocalCluster:
         return self.record.managers
 
     async def up(self) -> ClusterRecord:
-        await down(self.state_dir)  # a crashed earlier run leaves a record: clear it first
+        old = ClusterRecord.load(self.state_dir)
+        if old is not None and any(_alive(pid) for pid in old.pids.values()):
+            raise OrchError(
+                f"a local cluster is already running in {self.state_dir} "
+                f"(managers {','.join(old.managers)}): `orch dev down` first"
+            )
+        await down(self.state_dir)  # a crashed earlier run left a record: clear it first
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.record.save()
@@ -121,7 +128,7 @@ class LocalCluster:
         return self.record
 
     async def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> int:
-        logf = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        logf = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: ASYNC230 (opened once per process)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -164,7 +171,9 @@ class LocalCluster:
             f"storage: {{filesystem: {{rootdirectory: {self.state_dir / 'registry'}}}}}\n"
             f"http: {{addr: 127.0.0.1:{port}}}\n"
         )
-        await self._spawn("registry", [shutil.which("docker-registry") or "docker-registry", "serve", str(config)])
+        await self._spawn(
+            "registry", [shutil.which("docker-registry") or "docker-registry", "serve", str(config)]
+        )
         await _wait_port(port, "registry", self.settings.ready_timeout)
         await push_example_images(self.state_dir / "images", self.record.registry)
 
@@ -262,7 +271,7 @@ async def _wait_port(port: int, what: str, timeout: float) -> None:
 
 async def down(state_dir: Path) -> bool:
     """Stop a local cluster and remove all it made. False when there was none."""
-    state_dir = Path(state_dir).resolve()
+    state_dir = Path(state_dir).resolve()  # noqa: ASYNC240
     record = ClusterRecord.load(state_dir)
     if record is None:
         return False
@@ -285,6 +294,24 @@ async def down(state_dir: Path) -> bool:
         shutil.rmtree(state_dir / sub, ignore_errors=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     return True
+
+
+async def sweep_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove what crashed earlier runs left: every ``parent/prefix*`` state dir whose
+    record names only dead processes is taken down and deleted. Live clusters (another
+    test session, a running demo) are left alone."""
+    swept = []
+    for state_dir in sorted(Path(parent).glob(prefix + "*")):  # noqa: ASYNC240
+        record = ClusterRecord.load(state_dir)
+        if record is None and time.time() - state_dir.stat().st_mtime < 600:
+            continue  # maybe another run that is only starting
+        if record is not None and any(_alive(pid) for pid in record.pids.values()):
+            continue
+        with contextlib.suppress(Exception):
+            await down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+        swept.append(state_dir)
+    return swept
 
 
 async def _terminate(pid: int, grace: float = 5.0) -> None:

@@ -120,7 +120,9 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     @_grpc_errors
     async def RemoveService(self, request: control_pb2.RemoveServiceRequest, context: Any) -> Any:
         current = self._service(request.name)
-        revision = await self._store.commit([Delete(Kind.SERVICE, current.key, current.mod_revision)])
+        revision = await self._store.commit(
+            [Delete(Kind.SERVICE, current.key, current.mod_revision)]
+        )
         await self._view.wait_for(revision)
         return control_pb2.RemoveServiceResponse()
 

@@ -178,7 +178,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 node.spec.availability = types_pb2.ACTIVE
             node.description.CopyFrom(reg.description)
             node.status.CopyFrom(self._node_state(types_pb2.NODE_READY))
-            op = Update(Kind.NODE, node, current.mod_revision) if current else Create(Kind.NODE, node)
+            op = (
+                Update(Kind.NODE, node, current.mod_revision)
+                if current
+                else Create(Kind.NODE, node)
+            )
             try:
                 await self._view.wait_for(await self._store.commit([op]))
                 return
@@ -289,7 +293,9 @@ def _assignments(
     *, full: bool = False, tasks: Any = (), removed: Any = ()
 ) -> dispatcher_pb2.ManagerMessage:
     return dispatcher_pb2.ManagerMessage(
-        assignments=dispatcher_pb2.Assignments(full=full, tasks=list(tasks), removed=sorted(removed))
+        assignments=dispatcher_pb2.Assignments(
+            full=full, tasks=list(tasks), removed=sorted(removed)
+        )
     )
 
 

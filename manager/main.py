@@ -9,9 +9,9 @@ stop the loops, resign, close etcd.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -69,16 +69,14 @@ class Manager:
         )
         control = ControlAPI(store=store, view=view, logs=logs)
 
-        def fence():  # noqa: ANN202 - evaluated per commit
+        def fence():
             return election.fence
 
         loop_args = dict(store=store, view=view, fence=fence, settings=s.loops)
 
         async def lead() -> None:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(
-                    OrchestratorLoop(**loop_args, settings_core=s.orchestrator).run()
-                )
+                tg.create_task(OrchestratorLoop(**loop_args, settings_core=s.orchestrator).run())
                 tg.create_task(SchedulerLoop(**loop_args).run())
 
         server = grpc.aio.server()

@@ -13,7 +13,6 @@ etcd errors are translated to :class:`StoreError` here and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -193,7 +192,9 @@ class Store:
             parsed = parse_key(kv.key.decode())
             if parsed:
                 items.append(
-                    Versioned(parsed[0], kv.key.decode(), decode(parsed[0], kv.value), kv.mod_revision)
+                    Versioned(
+                        parsed[0], kv.key.decode(), decode(parsed[0], kv.value), kv.mod_revision
+                    )
                 )
         return items, resp.header.revision
 
@@ -269,7 +270,7 @@ class Store:
     async def _call(self, what: str, coro: Any) -> Any:
         try:
             return await coro
-        except (EtcdError, grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, EtcdError, grpc.aio.AioRpcError) as exc:
             raise StoreError(f"etcd {what}: {exc or type(exc).__name__}") from exc
 
 

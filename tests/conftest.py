@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tests_support import wait_until
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
+from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port, sweep_stale
 
 ROOT = Path(__file__).resolve().parent.parent
 ORCH = str(Path(sys.executable).parent / "orch")
@@ -85,7 +85,9 @@ class Orch:
         self.cluster = cluster
         self.env = {**os.environ, "ORCH_MANAGER": ",".join(cluster.managers)}
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         res = subprocess.run(
             [ORCH, *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
@@ -108,13 +110,24 @@ class Orch:
         ]
 
 
+TEST_CLUSTER_PREFIX = "orch-test-cluster-"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_crashed_runs() -> None:
+    """A test run killed hard leaves its cluster behind; the next run removes it."""
+    asyncio.run(sweep_stale(Path(tempfile.gettempdir()), TEST_CLUSTER_PREFIX))
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     """A real local cluster (etcd, registry, one manager, one agent) for a test module."""
-    missing = [b for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry") if not shutil.which(b)]
+    missing = [
+        b for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry") if not shutil.which(b)
+    ]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (make test installs them)")
-    state = Path(tempfile.mkdtemp(prefix="orch-test-cluster-"))
+    state = Path(tempfile.mkdtemp(prefix=TEST_CLUSTER_PREFIX))
     settings = ClusterSettings(
         state_dir=state, nodes=1, managers=1, registry_port=free_port(), restart_delay=0.5
     )

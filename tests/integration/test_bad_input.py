@@ -71,7 +71,9 @@ def test_bad_manifest_is_refused_and_nothing_is_written(
 
 def test_missing_image_names_the_field(orch, cluster, tmp_path: Path) -> None:
     path = tmp_path / "noimage.yaml"
-    path.write_text("apiVersion: orch/v1\nkind: Service\nmetadata: {name: x}\nspec:\n  replicas: 2\n")
+    path.write_text(
+        "apiVersion: orch/v1\nkind: Service\nmetadata: {name: x}\nspec:\n  replicas: 2\n"
+    )
     before = etcd_state(cluster)
     res = orch("apply", "-f", str(path), check=False)
     assert res.returncode == 1

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from tests_support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -104,10 +103,12 @@ spec:
     try:
         # First run plus two restarts, all failed with exit code 3, then no more.
         tasks = wait_until(
-            lambda: (t := orch.tasks("flaky", all=True))
-            and len(t) == 3
-            and all(x["state"] == "failed" for x in t)
-            and t,
+            lambda: (
+                (t := orch.tasks("flaky", all=True))
+                and len(t) == 3
+                and all(x["state"] == "failed" for x in t)
+                and t
+            ),
             30,
         )
         assert {t["exit_code"] for t in tasks} == {3}
@@ -141,9 +142,7 @@ spec:
     orch("apply", "-f", str(manifest))
     try:
         wait_until(lambda: len(orch.running("talk")) == 2, 60)
-        out = wait_until(
-            lambda: (o := orch("logs", "talk").stdout).count("line 3") == 2 and o, 20
-        )
+        out = wait_until(lambda: (o := orch("logs", "talk").stdout).count("line 3") == 2 and o, 20)
         assert "talk.1@node1 | line 1 from 1" in out
         assert "talk.2@node1 | line 3 from 2" in out
         tail = orch("logs", "talk.1", "--tail", "1").stdout.strip().splitlines()
@@ -174,3 +173,45 @@ spec:
         assert "rejected" in orch("ps", "ghost").stdout
     finally:
         orch("rm", "ghost")
+
+
+def test_task_that_fits_nowhere_stays_pending_with_the_reason(orch, cluster, tmp_path) -> None:
+    manifest = tmp_path / "huge.yaml"
+    manifest.write_text(
+        f"""
+apiVersion: orch/v1
+kind: Service
+metadata: {{name: huge}}
+spec:
+  image: {cluster.record.registry}/busybox:latest
+  resources:
+    reservations: {{memory: 100Ti}}
+"""
+    )
+    orch("apply", "-f", str(manifest))
+    try:
+        task = wait_until(
+            lambda: (t := orch.tasks("huge")) and t[0]["error"] and t[0], 20, what="a reason"
+        )
+        assert task["state"] == "pending" and not task["node"]
+        assert "insufficient memory" in task["error"], task["error"]
+        assert "insufficient memory" in orch("ps", "huge").stdout
+    finally:
+        orch("rm", "huge")
+
+
+def test_manager_serves_grpc_health_and_reflection(cluster) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(cluster.managers[0]) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for a in answers for s in a.list_services_response.service}
+        assert {"orch.v1.Control", "orch.v1.Dispatcher", "grpc.health.v1.Health"} <= names

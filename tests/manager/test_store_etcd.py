@@ -48,7 +48,10 @@ async def test_update_guarded_by_mod_revision_and_all_or_nothing(store) -> None:
     a.obj.spec.replicas = 9
     with pytest.raises(ConflictError):
         await store.commit(
-            [Update(Kind.SERVICE, b.obj, b.mod_revision), Update(Kind.SERVICE, a.obj, a.mod_revision)]
+            [
+                Update(Kind.SERVICE, b.obj, b.mod_revision),
+                Update(Kind.SERVICE, a.obj, a.mod_revision),
+            ]
         )
     assert (await store.get(Kind.SERVICE, "a")).obj.spec.replicas == 5
     assert (await store.get(Kind.SERVICE, "b")).obj.spec.replicas == 1
@@ -84,31 +87,27 @@ async def test_view_follows_writes_and_deletes(store) -> None:
 async def test_one_leader_and_a_standby_takes_over(store) -> None:
     settings = ElectionSettings(lease_ttl=2, keepalive_interval=0.3)
     leading: list[str] = []
-    stop = {name: asyncio.Event() for name in ("m1", "m2")}
+    started = {name: asyncio.Event() for name in ("m1", "m2")}
 
     def lead_as(name: str):
         async def lead() -> None:
             leading.append(name)
-            await stop[name].wait()
-            raise RuntimeError(f"{name} steps down")
+            started[name].set()
+            await asyncio.Event().wait()  # lead until cancelled
 
         return lead
 
     e1, e2 = Election(store, "m1", settings), Election(store, "m2", settings)
     t1 = asyncio.create_task(e1.run(lead_as("m1")))
-    await asyncio.wait_for(_until(lambda: leading == ["m1"]), 5)
+    await asyncio.wait_for(started["m1"].wait(), 5)
     t2 = asyncio.create_task(e2.run(lead_as("m2")))
     try:
         await asyncio.sleep(0)  # let m2 campaign; it must not lead while m1 does
         assert await e2.leader() == "m1"
         t1.cancel()  # m1 dies: its lease is revoked on the way out
-        await asyncio.wait_for(_until(lambda: leading == ["m1", "m2"]), 5)
+        await asyncio.wait_for(started["m2"].wait(), 5)
+        assert leading == ["m1", "m2"]
         assert await e2.leader() == "m2"
     finally:
         t1.cancel()
         t2.cancel()
-
-
-async def _until(cond) -> None:
-    while not cond():
-        await asyncio.sleep(0.02)

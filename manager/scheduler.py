@@ -1,0 +1,235 @@
+"""The scheduler's decision logic: a pure function that picks a node for each task waiting
+for one, or says in one line why no node fits.
+
+Shaped like swarmkit's scheduler: a pipeline of small filters (filter.go), each of which
+can say why a node failed it, then a ranking of the nodes that passed (spread the tasks of
+one service, then balance the total). Placements made earlier in the same call count as
+load and reservations for later ones, so five replicas on three empty nodes land 2/2/1.
+The IO shell (scheduler_loop) writes the decisions back in revision-guarded txns; a
+decision is only as good as the snapshot it was made on, which the txn guard checks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from orch import model
+from orch.proto import objects_pb2, types_pb2
+
+Task = objects_pb2.Task
+Node = objects_pb2.Node
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Tunables of the scheduler."""
+
+    max_tasks_per_node: int = 0
+    """At most this many non-terminal tasks on one node; 0 = no limit."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one task goes. node_id None: it fits nowhere now, `reason` says why."""
+
+    task_id: str
+    node_id: str | None
+    reason: str
+
+
+@dataclass
+class NodeInfo:
+    """A node with what is left of it: free resources and the tasks it holds."""
+
+    node: Node
+    free_nano_cpus: int
+    free_memory_bytes: int
+    total_tasks: int = 0
+    tasks_by_service: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, node: Node) -> NodeInfo:
+        capacity = node.description.resources
+        return cls(node, capacity.nano_cpus, capacity.memory_bytes)
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    def add(self, task: Task) -> None:
+        """Count a task on this node: its reservations and its load."""
+        reserved = task.resources.reservations
+        self.free_nano_cpus -= reserved.nano_cpus
+        self.free_memory_bytes -= reserved.memory_bytes
+        self.total_tasks += 1
+        self.tasks_by_service[task.service_id] += 1
+
+
+# -- filters -----------------------------------------------------------------------------
+
+
+class Filter:
+    """One reason a node can refuse a task. `check` returns None when the node passes, or
+    a short label for the failure ("down", "insufficient memory"); `detail` may add one
+    parenthesised remark over all the nodes that failed with that label."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        raise NotImplementedError
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        return ""
+
+
+class ReadyFilter(Filter):
+    """Only nodes with a live agent session take tasks."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        state = info.node.status.state
+        if state == types_pb2.NODE_READY:
+            return None
+        if state == types_pb2.NODE_DOWN:
+            return "down"
+        if state == types_pb2.NODE_DISCONNECTED:
+            return "disconnected"
+        return "not ready"
+
+
+class AvailabilityFilter(Filter):
+    """PAUSE and DRAIN nodes take no new tasks; UNSPECIFIED counts as ACTIVE."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        availability = info.node.spec.availability
+        if availability == types_pb2.PAUSE:
+            return "paused"
+        if availability == types_pb2.DRAIN:
+            return "draining"
+        return None
+
+
+class CpuFilter(Filter):
+    """Unreserved CPU on the node covers the task's CPU reservation."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        need = task.resources.reservations.nano_cpus
+        return "insufficient cpu" if need > info.free_nano_cpus else None
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        need = task.resources.reservations.nano_cpus
+        most = max(max(i.free_nano_cpus for i in failed), 0)
+        return f"need {format_cpus(need)}, max free {format_cpus(most)}"
+
+
+class MemoryFilter(Filter):
+    """Unreserved memory on the node covers the task's memory reservation."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        need = task.resources.reservations.memory_bytes
+        return "insufficient memory" if need > info.free_memory_bytes else None
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        need = task.resources.reservations.memory_bytes
+        most = max(max(i.free_memory_bytes for i in failed), 0)
+        return f"need {format_bytes(need)}, max free {format_bytes(most)}"
+
+
+class MaxTasksFilter(Filter):
+    """The per-node task limit of the settings, when one is set."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        return "full" if self.limit and info.total_tasks >= self.limit else None
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        return f"max {self.limit} task{'' if self.limit == 1 else 's'}"
+
+
+def pipeline(settings: SchedulerSettings) -> list[Filter]:
+    """The filters in the order they are asked; a node's failure is the first one's."""
+    return [ReadyFilter(), AvailabilityFilter(), MemoryFilter(), CpuFilter()] + (
+        [MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else []
+    )
+
+
+# -- placement ---------------------------------------------------------------------------
+
+
+def schedule(
+    tasks: Sequence[Task],
+    nodes: Sequence[Node],
+    assigned: Iterable[Task],
+    settings: SchedulerSettings | None = None,
+) -> list[Decision]:
+    """One Decision per task in `tasks`, in order. `tasks` are the tasks waiting for a node
+    (desired RUNNING, no node_id); others in it are skipped, without a decision. `assigned`
+    are tasks that hold a node: the non-terminal ones count as load and reservations."""
+    filters = pipeline(settings or SchedulerSettings())
+    infos = {node.id: NodeInfo.of(node) for node in sorted(nodes, key=lambda n: n.id)}
+    for task in assigned:
+        info = infos.get(task.node_id)
+        if info is not None and not model.is_terminal(task.status.state):
+            info.add(task)
+    decisions = []
+    for task in tasks:
+        if task.node_id or task.desired_state != types_pb2.RUNNING:
+            continue
+        decision = place(task, list(infos.values()), filters)
+        if decision.node_id is not None:
+            infos[decision.node_id].add(task)
+        decisions.append(decision)
+    return decisions
+
+
+def place(task: Task, infos: Sequence[NodeInfo], filters: Sequence[Filter]) -> Decision:
+    """Pick the best node that passes every filter, or explain why none does."""
+    fits: list[NodeInfo] = []
+    failures: dict[tuple[int, str], list[NodeInfo]] = {}
+    for info in infos:
+        for index, flt in enumerate(filters):
+            label = flt.check(info, task)
+            if label is not None:
+                failures.setdefault((index, label), []).append(info)
+                break
+        else:
+            fits.append(info)
+    if not fits:
+        return Decision(task.id, None, explain(task, len(infos), failures, filters))
+    best = min(fits, key=lambda i: (i.tasks_by_service[task.service_id], i.total_tasks, i.id))
+    same = best.tasks_by_service[task.service_id]
+    name = task.service_name or task.service_id
+    reason = f"least loaded: {same} of {name} and {best.total_tasks} tasks on {best.id}"
+    return Decision(task.id, best.id, reason)
+
+
+def explain(
+    task: Task,
+    total: int,
+    failures: dict[tuple[int, str], list[NodeInfo]],
+    filters: Sequence[Filter],
+) -> str:
+    """'no suitable node (3 nodes): 1 down, 2 insufficient memory (need 512MiB, max free
+    256MiB)': failures in pipeline order, each with its filter's detail."""
+    head = f"no suitable node ({total} node{'' if total == 1 else 's'})"
+    parts = []
+    # By pipeline position; labels of one filter in the order their first node came up.
+    for (index, label), failed in sorted(failures.items(), key=lambda kv: kv[0][0]):
+        detail = filters[index].detail(task, failed)
+        parts.append(f"{len(failed)} {label}" + (f" ({detail})" if detail else ""))
+    return f"{head}: {', '.join(parts)}" if parts else head
+
+
+def format_bytes(n: int) -> str:
+    """Binary units, exact where possible: 512MiB, 1.5GiB, 300B."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f}{unit}" if n % size == 0 else f"{value:.1f}{unit}"
+    return f"{n}B"
+
+
+def format_cpus(nano: int) -> str:
+    """CPUs from nano-CPUs: 0.5 CPUs, 2 CPUs."""
+    return f"{nano / 1e9:g} CPU" + ("" if nano == 1_000_000_000 else "s")

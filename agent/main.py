@@ -178,6 +178,7 @@ class Agent:
         finally:
             await self.logs.close()
             await self.worker.close()
+            await self.runtime.close()  # the shim server; the containers keep running
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,6 +67,17 @@ async def wait_gone(stub, service: str, limit: float = 120) -> None:
         await asyncio.sleep(0.05)
 
 
+async def wait_agent_idle(agent_dir: Path, prefix: str, limit: float = 60) -> None:
+    """Until the agent has removed every container (rootfs, netns, runc state): so no
+    cleanup of one measurement runs during the next."""
+    containers = agent_dir / "runtime" / "containers"
+    deadline = time.monotonic() + limit
+    while any(containers.iterdir()) or list(Path("/run/netns").glob(f"{prefix}-*")):  # noqa: ASYNC240
+        if time.monotonic() > deadline:
+            raise TimeoutError("the agent did not finish removing containers")
+        await asyncio.sleep(0.05)
+
+
 async def orch_trial(stub, replicas: int) -> float:
     start = time.perf_counter()
     await stub.Scale(control_pb2.ScaleRequest(replicas={"web": replicas}))
@@ -165,7 +176,9 @@ async def main() -> None:
 
             orch_times, floor_times = [], []
             for trial in range(args.trials):
+                await wait_agent_idle(agent, cluster.record.agents[0]["prefix"])
                 floor = floor_trial(keep, lower, state / f"floor{trial}", args.replicas, f"{trial}")
+                await wait_agent_idle(agent, cluster.record.agents[0]["prefix"])
                 took = await orch_trial(stub, args.replicas)
                 floor_times.append(floor)
                 orch_times.append(took)

@@ -20,7 +20,7 @@ Lifecycle rules, which every driver keeps:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -47,7 +47,7 @@ class Attachment:
         return self.address.split("/")[0]
 
     def to_json(self) -> dict[str, str]:
-        return asdict(self)
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Attachment:

@@ -20,6 +20,13 @@ record, or is a leftover that ``sweep`` may delete; a record still "setup" after
 is torn down by ``sweep`` or ``adopt``. Sweep lists kernel objects first and reads records
 second, so a setup racing it is never mistaken for a leftover.
 
+Records are replaced atomically but not fsync'ed: a process crash loses nothing (the page
+cache survives it), and the only thing that can leave a record torn or stale, a machine
+crash, also takes every netns and veth it names with it. So a torn record is read as an
+unfinished one (torn down under its default names), and a ready record whose netns is
+gone is set up afresh. The manager keeps the veth names records claim in memory (it is
+the only writer of its state dir), so a setup does not read every record.
+
 Operations on one endpoint are serialised by a per-endpoint lock; different endpoints
 proceed concurrently. ``setup`` is idempotent for the same networks; ``teardown`` is safe
 to call twice and for endpoints never set up.
@@ -31,9 +38,10 @@ import asyncio
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from orch.errors import NetworkError, OrchError, ValidationError
 from orch.overlay import names
@@ -45,6 +53,8 @@ from orch.overlay.netns import netns_path
 from orch.overlay.settings import NetworkSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HOST = "host"
 NONE = "none"
@@ -200,15 +210,15 @@ class EndpointManager:
         drivers: Iterable[NetworkDriver] = (),
     ) -> None:
         self.settings = settings
-        self.net: HostNet = net or KernelNet(
-            settings.host_netns, kill_after=settings.command_timeout
-        )
+        self.net: HostNet = net or KernelNet(settings.host_netns)
         self.drivers: dict[str, NetworkDriver] = {}
         self.register_driver(BridgeDriver(settings, self.net))
         for driver in drivers:
             self.register_driver(driver)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._busy: set[str] = set()
+        self._claims: dict[str, frozenset[str]] | None = None
+        """Endpoint id -> host veth names its record claims; read from disk once."""
 
     # -- names and records ------------------------------------------------------------
 
@@ -237,33 +247,55 @@ class EndpointManager:
         except (ValueError, KeyError, TypeError) as exc:
             raise NetworkError(f"endpoint record {path} is corrupt: {exc}") from exc
 
+    def _unknown(self, endpoint_id: str) -> EndpointRecord:
+        """An unfinished record under the default names of every network: what a
+        teardown undoes for an endpoint whose record is missing or unreadable."""
+        return EndpointRecord(
+            endpoint_id,
+            list(self.drivers),
+            self.netns_name(endpoint_id),
+            {n: names.veth_name(self.settings.prefix, endpoint_id, n) for n in self.drivers},
+        )
+
+    def _load_or_unknown(self, endpoint_id: str) -> EndpointRecord | None:
+        """The record; a corrupt one is logged and stands in as ``_unknown``."""
+        try:
+            return self._load(endpoint_id)
+        except NetworkError as exc:
+            log.warning("%s; treating it as unfinished", exc)
+            return self._unknown(endpoint_id)
+
     def _save(self, rec: EndpointRecord) -> None:
         try:
             write_json_atomic(self._record_path(rec.endpoint_id), rec.to_json())
         except OSError as exc:
             raise NetworkError(f"cannot write endpoint record of {rec.endpoint_id}: {exc}") from exc
+        self._claimed()[rec.endpoint_id] = frozenset(rec.host_ifnames.values())
 
     def _drop(self, endpoint_id: str) -> None:
         self._record_path(endpoint_id).unlink(missing_ok=True)
+        self._claimed().pop(endpoint_id, None)
+
+    def _claimed(self) -> dict[str, frozenset[str]]:
+        if self._claims is None:
+            self._claims = {
+                eid: frozenset(rec.host_ifnames.values()) for eid, rec in self.records().items()
+            }
+        return self._claims
 
     def records(self) -> dict[str, EndpointRecord]:
-        """Every endpoint record on disk. A corrupt one is logged and stands in as a
-        bare "setup" record, so sweep tears down what its id names."""
+        """Every endpoint record on disk. A corrupt one is logged and stands in as an
+        unfinished record under default names, so sweep tears down what its id names."""
         out: dict[str, EndpointRecord] = {}
         for path in sorted(self.records_dir.glob("*.json")):
-            eid = path.stem
-            try:
-                rec = self._load(eid)
-            except NetworkError as exc:
-                log.warning("%s", exc)
-                rec = EndpointRecord(eid, [], self.netns_name(eid))
+            rec = self._load_or_unknown(path.stem)
             if rec is not None:
-                out[eid] = rec
+                out[path.stem] = rec
         return out
 
     def info(self, endpoint_id: str) -> EndpointInfo | None:
         """The recorded endpoint, if it is set up."""
-        rec = self._load(endpoint_id)
+        rec = self._load_or_unknown(endpoint_id)
         return rec.info() if rec and rec.state == READY else None
 
     def _lock(self, endpoint_id: str) -> asyncio.Lock:
@@ -291,8 +323,8 @@ class EndpointManager:
         async with lock:
             self._busy.add(endpoint_id)
             try:
-                old = self._load(endpoint_id)
-                if old is not None and old.state == READY and tuple(old.networks) == nets:
+                old = self._load_or_unknown(endpoint_id)
+                if old is not None and self._usable(old, nets):
                     return old.info()
                 if old is not None:
                     await self._teardown_locked(endpoint_id, old)
@@ -309,15 +341,19 @@ class EndpointManager:
             finally:
                 self._busy.discard(endpoint_id)
 
+    def _usable(self, rec: EndpointRecord, nets: tuple[str, ...]) -> bool:
+        """True if ``rec`` is a finished setup of ``nets`` whose netns still exists (a
+        machine crash leaves records of endpoints that are long gone)."""
+        return (
+            rec.state == READY
+            and tuple(rec.networks) == nets
+            and (rec.netns is None or self.net.netns_exists(rec.netns))
+        )
+
     def _plan(self, endpoint_id: str, nets: tuple[str, ...]) -> EndpointRecord:
         if nets == (HOST,):
             return EndpointRecord(endpoint_id, list(nets), None)
-        taken = {
-            n
-            for eid, rec in self.records().items()
-            if eid != endpoint_id
-            for n in rec.host_ifnames.values()
-        }
+        taken = {n for eid, claim in self._claimed().items() if eid != endpoint_id for n in claim}
         ifnames: dict[str, str] = {}
         for net in nets:
             if net == NONE:
@@ -334,8 +370,7 @@ class EndpointManager:
             if self.settings.host_address:
                 rec.attachments.append(Attachment(HOST, self.settings.host_address, "", "", ""))
             return
-        await self.net.create_netns(rec.netns)
-        await self.net.loopback_up(rec.netns)
+        await self.net.create_netns(rec.netns)  # with lo up
         for index, net in enumerate(n for n in rec.networks if n != NONE):
             attachment = await self.drivers[net].attach(
                 rec.endpoint_id,
@@ -362,19 +397,13 @@ class EndpointManager:
         async with self._lock(endpoint_id):
             self._busy.add(endpoint_id)
             try:
-                await self._teardown_locked(endpoint_id, self._load(endpoint_id))
+                await self._teardown_locked(endpoint_id, self._load_or_unknown(endpoint_id))
             finally:
                 self._busy.discard(endpoint_id)
 
     async def _teardown_locked(self, endpoint_id: str, rec: EndpointRecord | None) -> None:
         if rec is None:
-            # No record: undo whatever default names would have been used.
-            rec = EndpointRecord(
-                endpoint_id,
-                list(self.drivers),
-                self.netns_name(endpoint_id),
-                {n: names.veth_name(self.settings.prefix, endpoint_id, n) for n in self.drivers},
-            )
+            rec = self._unknown(endpoint_id)  # undo whatever default names would be used
         errors: list[str] = []
         for net, host_ifname in rec.host_ifnames.items():
             driver = self.drivers.get(net)
@@ -404,7 +433,7 @@ class EndpointManager:
         async with self._lock(endpoint_id):
             self._busy.add(endpoint_id)
             try:
-                rec = self._load(endpoint_id)
+                rec = self._load_or_unknown(endpoint_id)
                 if rec is None:
                     return None
                 if await self._intact(rec):
@@ -455,12 +484,9 @@ class EndpointManager:
             live=live,
         )
         errors: list[str] = []
-        for eid in plan.endpoints:
-            await self._sweep_endpoint(eid, live, errors)
-        for name in plan.netns:
-            await self._attempt(errors, self.net.delete_netns(name))
-        for name in plan.links:
-            await self._attempt(errors, self.net.delete_link(name))
+        await self._each(plan.endpoints, lambda eid: self._sweep_endpoint(eid, live, errors))
+        await self._each(plan.netns, lambda n: self._attempt(errors, self.net.delete_netns(n)))
+        await self._each(plan.links, lambda n: self._attempt(errors, self.net.delete_link(n)))
         for net, eid in plan.owners:
             await self._attempt(errors, self.drivers[net].release(eid))
         if any((plan.endpoints, plan.netns, plan.links, plan.owners)):
@@ -471,12 +497,29 @@ class EndpointManager:
         self, endpoint_id: str, live: Collection[str] | None, errors: list[str]
     ) -> None:
         async with self._lock(endpoint_id):
-            rec = self._load(endpoint_id)
+            rec = self._load_or_unknown(endpoint_id)
             if rec is None:
                 return
             if rec.state == READY and (live is None or endpoint_id in live):
                 return  # it was set up again since the plan was made
             await self._attempt(errors, self._teardown_locked(endpoint_id, rec))
+
+    async def _each(self, items: Iterable[T], work: Callable[[T], Awaitable[None]]) -> None:
+        """``work(item)`` for every item, ``sweep_concurrency`` at a time. Deleting a veth
+        mostly waits for the kernel (RCU grace periods, ~25 ms): one by one, a sweep of
+        many endpoints would take seconds; side by side the waits overlap."""
+        limit = asyncio.Semaphore(self.settings.sweep_concurrency)
+
+        async def one(item: T) -> None:
+            async with limit:
+                await work(item)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for item in items:
+                    group.create_task(one(item))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # what a one-by-one sweep would raise
 
     @staticmethod
     async def _attempt(errors: list[str], work: Awaitable[object]) -> None:

@@ -7,16 +7,25 @@ address is reused only after the rest of the pool was used, so a peer's stale ne
 entry for it is unlikely to point at a new container.
 
 ``IpamStore`` is the thin file shell: one JSON file per network under the agent's state
-dir, rewritten atomically (temp file, fsync, rename) after each change, so an agent
-restart keeps every allocation and a crash never leaves a torn file. Each owner (an
-endpoint id) holds at most one address per pool; allocating twice returns the same one.
+dir, replaced atomically (temp file, rename) after each change, so an agent restart keeps
+every allocation and readers never see a torn file. Each owner (an endpoint id) holds at
+most one address per pool; allocating twice returns the same one.
+
+No fsync (it cost a disk flush per container start and stop, on the event loop): a
+process crash loses nothing, since the page cache survives it. Only a machine crash can
+leave the file old or torn, and then every container holding an address died with that
+boot. An old file is harmless (sweep releases owners no record claims); a torn one
+written before the current boot is discarded with a warning. A torn file written in
+this boot cannot come from us and is still refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch.errors import NetworkError
+
+log = logging.getLogger(__name__)
 
 IPv4 = ipaddress.IPv4Address
 
@@ -147,20 +158,45 @@ class Pool:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` so readers see the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` as JSON to ``path`` so readers see the old or the new file, whole.
+
+    Not fsync'ed: durable across a process crash, not a machine crash (see the module
+    docstring for why that is enough for network state).
+    """
+    text = (
+        json.dumps(data, sort_keys=True) + "\n"
+    )  # no indent: that is the slow pure-Python encoder
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@functools.lru_cache(maxsize=1)
+def boot_time() -> float:
+    """When this machine booted (seconds since the epoch), from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise NetworkError("/proc/stat has no btime line")
+
+
+def written_before_boot(path: Path) -> bool:
+    """True if ``path`` was last modified before this machine booted."""
+    try:
+        return path.stat().st_mtime < boot_time()
+    except OSError:
+        return False
 
 
 class IpamStore:
@@ -193,6 +229,14 @@ class IpamStore:
         try:
             return Pool.from_json(json.loads(text))
         except (ValueError, KeyError, TypeError, NetworkError) as exc:
+            if written_before_boot(self.path):
+                log.warning(
+                    "IPAM file %s is torn (%s) and predates this boot: a machine crash; "
+                    "its allocations died with that boot, starting empty",
+                    self.path,
+                    exc,
+                )
+                return None
             raise NetworkError(f"IPAM file {self.path} is corrupt: {exc}") from exc
 
     def _save(self) -> None:

@@ -60,8 +60,11 @@ class NetworkSettings:
     address); None reports no attachment."""
 
     command_timeout: float = 10.0
-    """Seconds an ``ip`` helper command (netns add/delete/exec) may run before it is
-    killed and reported as a NetworkError."""
+    """Unused: netns and links are made natively now, with no ``ip`` subprocess to time
+    out. Kept so that existing settings still construct."""
+
+    sweep_concurrency: int = 16
+    """How many endpoints (or leftover netns, or veths) a sweep removes side by side."""
 
     network_dir_name: str = field(default="network", repr=False)
     """Subdirectory of ``state_dir`` that holds this package's files."""
@@ -75,6 +78,8 @@ class NetworkSettings:
             raise ValidationError(f"bridge subnet {net}: want a /30 or larger")
         if not 576 <= self.mtu <= 65535:
             raise ValidationError(f"mtu {self.mtu}: want 576-65535")
+        if self.sweep_concurrency < 1:
+            raise ValidationError(f"sweep concurrency {self.sweep_concurrency}: want 1 or more")
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:

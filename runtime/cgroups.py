@@ -7,6 +7,7 @@ empty ones that a crashed run left behind.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from pathlib import Path
 
@@ -21,18 +22,25 @@ def is_unified() -> bool:
 
 
 def hierarchies() -> list[Path]:
-    """The mount point of every hierarchy (v1 controllers, named ones, the v2 unified one)."""
-    if is_unified():
-        return [CGROUP_ROOT]
+    """The mount point of every hierarchy (v1 controllers, named ones, the v2 unified one).
+    Found once per process: hierarchies are mounted at boot, and finding them costs more
+    than the cleanup of a container's cgroups that uses them."""
+    return list(_hierarchies(CGROUP_ROOT))
+
+
+@functools.cache
+def _hierarchies(root: Path) -> tuple[Path, ...]:
+    if (root / "cgroup.controllers").exists():
+        return (root,)
     seen: dict[Path, None] = {}
     try:
-        entries = sorted(CGROUP_ROOT.iterdir())
+        entries = sorted(root.iterdir())
     except OSError:
-        return []
+        return ()
     for entry in entries:
         if entry.is_dir():  # "cpu -> cpu,cpuacct" style symlinks resolve to one hierarchy
             seen.setdefault(entry.resolve(), None)
-    return list(seen)
+    return tuple(seen)
 
 
 def cgroup_dirs(cgroup_path: str) -> list[Path]:

@@ -1,14 +1,17 @@
 """The container runtime facade the agent uses: create, start, wait, stop, remove, list,
 read_logs, sweep. It composes the image layers (images.py), the overlay rootfs
-(rootfs.py), the OCI spec (spec.py), the runc CLI (runc.py) and the per-container shim
-(shim.py).
+(rootfs.py), the OCI spec (spec.py), the runc CLI (runc.py) and the per-container shims
+(shim.py), which a shim server forks on request (shims.py). Stopping signals the
+container's init through a pidfd rather than `runc kill`, and mounts are syscalls: a node
+that scales twenty containers up or down at once is CPU-bound, and every exec counts.
 
 State lives in files, so a restarted agent finds everything again (adoption)::
 
     <state_dir>/containers/<id>/   the bundle: config.json, rootfs/ (overlay), upper/,
                                    work/, container.json (our record, written last by
-                                   create), shim.pid, container.pid, runtime.log,
-                                   start-error, exit.json, shim.log
+                                   create), shim.pid, container.pid, exit.json, and
+                                   when there is something to say runtime.log,
+                                   start-error, shim.log
     <state_dir>/logs/<id>.log      CRI-format output; outlives remove() (remove_logs)
     <runc_root>/<id>/              runc's own state
     cgroup /<cgroup_parent>/<id>   in every hierarchy
@@ -38,6 +41,7 @@ import os
 import re
 import resource
 import shutil
+import signal as signals
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -51,14 +55,11 @@ from orch.runtime.model import ContainerConfig, ContainerRecord, ExitStatus, Ima
 from orch.runtime.rootfs import mount_overlay, mounts_under, safe_read, unmount
 from orch.runtime.runc import OciRuntime
 from orch.runtime.settings import RuntimeSettings
+from orch.runtime.shims import ShimServer, live_shim_pid
 from orch.runtime.spec import build_spec, resolve_stop_signal
 from orch.runtime.util import KeyedLock, atomic_write_json, read_json
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# The shim runs as a script under `python -S -I`: it only needs the standard library, and
-# skipping site-packages (and the editable-install finder) cuts its start from ~70 ms of
-# CPU to ~20 ms, which matters when a node starts twenty containers at once.
-_SHIM_SCRIPT = str(Path(__file__).with_name("shim.py"))
 
 
 def check_id(container_id: str) -> None:
@@ -96,6 +97,7 @@ class ContainerRuntime:
             settings.runtime_binary, settings.runc_root, timeout=settings.runtime_timeout
         )
         self._locks = KeyedLock()
+        self._shims = ShimServer(settings.python)
         for d in (settings.containers_dir, settings.logs_dir, settings.runc_root):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -172,7 +174,8 @@ class ContainerRuntime:
         once it runs. Raises ContainerError with the runtime's reason when it cannot."""
         d = self.container_dir(container_id)
         async with self._locks.hold(container_id):
-            self._record(container_id)
+            if not (d / "container.json").exists():
+                raise NotFoundError(f"no such container {container_id}")
             exited = self._exit_status(container_id)
             if exited is not None:
                 why = exited.error or f"exit code {exited.exit_code}"
@@ -185,60 +188,46 @@ class ContainerRuntime:
                 return pid
             return await self._launch(container_id, d)
 
-    def _shim_argv(self, container_id: str, d: Path, ready_fd: int) -> list[str]:
+    def _shim_request(self, container_id: str, d: Path) -> dict[str, Any]:
         s = self.settings
-        return [
-            s.python, "-S", "-I", _SHIM_SCRIPT, "--id", container_id, "--bundle", str(d),
-            "--runtime", s.runtime_binary, "--root", str(s.runc_root),
-            "--log", str(self.log_path(container_id)), "--line-max", str(s.log_line_max),
-            "--ready-fd", str(ready_fd),
-        ]  # fmt: skip
+        return {
+            "id": container_id,
+            "bundle": str(d),
+            "runtime": s.runtime_binary,
+            "root": str(s.runc_root),
+            "log": str(self.log_path(container_id)),
+            "line_max": s.log_line_max,
+            "cgroup": self.cgroups_path(container_id),
+        }
 
     async def _launch(self, container_id: str, d: Path) -> int:
         (d / "shim.pid").unlink(missing_ok=True)
         ready_r, ready_w = os.pipe()
         try:
-            with open(d / "shim.log", "ab") as shim_log:  # noqa: ASYNC230 (no I/O)
-                proc = await asyncio.create_subprocess_exec(
-                    *self._shim_argv(container_id, d, ready_w),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=shim_log,
-                    pass_fds=(ready_w,),
-                    start_new_session=True,
-                    cwd="/",
-                )
-        except BaseException:
-            os.close(ready_r)
-            raise
-        finally:
-            os.close(ready_w)
-        await proc.wait()  # the shim's first process exits at once; its child lives on
-        message = await self._read_ready(container_id, ready_r)
-        if "pid" in message:
-            return int(message["pid"])
-        reason = message.get("error") or self._shim_failure(d)
-        raise ContainerError(f"start {container_id}: {reason}")
-
-    async def _read_ready(self, container_id: str, fd: int) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        pipe = os.fdopen(fd, "rb", buffering=0)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
-        try:
-            data = await asyncio.wait_for(reader.read(), self.settings.start_timeout)
+            try:
+                await self._shims.launch(self._shim_request(container_id, d), ready_w)
+            finally:
+                os.close(ready_w)
+            data = await asyncio.wait_for(_read_to_end(ready_r), self.settings.start_timeout)
         except TimeoutError as exc:
             raise ContainerError(
                 f"start {container_id}: no word from the shim in {self.settings.start_timeout:g}s"
             ) from exc
         finally:
-            transport.close()
+            os.close(ready_r)
         try:
-            return json.loads(data.decode().strip() or "{}")
+            message = json.loads(data.decode(errors="replace").strip() or "{}")
         except ValueError:
-            return {}
+            message = {}
+        if "pid" in message:
+            return int(message["pid"])
+        reason = message.get("error") or self._shim_failure(d)
+        raise ContainerError(f"start {container_id}: {reason}")
+
+    async def close(self) -> None:
+        """Stop this runtime's shim server (containers and their shims run on). Optional:
+        the server also ends when the process that owns this runtime exits."""
+        await self._shims.close()
 
     @staticmethod
     def _shim_failure(d: Path) -> str:
@@ -252,11 +241,9 @@ class ContainerRuntime:
     # -- wait / stop -----------------------------------------------------------------------
 
     def shim_pid(self, container_id: str) -> int | None:
-        """The pid of the live shim of this container, checked against /proc (adoption)."""
-        pid = _read_int(self.container_dir(container_id) / "shim.pid")
-        if pid is None or not _is_our_shim(pid, container_id):
-            return None
-        return pid
+        """The pid of this container's shim while it lives (it holds the lock on shim.pid,
+        see shims.py), whichever agent process started it (adoption)."""
+        return live_shim_pid(self.container_dir(container_id))
 
     def _exit_status(self, container_id: str) -> ExitStatus | None:
         data = read_json(self.container_dir(container_id) / "exit.json")
@@ -273,7 +260,7 @@ class ContainerRuntime:
             raise ContainerError(f"wait {container_id}: the container was never started")
         pid = self.shim_pid(container_id)
         if pid is not None:
-            await wait_pid_exit(pid, lambda: _is_our_shim(pid, container_id))
+            await wait_pid_exit(pid, lambda: self.shim_pid(container_id) == pid)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 reap it if we are its subreaper
             status = self._exit_status(container_id)
@@ -336,17 +323,45 @@ class ContainerRuntime:
             grace = config.stop_grace_seconds
         if grace is None:
             grace = self.settings.stop_grace
-        if grace > 0 and await self.runc.kill(container_id, sig):
+        if grace > 0 and await self._kill(container_id, sig):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wait(container_id), grace)
                 return
-        await self.runc.kill(container_id, "SIGKILL")
+        await self._kill(container_id, "SIGKILL")
         try:
             await asyncio.wait_for(self.wait(container_id), self.settings.kill_timeout)
         except TimeoutError as exc:
             raise ContainerError(
                 f"stop {container_id}: still running {self.settings.kill_timeout:g}s after SIGKILL"
             ) from exc
+
+    async def _kill(self, container_id: str, sig: str) -> bool:
+        """Signal the container's init, as `runc kill` does but without running runc (a
+        Go binary per stop is real CPU when a node scales down): through a pidfd of the
+        pid in container.pid, checked to be in the container's cgroup once the pidfd
+        pins it, so a reused pid is never signalled. False when it is gone. Signal names
+        we do not know go to the runtime, which knows more (or says why not)."""
+        signum = _signal_number(sig)
+        if signum is None:
+            return await self.runc.kill(container_id, sig)
+        pid = self._live_container_pid(container_id)
+        if pid is None:
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        try:
+            if self._live_container_pid(container_id) != pid:
+                return False
+            signals.pidfd_send_signal(fd, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError as exc:
+            raise ContainerError(f"kill {container_id} {sig}: {exc}") from exc
+        finally:
+            os.close(fd)
 
     # -- remove / list / logs / sweep --------------------------------------------------------
 
@@ -363,7 +378,7 @@ class ContainerRuntime:
         if pid is not None:  # it is writing exit.json / draining logs: let it finish
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    wait_pid_exit(pid, lambda: _is_our_shim(pid, container_id)),
+                    wait_pid_exit(pid, lambda: self.shim_pid(container_id) == pid),
                     self.settings.kill_timeout,
                 )
         await self.runc.delete(container_id, force=True)
@@ -463,6 +478,18 @@ class ContainerRuntime:
         return not (self.settings.containers_dir / cid / "container.json").exists()
 
 
+def _signal_number(sig: str) -> int | None:
+    """The number of a signal named like "SIGTERM", "TERM" or "15"; None for names
+    Python does not know."""
+    name = sig.strip().upper()
+    if name.isdigit():
+        return int(name)
+    try:
+        return signals.Signals[name if name.startswith("SIG") else "SIG" + name].value
+    except KeyError:
+        return None
+
+
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -470,15 +497,28 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _is_our_shim(pid: int, container_id: str) -> bool:
-    """Whether ``pid`` is a live shim for ``container_id`` (not a reused pid, not a zombie)."""
+async def _read_to_end(fd: int) -> bytes:
+    """Everything written to pipe ``fd`` until its writers closed it (the shim's word)."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""  # as good as the end: the caller then says what the files say
+        if chunk:
+            chunks.append(chunk)
+        elif not done.done():
+            done.set_result(None)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if _SHIM_SCRIPT.encode() not in args:
-        return False
-    try:
-        return args[args.index(b"--id") + 1] == container_id.encode()
-    except (ValueError, IndexError):
-        return False
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)

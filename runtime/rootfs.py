@@ -1,17 +1,21 @@
 """Mount and unmount a container's overlayfs rootfs over unpacked image layers.
 
-We call the util-linux ``mount``/``umount`` binaries as asyncio subprocesses rather than
-mount(2) through ctypes: they do not block the event loop, and ``mount`` can be given a
-working directory. That matters because the whole option string must fit in one page
-(4096 bytes); when every layer lives in one directory (the image store's layers/) we pass
-lowerdir as paths relative to it, which keeps ~50 layers within the limit. overlayfs
-resolves the paths at mount time, so the relative form is as good as the absolute one.
+mount(2) and umount2(2) are called through ctypes in a worker thread (so the event loop
+never blocks): a `mount`/`umount` binary per container costs a fork, an exec and libmount
+reading the whole mount table, which adds up when a node starts or stops twenty
+containers at once. The whole option string must fit in one page (4096 bytes), though;
+when absolute lowerdir paths do not fit and every layer lives in one directory (the image
+store's layers/), the util-linux ``mount`` binary runs in that directory with relative
+paths, which keeps ~50 layers within the limit (a thread cannot chdir on its own).
+overlayfs resolves the paths at mount time, so the relative form is as good.
 
 Mount state is read from /proc/self/mountinfo, which is cheap and never blocks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +25,12 @@ from orch.runtime.util import error_line, run
 
 MOUNT_TIMEOUT = 30.0
 _MAX_OPTIONS = 4000
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]  # fmt: skip
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def _unescape(field: str) -> str:
@@ -36,45 +46,53 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mount_points() -> list[Path]:
-    """Every mount point of this mount namespace, in mount order."""
+def _mount_paths() -> list[str]:
+    """Every mount point of this mount namespace as text, in mount order. (Strings, not
+    Paths: a node has hundreds of mounts and this runs on every create and remove.)"""
     points = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            fields = line.split(" ")
+            fields = line.split(" ", 5)
             if len(fields) > 4:
-                points.append(Path(_unescape(fields[4])))
+                point = fields[4]
+                points.append(_unescape(point) if "\\" in point else point)
     return points
 
 
+def mount_points() -> list[Path]:
+    """Every mount point of this mount namespace, in mount order."""
+    return [Path(p) for p in _mount_paths()]
+
+
 def is_mounted(target: Path) -> bool:
-    return Path(target) in set(mount_points())
+    return str(Path(target)) in _mount_paths()
 
 
 def mounts_under(prefix: Path) -> list[Path]:
     """Mount points at or below ``prefix``, deepest (latest) first, for unmounting."""
-    prefix = Path(prefix)
-    found = [p for p in mount_points() if p == prefix or p.is_relative_to(prefix)]
-    return list(reversed(found))
+    top = str(Path(prefix))
+    below = top.rstrip("/") + "/"
+    found = [p for p in _mount_paths() if p == top or p.startswith(below)]
+    return [Path(p) for p in reversed(found)]
 
 
 def overlay_options(layers: Sequence[Path], upper: Path, work: Path) -> tuple[str, str | None]:
-    """The overlay mount options and the cwd to run mount in (None: paths are absolute).
-    ``layers`` are bottom to top; overlayfs wants lowerdir top first."""
+    """The overlay mount options and the cwd to run `mount` in; None (absolute paths, which
+    mount(2) takes directly) whenever they fit. ``layers`` are bottom to top; overlayfs
+    wants lowerdir top first."""
     lowers = [Path(p) for p in reversed(layers)]
-    parents = {p.parent for p in lowers}
-    cwd: str | None = None
-    if len(parents) == 1:
-        cwd = str(parents.pop())
-        lower = ":".join(p.name for p in lowers)
-    else:
-        lower = ":".join(str(p) for p in lowers)
-    opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    tail = f",upperdir={upper},workdir={work}"
+    opts = "lowerdir=" + ":".join(str(p) for p in lowers) + tail
     if any(c in str(p) for p in [*lowers, upper, work] for c in ",:"):
         raise ContainerError(f"overlay paths must not contain ',' or ':' ({opts})")
-    if len(opts) > _MAX_OPTIONS:
-        raise ContainerError(f"overlay mount options too long ({len(lowers)} layers)")
-    return opts, cwd
+    if len(opts) <= _MAX_OPTIONS:
+        return opts, None
+    parents = {p.parent for p in lowers}
+    if len(parents) == 1:
+        opts = "lowerdir=" + ":".join(p.name for p in lowers) + tail
+        if len(opts) <= _MAX_OPTIONS:
+            return opts, str(parents.pop())
+    raise ContainerError(f"overlay mount options too long ({len(lowers)} layers)")
 
 
 async def mount_overlay(layers: Sequence[Path], upper: Path, work: Path, target: Path) -> None:
@@ -89,20 +107,36 @@ async def mount_overlay(layers: Sequence[Path], upper: Path, work: Path, target:
         empty.mkdir(exist_ok=True)
         layers = [empty]
     opts, cwd = overlay_options(layers, upper, work)
+    if cwd is None:
+        err = await asyncio.to_thread(_mount, opts, str(target))
+        if err:
+            raise ContainerError(f"mount rootfs {target}: {os.strerror(err)} (options {opts})")
+        return
     argv = ["mount", "-t", "overlay", "overlay", "-o", opts, str(target)]
     done = await run(argv, time_limit=MOUNT_TIMEOUT, cwd=cwd)
     if done.returncode != 0:
         raise ContainerError(f"mount rootfs {target}: {error_line(done.stderr)}")
 
 
+def _mount(opts: str, target: str) -> int:
+    """mount(2) an overlay; 0 or the errno."""
+    ok = _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, opts.encode()) == 0
+    return 0 if ok else ctypes.get_errno()
+
+
+def _umount(target: str, flags: int) -> int:
+    """umount2(2); 0 or the errno."""
+    return 0 if _libc.umount2(os.fsencode(target), flags) == 0 else ctypes.get_errno()
+
+
 async def unmount(target: Path) -> None:
     """Unmount ``target`` (and anything below it); lazily detach what is busy. Idempotent."""
     for point in mounts_under(target):
-        done = await run(["umount", str(point)], time_limit=MOUNT_TIMEOUT)
-        if done.returncode != 0 and is_mounted(point):
-            lazy = await run(["umount", "-l", str(point)], time_limit=MOUNT_TIMEOUT)
-            if lazy.returncode != 0 and is_mounted(point):
-                raise ContainerError(f"unmount {point}: {error_line(lazy.stderr)}")
+        err = await asyncio.to_thread(_umount, str(point), 0)
+        if err and is_mounted(point):
+            err = await asyncio.to_thread(_umount, str(point), MNT_DETACH)
+            if err and is_mounted(point):
+                raise ContainerError(f"unmount {point}: {os.strerror(err)}")
 
 
 def safe_read(root: Path, relpath: str) -> str:

@@ -54,7 +54,8 @@ class RuntimeSettings:
     log_follow_interval: float = 0.1
     """Poll interval of read_logs(follow=True) when it has reached the end of the file."""
     python: str = field(default=sys.executable)
-    """Interpreter that runs the shim (`python -m orch.runtime.shim`)."""
+    """Interpreter that runs the shim server (`python -S -I runtime/shim.py --serve FD`),
+    which forks the per-container shims."""
 
     @property
     def containers_dir(self) -> Path:

@@ -92,7 +92,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+    # Compact on purpose: with indent, json falls back to its pure-Python encoder, ~10x
+    # slower (~0.6 ms for a container's config.json, on every create).
+    atomic_write(path, json.dumps(obj, separators=(",", ":"), sort_keys=True).encode())
 
 
 def read_json(path: Path) -> Any | None:

@@ -8,6 +8,7 @@ netns are real named netns under /run/netns with the run prefix.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from orch.errors import NetworkError
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.ipam import IpamStore
-from orch.overlay.links import KernelNet
+from orch.overlay.links import KernelNet, VethPlug
 from orch.overlay.settings import NetworkSettings
 
 pytestmark = [pytest.mark.integration, needs_netns]
@@ -266,3 +267,28 @@ async def test_agent_running_inside_its_own_netns(
     rc, root_links, _ = await ns.run_ip(["-o", "link"])
     assert rc == 0 and run_prefix not in root_links  # ...and never in ours
     assert ns.list_netns(run_prefix + "-") == []
+
+
+async def test_plug_that_fails_half_way_removes_its_veth(host_netns: str, run_prefix: str) -> None:
+    """The veth exists before the container end is configured; a failure there (here: a
+    gateway outside the subnet) must take the veth away again, both ends."""
+    net = KernelNet(host_netns)
+    await net.ensure_bridge(f"{run_prefix}-br", ipaddress.IPv4Interface("10.213.9.1/24"), 1500)
+    inner = f"{run_prefix}-inner"
+    await net.create_netns(inner)
+    plug = VethPlug(
+        host_ifname=f"{run_prefix}-vv",
+        netns=inner,
+        ifname="eth0",
+        address=ipaddress.IPv4Interface("10.213.9.2/24"),
+        mac="02:42:0a:d5:09:02",
+        mtu=1500,
+        master=f"{run_prefix}-br",
+        gateway=ipaddress.IPv4Address("192.0.2.1"),
+    )
+    with pytest.raises(NetworkError, match=f"plug {run_prefix}-vv into netns {inner}"):
+        await net.plug_veth(plug)
+    assert set(await links_in(host_netns)) == {"lo", f"{run_prefix}-br"}
+    assert set(await links_in(inner)) == {"lo"}
+    await net.plug_veth(replace(plug, gateway=None))  # the names are free again
+    assert set(await links_in(inner)) == {"lo", "eth0"}

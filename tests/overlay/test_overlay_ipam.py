@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from orch.errors import NetworkError
-from orch.overlay.ipam import IpamStore, Pool
+from orch.overlay.ipam import IpamStore, Pool, boot_time, written_before_boot
 
 IP = ipaddress.IPv4Address
 
@@ -151,6 +153,27 @@ def test_store_reports_a_corrupt_file(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(NetworkError, match="corrupt"):
         IpamStore(path, "10.0.0.0/24")
+
+
+def test_store_starts_over_on_a_file_torn_before_this_boot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writes are not fsync'ed: a machine crash may tear the file, and it also ended every
+    container that held an address, so the pool starts empty (and says so)."""
+    path = tmp_path / "bridge.json"
+    path.write_text('{"subnet": "10.0.0.0/24", "alloc')
+    before_boot = boot_time() - 60
+    os.utime(path, (before_boot, before_boot))
+    assert written_before_boot(path)
+    store = IpamStore(path, "10.0.0.0/24")
+    assert store.owners() == set() and "predates this boot" in caplog.text
+    assert store.allocate("a") == IP("10.0.0.2")
+    assert json.loads(path.read_text())["allocations"] == {"10.0.0.2": "a"}
+    assert not written_before_boot(path)
+
+
+def test_boot_time_is_in_the_past() -> None:
+    assert 0 < boot_time() < time.time()
 
 
 class IpamAcrossRestarts(RuleBasedStateMachine):

@@ -6,6 +6,7 @@ failure paths (a plug that fails half-way) and races be driven exactly.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import replace
 from pathlib import Path
@@ -239,6 +240,74 @@ async def test_sweep_finishes_an_interrupted_setup(
     report = await EndpointManager(unit_settings, net=fake).sweep()
     assert report.endpoints == ("t1",) and report.errors == ()
     assert fake.netns == set()
+
+
+async def test_a_torn_record_counts_as_an_unfinished_setup(
+    mgr: EndpointManager, fake: FakeNet, unit_settings: NetworkSettings
+) -> None:
+    """Records are not fsync'ed: after a machine crash one may be torn. It must not block
+    the endpoint: it is torn down under default names, then set up afresh."""
+    first = await mgr.setup("t1", ["bridge"])
+    mgr._record_path("t1").write_text('{"endpoint_id": "t1", "netw')
+    assert mgr.info("t1") is None
+    assert mgr.records()["t1"].state == SETUP
+    again = await mgr.setup("t1", ["bridge"])
+    (old,), (new,) = first.attachments, again.attachments
+    assert new.host_ifname == old.host_ifname  # the old veth was found and removed
+    assert len([lk for lk in fake.links.values() if lk.kind == "veth"]) == 1
+    assert new.ip != old.ip  # the teardown released the old address; next-fit moved on
+    assert ipam_file(unit_settings).owners() == {"t1"}
+    await mgr.teardown("t1")
+    assert fake.netns == set() and mgr.records() == {}
+    assert ipam_file(unit_settings).owners() == set()
+
+
+async def test_ready_record_of_a_vanished_netns_is_set_up_afresh(
+    mgr: EndpointManager, fake: FakeNet
+) -> None:
+    """A machine crash leaves records whose netns are gone: setup must not trust them."""
+    info = await mgr.setup("t1", ["bridge"])
+    fake.netns.clear()
+    fake.links = {n: lk for n, lk in fake.links.items() if lk.kind == "bridge"}
+    again = await mgr.setup("t1", ["bridge"])
+    assert fake.netns == {mgr.netns_name("t1")}
+    assert again.attachments[0].host_ifname in fake.links
+    assert again.netns_path == info.netns_path
+
+
+class SlowDeletes(FakeNet):
+    """Counts link deletes in flight; each yields to the loop a few times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+
+    async def delete_link(self, name: str) -> bool:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(5):
+            await asyncio.sleep(0)  # a yield, not a wait for state
+        self.in_flight -= 1
+        return await super().delete_link(name)
+
+
+async def test_sweep_tears_endpoints_down_side_by_side_within_the_limit(
+    unit_settings: NetworkSettings,
+) -> None:
+    net = SlowDeletes()
+    mgr = EndpointManager(replace(unit_settings, sweep_concurrency=3), net=net)
+    for i in range(8):
+        await mgr.setup(f"t{i}", ["bridge"])
+    report = await mgr.sweep(live=())
+    assert len(report.endpoints) == 8 and report.errors == ()
+    assert net.most == 3
+    assert net.netns == set() and mgr.records() == {}
+
+
+def test_sweep_concurrency_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="sweep concurrency"):
+        NetworkSettings(state_dir=tmp_path, sweep_concurrency=0)
 
 
 def _rec(eid: str, state: str = READY, ifname: str | None = None) -> EndpointRecord:

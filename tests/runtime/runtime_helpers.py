@@ -43,6 +43,7 @@ def runtime_settings(tmp_path: Path, prefix: str, **overrides: object) -> Runtim
 
 async def cleanup_runtime(rt: ContainerRuntime) -> None:
     await rt.sweep(everything=True)
+    await rt.close()
     parent = f"/{rt.settings.cgroup_parent}"
     leftovers = [
         *map(str, mounts_under(rt.settings.state_dir)),

@@ -18,6 +18,11 @@ wait_running() {
   done
 }
 
+if [ -f "$ORCH_STATE_DIR/cluster.json" ]; then
+  step "orch dev down   (the cluster of an earlier demo)"
+  orch dev down
+fi
+
 step "orch dev up --nodes $NODES   (etcd, a registry, a manager, $NODES agent(s))"
 orch dev up --nodes "$NODES"
 
@@ -40,7 +45,7 @@ for t in tasks[:2]:
     print(t["addresses"][0].split("/")[0])
 ' | while read -r ip; do
   printf '  http://%s/  ->  ' "$ip"
-  busybox wget -q -T 5 -O- "http://$ip/"
+  python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())' "http://$ip/"
 done
 
 step "the cluster is still up"

@@ -215,3 +215,49 @@ def test_manager_serves_grpc_health_and_reflection(cluster) -> None:
         )
         names = {s.name for a in answers for s in a.list_services_response.service}
         assert {"orch.v1.Control", "orch.v1.Dispatcher", "grpc.health.v1.Health"} <= names
+
+
+def test_host_and_none_network_modes(orch, cluster, tmp_path) -> None:
+    from orch.localcluster.cluster import free_port
+
+    port = free_port()
+    manifest = tmp_path / "modes.yaml"
+    manifest.write_text(
+        f"""
+apiVersion: orch/v1
+kind: Service
+metadata: {{name: hostnet}}
+spec:
+  image: {cluster.record.registry}/busybox:latest
+  command: [sh, -c, 'mkdir -p /www && echo host-mode > /www/index.html && exec httpd -f -p {port} -h /www']
+  networks: [host]
+  stop_grace_period: 100ms
+---
+apiVersion: orch/v1
+kind: Service
+metadata: {{name: nonet}}
+spec:
+  image: {cluster.record.registry}/busybox:latest
+  command: [sh, -c, 'ls /sys/class/net; exec sleep 1000']
+  networks: [none]
+  stop_grace_period: 100ms
+"""
+    )
+    orch("apply", "-f", str(manifest))
+    try:
+        wait_until(lambda: len(orch.running("hostnet")) == 1 and len(orch.running("nonet")) == 1, 60)
+        # host: the container shares the node's network namespace.
+        assert wait_until(lambda: _try_fetch(f"127.0.0.1:{port}"), 10) == "host-mode\n"
+        # none: its own namespace with nothing but loopback, and no address to show.
+        assert orch.running("nonet")[0]["addresses"] == []
+        out = wait_until(lambda: orch("logs", "nonet").stdout, 10)
+        assert out.split("|", 1)[1].split() == ["lo"], out
+    finally:
+        orch("rm", "hostnet", "nonet")
+
+
+def _try_fetch(address: str) -> str | None:
+    try:
+        return fetch(address)
+    except OSError:
+        return None

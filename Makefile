@@ -11,16 +11,22 @@ bootstrap:
 
 # Generated code lives beside the .proto files; the import path is orch/proto/*.proto, so
 # protoc sees the repository through a symlink named orch.
+# Only the files that define services get gRPC stubs.
+PROTO_SERVICES := control dispatcher
+
 proto:
 	@mkdir -p $(PROTO_ROOT) && ln -sfn $(CURDIR) $(PROTO_ROOT)/orch
-	$(PY) -m grpc_tools.protoc -I $(PROTO_ROOT) \
-		--python_out=$(PROTO_ROOT) --pyi_out=$(PROTO_ROOT) --grpc_python_out=$(PROTO_ROOT) \
+	$(PY) -m grpc_tools.protoc -I $(PROTO_ROOT) --python_out=$(PROTO_ROOT) --pyi_out=$(PROTO_ROOT) \
 		$(PROTO_ROOT)/orch/proto/*.proto
+	$(PY) -m grpc_tools.protoc -I $(PROTO_ROOT) --grpc_python_out=$(PROTO_ROOT) \
+		$(foreach s,$(PROTO_SERVICES),$(PROTO_ROOT)/orch/proto/$(s).proto)
 
 proto-check:
 	@tmp=$$(mktemp -d) && mkdir -p $$tmp/orch/proto && cp proto/*.proto $$tmp/orch/proto/ && \
-	$(PY) -m grpc_tools.protoc -I $$tmp --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $$tmp/orch/proto/*.proto && \
+	$(PY) -m grpc_tools.protoc -I $$tmp --python_out=$$tmp --pyi_out=$$tmp $$tmp/orch/proto/*.proto && \
+	$(PY) -m grpc_tools.protoc -I $$tmp --grpc_python_out=$$tmp $(foreach s,$(PROTO_SERVICES),$$tmp/orch/proto/$(s).proto) && \
 	for f in $$tmp/orch/proto/*_pb2*.py*; do cmp -s $$f proto/$$(basename $$f) || { echo "proto/$$(basename $$f) is stale: run make proto"; rm -rf $$tmp; exit 1; }; done; \
+	for f in proto/*_pb2*.py*; do [ -e $$tmp/orch/proto/$$(basename $$f) ] || { echo "$$f is not generated any more: remove it"; rm -rf $$tmp; exit 1; }; done; \
 	rm -rf $$tmp; echo "generated protobuf code is current"
 
 lint:

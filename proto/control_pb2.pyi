@@ -128,6 +128,42 @@ class GetNodeRequest(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class ListNetworksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NetworkInfo(_message.Message):
+    __slots__ = ("network", "services", "endpoints")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    SERVICES_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    network: _objects_pb2.Network
+    services: _containers.RepeatedScalarFieldContainer[str]
+    endpoints: int
+    def __init__(self, network: _Optional[_Union[_objects_pb2.Network, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., endpoints: _Optional[int] = ...) -> None: ...
+
+class ListNetworksResponse(_message.Message):
+    __slots__ = ("networks",)
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    networks: _containers.RepeatedCompositeFieldContainer[NetworkInfo]
+    def __init__(self, networks: _Optional[_Iterable[_Union[NetworkInfo, _Mapping]]] = ...) -> None: ...
+
+class GetNetworkRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveNetworkRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveNetworkResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class LogsRequest(_message.Message):
     __slots__ = ("target", "follow", "tail")
     TARGET_FIELD_NUMBER: _ClassVar[int]

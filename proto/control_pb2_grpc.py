@@ -80,6 +80,21 @@ class ControlStub:
                 request_serializer=orch_dot_proto_dot_control__pb2.GetNodeRequest.SerializeToString,
                 response_deserializer=orch_dot_proto_dot_objects__pb2.Node.FromString,
                 _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/orch.v1.Control/ListNetworks',
+                request_serializer=orch_dot_proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/orch.v1.Control/GetNetwork',
+                request_serializer=orch_dot_proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.NetworkInfo.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/orch.v1.Control/RemoveNetwork',
+                request_serializer=orch_dot_proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.RemoveNetworkResponse.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/orch.v1.Control/Logs',
                 request_serializer=orch_dot_proto_dot_control__pb2.LogsRequest.SerializeToString,
@@ -152,6 +167,26 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """NOT_FOUND when no network has that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Removes a network; FAILED_PRECONDITION while a service uses it (the message names them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Logs(self, request, context):
         """Streams the output of a service's tasks or of one task, read from the agents that
         hold them. Ends after the backlog unless follow is set.
@@ -207,6 +242,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetNode,
                     request_deserializer=orch_dot_proto_dot_control__pb2.GetNodeRequest.FromString,
                     response_serializer=orch_dot_proto_dot_objects__pb2.Node.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.ListNetworksRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.GetNetworkRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.NetworkInfo.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.RemoveNetworkResponse.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -457,6 +507,87 @@ class Control:
             '/orch.v1.Control/GetNode',
             orch_dot_proto_dot_control__pb2.GetNodeRequest.SerializeToString,
             orch_dot_proto_dot_objects__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/ListNetworks',
+            orch_dot_proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/GetNetwork',
+            orch_dot_proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.NetworkInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/RemoveNetwork',
+            orch_dot_proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.RemoveNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,15 +62,39 @@ class SessionStarted(_message.Message):
     heartbeat_period: _duration_pb2.Duration
     def __init__(self, node_id: _Optional[str] = ..., session_id: _Optional[str] = ..., manager_id: _Optional[str] = ..., heartbeat_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
+class Peer(_message.Message):
+    __slots__ = ("task_id", "address", "mac", "node_addr")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    NODE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    address: str
+    mac: str
+    node_addr: str
+    def __init__(self, task_id: _Optional[str] = ..., address: _Optional[str] = ..., mac: _Optional[str] = ..., node_addr: _Optional[str] = ...) -> None: ...
+
+class NetworkPeers(_message.Message):
+    __slots__ = ("network", "peers")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    network: _objects_pb2.Network
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, network: _Optional[_Union[_objects_pb2.Network, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
 class Assignments(_message.Message):
-    __slots__ = ("full", "tasks", "removed")
+    __slots__ = ("full", "tasks", "removed", "networks", "removed_networks")
     FULL_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_NETWORKS_FIELD_NUMBER: _ClassVar[int]
     full: bool
     tasks: _containers.RepeatedCompositeFieldContainer[_objects_pb2.Task]
     removed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[_objects_pb2.Task, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ...) -> None: ...
+    networks: _containers.RepeatedCompositeFieldContainer[NetworkPeers]
+    removed_networks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, full: _Optional[bool] = ..., tasks: _Optional[_Iterable[_Union[_objects_pb2.Task, _Mapping]]] = ..., removed: _Optional[_Iterable[str]] = ..., networks: _Optional[_Iterable[_Union[NetworkPeers, _Mapping]]] = ..., removed_networks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogSubscription(_message.Message):
     __slots__ = ("id", "task_ids", "follow", "tail", "close")

@@ -70,7 +70,7 @@ class NetworkAttachment(_message.Message):
     def __init__(self, network: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "meta", "service_id", "service_name", "slot", "service_version", "container", "resources", "restart_policy", "networks", "node_id", "desired_state", "status", "attachments", "restart_count")
+    __slots__ = ("id", "meta", "service_id", "service_name", "slot", "service_version", "container", "resources", "restart_policy", "networks", "node_id", "desired_state", "status", "attachments", "restart_count", "ports")
     ID_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Task(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     meta: Meta
     service_id: str
@@ -101,7 +102,8 @@ class Task(_message.Message):
     status: TaskStatus
     attachments: _containers.RepeatedCompositeFieldContainer[NetworkAttachment]
     restart_count: int
-    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., slot: _Optional[int] = ..., service_version: _Optional[int] = ..., container: _Optional[_Union[_specs_pb2.ContainerSpec, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_specs_pb2.NetworkAttachmentConfig, _Mapping]]] = ..., node_id: _Optional[str] = ..., desired_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., status: _Optional[_Union[TaskStatus, _Mapping]] = ..., attachments: _Optional[_Iterable[_Union[NetworkAttachment, _Mapping]]] = ..., restart_count: _Optional[int] = ...) -> None: ...
+    ports: _containers.RepeatedCompositeFieldContainer[_specs_pb2.PortConfig]
+    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., slot: _Optional[int] = ..., service_version: _Optional[int] = ..., container: _Optional[_Union[_specs_pb2.ContainerSpec, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_specs_pb2.NetworkAttachmentConfig, _Mapping]]] = ..., node_id: _Optional[str] = ..., desired_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., status: _Optional[_Union[TaskStatus, _Mapping]] = ..., attachments: _Optional[_Iterable[_Union[NetworkAttachment, _Mapping]]] = ..., restart_count: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[_specs_pb2.PortConfig, _Mapping]]] = ...) -> None: ...
 
 class NodeDescription(_message.Message):
     __slots__ = ("hostname", "addr", "resources", "platform", "runtime", "labels")
@@ -182,3 +184,23 @@ class Network(_message.Message):
     subnet: str
     gateway: str
     def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., spec: _Optional[_Union[_specs_pb2.NetworkSpec, _Mapping]] = ..., vni: _Optional[int] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ...) -> None: ...
+
+class AddressLease(_message.Message):
+    __slots__ = ("network", "address", "task_id")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    address: str
+    task_id: str
+    def __init__(self, network: _Optional[str] = ..., address: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class Claim(_message.Message):
+    __slots__ = ("kind", "value", "owner")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    value: str
+    owner: str
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...

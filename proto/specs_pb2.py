@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from orch.proto import types_pb2 as orch_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orch/proto/specs.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16orch/proto/types.proto\"\xa9\x02\n\rContainerSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0f\n\x07workdir\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0c\n\x04user\x18\x07 \x01(\t\x12\x34\n\x11stop_grace_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bstop_signal\x18\t \x01(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".orch.v1.ContainerSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x17NetworkAttachmentConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\"\xcf\x02\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .orch.v1.ServiceSpec.LabelsEntry\x12)\n\tcontainer\x18\x03 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x10\n\x08replicas\x18\x04 \x01(\x04\x12\x30\n\tresources\x18\x05 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\x06 \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\x07 \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9c\x01\n\x0bNetworkSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .orch.v1.NetworkSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orch/proto/specs.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16orch/proto/types.proto\"\xa9\x02\n\rContainerSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0f\n\x07workdir\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0c\n\x04user\x18\x07 \x01(\t\x12\x34\n\x11stop_grace_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bstop_signal\x18\t \x01(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".orch.v1.ContainerSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x17NetworkAttachmentConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\"O\n\nPortConfig\x12\x0e\n\x06target\x18\x01 \x01(\r\x12\x11\n\tpublished\x18\x02 \x01(\r\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\xf3\x02\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .orch.v1.ServiceSpec.LabelsEntry\x12)\n\tcontainer\x18\x03 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x10\n\x08replicas\x18\x04 \x01(\x04\x12\x30\n\tresources\x18\x05 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\x06 \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\x07 \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x12\"\n\x05ports\x18\x08 \x03(\x0b\x32\x13.orch.v1.PortConfig\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9c\x01\n\x0bNetworkSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .orch.v1.NetworkSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,12 +45,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTAINERSPEC_LABELSENTRY']._serialized_end=389
   _globals['_NETWORKATTACHMENTCONFIG']._serialized_start=391
   _globals['_NETWORKATTACHMENTCONFIG']._serialized_end=449
-  _globals['_SERVICESPEC']._serialized_start=452
-  _globals['_SERVICESPEC']._serialized_end=787
+  _globals['_PORTCONFIG']._serialized_start=451
+  _globals['_PORTCONFIG']._serialized_end=530
+  _globals['_SERVICESPEC']._serialized_start=533
+  _globals['_SERVICESPEC']._serialized_end=904
   _globals['_SERVICESPEC_LABELSENTRY']._serialized_start=344
   _globals['_SERVICESPEC_LABELSENTRY']._serialized_end=389
-  _globals['_NETWORKSPEC']._serialized_start=790
-  _globals['_NETWORKSPEC']._serialized_end=946
+  _globals['_NETWORKSPEC']._serialized_start=907
+  _globals['_NETWORKSPEC']._serialized_end=1063
   _globals['_NETWORKSPEC_LABELSENTRY']._serialized_start=344
   _globals['_NETWORKSPEC_LABELSENTRY']._serialized_end=389
 # @@protoc_insertion_point(module_scope)

@@ -49,8 +49,20 @@ class NetworkAttachmentConfig(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, target: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class PortConfig(_message.Message):
+    __slots__ = ("target", "published", "protocol", "mode")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    target: int
+    published: int
+    protocol: str
+    mode: str
+    def __init__(self, target: _Optional[int] = ..., published: _Optional[int] = ..., protocol: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
 class ServiceSpec(_message.Message):
-    __slots__ = ("name", "labels", "container", "replicas", "resources", "restart_policy", "networks")
+    __slots__ = ("name", "labels", "container", "replicas", "resources", "restart_policy", "networks", "ports")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +77,7 @@ class ServiceSpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
     NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     container: ContainerSpec
@@ -72,7 +85,8 @@ class ServiceSpec(_message.Message):
     resources: _types_pb2.ResourceRequirements
     restart_policy: _types_pb2.RestartPolicy
     networks: _containers.RepeatedCompositeFieldContainer[NetworkAttachmentConfig]
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., container: _Optional[_Union[ContainerSpec, _Mapping]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[NetworkAttachmentConfig, _Mapping]]] = ...) -> None: ...
+    ports: _containers.RepeatedCompositeFieldContainer[PortConfig]
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., container: _Optional[_Union[ContainerSpec, _Mapping]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[NetworkAttachmentConfig, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[PortConfig, _Mapping]]] = ...) -> None: ...
 
 class NetworkSpec(_message.Message):
     __slots__ = ("name", "driver", "subnet", "labels")

@@ -4,6 +4,11 @@ This is where a Task (protobuf, manager's words) becomes a ContainerConfig (runt
 words): the spec's command/args/env, the hostname, the resource limits, the orch
 environment variables, and the network namespace the endpoint manager made. The
 container id is the task id, unique within the agent's runc root.
+
+Networks: the endpoint joins ``Task.networks`` in order (eth0, eth1, ...); on overlay
+networks with the address and MAC the manager's allocator wrote into
+``Task.attachments``, on the built-in ones (bridge/host/none) as the agent decides.
+``Task.ports`` become published ports (DNAT to the first network's address).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import logging
 from pathlib import Path
 
 from orch.agent.taskrunner import ExitResult, Prepared
-from orch.overlay.endpoints import EndpointManager
+from orch.overlay.endpoints import EndpointInfo, EndpointManager
+from orch.overlay.ports import PortMapping
 from orch.proto import objects_pb2
 from orch.runtime.containers import ContainerRuntime
 from orch.runtime.images import ImageStore
@@ -34,8 +40,7 @@ class ContainerController:
 
     async def prepare(self) -> Prepared:
         image = await self._env.images.pull(self._task.container.image)
-        networks = [n.target for n in self._task.networks] or ["bridge"]
-        endpoint = await self._env.endpoints.setup(self._id, networks)
+        endpoint = await setup_endpoint(self._env.endpoints, self._task)
         attachments = [
             objects_pb2.NetworkAttachment(network=a.network, addresses=[a.address], mac=a.mac)
             for a in endpoint.attachments
@@ -116,6 +121,43 @@ class ContainerEnvironment:
             (folder / name).unlink(missing_ok=True)
         if folder.exists():
             folder.rmdir()
+
+
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+"""Networks whose addresses the agent decides (the rest get theirs from the manager)."""
+
+
+def networks_of(task: objects_pb2.Task) -> list[str]:
+    """The task's networks in order (eth0 first); none listed means the local bridge."""
+    return [n.target for n in task.networks] or ["bridge"]
+
+
+def cluster_attachments(task: objects_pb2.Task) -> dict[str, objects_pb2.NetworkAttachment]:
+    """Network -> the allocator's attachment, for the task's non-built-in networks."""
+    wanted = set(networks_of(task)) - set(BUILTIN_NETWORKS)
+    return {a.network: a for a in task.attachments if a.network in wanted and a.addresses}
+
+
+def ports_of(task: objects_pb2.Task) -> list[PortMapping]:
+    """The task's published ports (mode host; ingress is not built, so it is skipped)."""
+    return [
+        PortMapping(p.published, p.target, p.protocol or "tcp")
+        for p in task.ports
+        if (p.mode or "host") == "host"
+    ]
+
+
+async def setup_endpoint(endpoints: EndpointManager, task: objects_pb2.Task) -> EndpointInfo:
+    """The task's network endpoint: its networks in order, the allocator's addresses and
+    MACs on overlay networks, its published ports."""
+    cluster = cluster_attachments(task)
+    return await endpoints.setup(
+        task.id,
+        networks_of(task),
+        addresses={net: a.addresses[0] for net, a in cluster.items()},
+        macs={net: a.mac for net, a in cluster.items() if a.mac},
+        ports=ports_of(task),
+    )
 
 
 def hostname_of(task: objects_pb2.Task) -> str:

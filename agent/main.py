@@ -26,8 +26,10 @@ from pathlib import Path
 from orch import model
 from orch.agent.containers import ContainerEnvironment
 from orch.agent.logs import LogPublisher
+from orch.agent.networks import Networks
 from orch.agent.session import Session, SessionSettings
 from orch.agent.worker import Worker
+from orch.errors import OrchError
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.settings import NetworkSettings
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
@@ -47,7 +49,8 @@ class AgentSettings:
     hostname: str = field(default_factory=socket.gethostname)
     """The node's name as users see it."""
     advertise_addr: str = ""
-    """The node's underlay address (shown in `orch nodes`, used by overlays later)."""
+    """The node's underlay address (shown in `orch nodes`; the local end of VXLAN
+    tunnels; where published ports are reached)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Engine labels reported at registration."""
     runtime_binary: str = "runc"
@@ -64,6 +67,8 @@ class AgentSettings:
     """CPU capacity to report; 0 = what the machine has."""
     memory_bytes: int = 0
     """Memory capacity to report; 0 = what the machine has."""
+    registry_mirrors: dict[str, str] = field(default_factory=dict)
+    """Registry "host:port" -> mirror "host:port" to pull its images from (ImageSettings.mirrors)."""
 
 
 def node_id_for(state_dir: Path) -> str:
@@ -120,7 +125,9 @@ class Agent:
                 cgroup_parent=s.cgroup_parent or f"orch-{s.network_prefix}",
             )
         )
-        self.images = ImageStore(s.state_dir / "images", ImageSettings())
+        self.images = ImageStore(
+            s.state_dir / "images", ImageSettings(mirrors=dict(s.registry_mirrors))
+        )
         self.endpoints = EndpointManager(
             NetworkSettings(
                 prefix=s.network_prefix,
@@ -129,6 +136,7 @@ class Agent:
                 host_address=s.advertise_addr or None,
             )
         )
+        self.networks = Networks(self.endpoints)
         self.containers = ContainerEnvironment(
             runtime=self.runtime,
             images=self.images,
@@ -156,6 +164,7 @@ class Agent:
         return self.runtime.read_logs(task_id, tail=tail, follow=follow)
 
     async def _assign(self, msg: dispatcher_pb2.Assignments) -> None:
+        await self.networks.apply(msg)  # first: tasks are prepared on these networks
         await self.worker.assign(msg)
         for task_id in msg.removed:
             self.session.forget(task_id)
@@ -170,6 +179,15 @@ class Agent:
             if rec.id not in assigned:
                 log.info("removing container %s: its task is no longer assigned here", rec.id)
                 await self.containers.forget(rec.id)
+        # Network leftovers of an earlier run: unfinished endpoints, overlay devices no
+        # endpoint uses, published ports without an endpoint.
+        try:
+            report = await self.endpoints.sweep()
+        except (OrchError, OSError) as exc:
+            log.warning("network sweep failed: %s", exc)
+            return
+        for error in report.errors:
+            log.warning("network sweep: %s", error)
 
     async def run(self) -> None:
         log.info("agent %s (node %s) starting", self.settings.hostname, self.node_id)
@@ -193,6 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bridge-subnet", default="10.213.0.0/24")
     p.add_argument("--cpus", type=float, default=0, help="CPU capacity to report")
     p.add_argument("--memory", type=int, default=0, help="memory capacity to report (bytes)")
+    p.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=[],
+        type=_mirror,
+        metavar="FROM=TO",
+        help="pull images of registry FROM (host:port) from TO instead (repeatable)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -210,8 +236,17 @@ def main(argv: list[str] | None = None) -> None:
         bridge_subnet=args.bridge_subnet,
         nano_cpus=int(args.cpus * 1e9),
         memory_bytes=args.memory,
+        registry_mirrors=dict(args.registry_mirror),
     )
     asyncio.run(_serve(Agent(settings)))
+
+
+def _mirror(text: str) -> tuple[str, str]:
+    """One --registry-mirror value: FROM=TO, both host[:port]."""
+    origin, sep, mirror = text.partition("=")
+    if not sep or not origin or not mirror or "/" in text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r}: want FROM=TO, both host[:port]")
+    return origin, mirror
 
 
 async def _serve(agent: Agent) -> None:

@@ -1,6 +1,6 @@
 """Benchmark: `orch scale web=0 -> 20` until all 20 run, against plain runc in the same run.
 
-orch: a local cluster (etcd, manager, one agent) with the image already on the node;
+orch: a local cluster (etcd, manager, one host netns with its agent) with the image already on the node;
 the clock runs from the Scale call until ListTasks shows 20 tasks RUNNING.
 
 Floor: the same 20 containers (the config.json orch wrote for a web task, each on its own
@@ -147,7 +147,7 @@ async def main() -> None:
     args = p.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(ClusterSettings(state_dir=state, registry_port=free_port()))
+    cluster = LocalCluster(ClusterSettings(state_dir=state, nodes=1, registry_port=free_port()))
     try:
         await cluster.up()
         async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from orch.proto import control_pb2, objects_pb2, types_pb2
+from orch.proto import control_pb2, objects_pb2, specs_pb2, types_pb2
 
 TaskState = types_pb2.TaskState
 
@@ -164,6 +164,11 @@ def task_record(task: objects_pb2.Task, hostnames: Mapping[str, str]) -> dict[st
         "state_since": ts_to_rfc3339(status.timestamp),
         "health": health_name(status.health),
         "addresses": [a for att in task.attachments for a in att.addresses],
+        "attachments": [
+            {"network": att.network, "addresses": list(att.addresses), "mac": att.mac}
+            for att in task.attachments
+        ],
+        "ports": [port_text(p) for p in task.ports],
         "exit_code": status.exit_code if status.state in _EXITED else None,
         "error": status.err,
         "message": status.message,
@@ -172,6 +177,28 @@ def task_record(task: objects_pb2.Task, hostnames: Mapping[str, str]) -> dict[st
         "restart_count": task.restart_count,
         "created_at": ts_to_rfc3339(task.meta.created_at),
         "updated_at": ts_to_rfc3339(task.meta.updated_at),
+    }
+
+
+def port_text(port: specs_pb2.PortConfig) -> str:
+    """ "8080->80/tcp", as docker prints a published port."""
+    return f"{port.published}->{port.target}/{port.protocol or 'tcp'}"
+
+
+def network_record(info: control_pb2.NetworkInfo) -> dict[str, Any]:
+    """One network as ``orch network ls -o json`` prints it."""
+    network = info.network
+    return {
+        "id": network.id,
+        "name": network.spec.name,
+        "driver": network.spec.driver or "overlay",
+        "subnet": network.subnet,
+        "gateway": network.gateway,
+        "vni": network.vni,
+        "labels": dict(sorted(network.spec.labels.items())),
+        "services": list(info.services),
+        "endpoints": info.endpoints,
+        "created_at": ts_to_rfc3339(network.meta.created_at),
     }
 
 
@@ -185,6 +212,7 @@ def service_record(info: control_pb2.ServiceInfo) -> dict[str, Any]:
         "replicas_desired": service.spec.replicas,
         "replicas_running": info.replicas_running,
         "networks": [n.target for n in service.spec.networks],
+        "ports": [port_text(p) for p in service.spec.ports],
         "version": service.meta.version,
         "created_at": ts_to_rfc3339(service.meta.created_at),
         "updated_at": ts_to_rfc3339(service.meta.updated_at),
@@ -244,9 +272,11 @@ def task_name(record: Mapping[str, Any]) -> str:
 def task_table(
     records: Sequence[Mapping[str, Any]], now: datetime, *, truncate: bool = True
 ) -> Table:
-    """ID NAME NODE DESIRED STATE HEALTH ADDRESS EXIT ERROR. Older tasks of a slot follow
-    its current one, their names marked with ``\\_`` like docker's."""
-    headers = ["ID", "NAME", "NODE", "DESIRED", "STATE", "HEALTH", "ADDRESS", "EXIT", "ERROR"]
+    """ID NAME NODE DESIRED STATE HEALTH ADDRESS PORTS EXIT ERROR. Older tasks of a slot
+    follow its current one, their names marked with ``\\_`` like docker's."""
+    headers = [
+        "ID", "NAME", "NODE", "DESIRED", "STATE", "HEALTH", "ADDRESS", "PORTS", "EXIT", "ERROR"
+    ]  # fmt: skip
     rows = []
     previous_name = None
     for r in sort_task_records(records):
@@ -266,6 +296,7 @@ def task_table(
                 f"{r['state']} {since}" if since else r["state"],
                 r["health"],
                 ",".join(r["addresses"]),
+                ",".join(r["ports"]),
                 "" if r["exit_code"] is None else str(r["exit_code"]),
                 error,
             ]
@@ -274,12 +305,26 @@ def task_table(
 
 
 def service_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """NAME IMAGE REPLICAS (running/desired)."""
+    """NAME IMAGE REPLICAS (running/desired) PORTS."""
     rows = [
-        [r["name"], r["image"], f"{r['replicas_running']}/{r['replicas_desired']}"]
+        [
+            r["name"],
+            r["image"],
+            f"{r['replicas_running']}/{r['replicas_desired']}",
+            ",".join(r["ports"]),
+        ]
         for r in sorted(records, key=lambda r: r["name"])
     ]
-    return ["NAME", "IMAGE", "REPLICAS"], rows
+    return ["NAME", "IMAGE", "REPLICAS", "PORTS"], rows
+
+
+def network_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """NAME DRIVER SUBNET VNI SERVICES."""
+    rows = [
+        [r["name"], r["driver"], r["subnet"], str(r["vni"]), ",".join(r["services"])]
+        for r in sorted(records, key=lambda r: r["name"])
+    ]
+    return ["NAME", "DRIVER", "SUBNET", "VNI", "SERVICES"], rows
 
 
 def node_table(records: Sequence[Mapping[str, Any]]) -> Table:

@@ -1,11 +1,18 @@
-"""A real orch cluster on one machine: etcd, a registry, managers and agents as processes.
+"""A real multi-host orch cluster on one machine: etcd, a registry, managers, and agents
+each inside its own network namespace ("host") on an underlay bridge (localcluster/hosts.py).
 
-The same harness serves `orch dev up`, the integration tests and the benchmarks. Every
-process runs detached in its own session with its log under ``<state_dir>/logs``; what
-was started is recorded in ``<state_dir>/cluster.json`` so `orch dev down` (or the next
-`up`, after a crash) can stop it and remove what it made: runc containers, mounts,
-network namespaces, links and cgroups, found through the per-run prefix and the agents'
-state dirs, never by guessing.
+The same harness serves `orch dev up`, the integration tests and the benchmarks. etcd,
+the registry and the managers run in the root netns and listen on the underlay's gateway
+address, which the CLI (root netns) and the agents (their hosts) both reach. Agents run
+under ``nsenter --net`` with their host's underlay address as advertise address, and pull
+``127.0.0.1:<port>/...`` images (what manifests name) through a registry mirror on the
+gateway, since 127.0.0.1 inside a host is that host's own loopback.
+
+Every process runs detached in its own session with its log under ``<state_dir>/logs``;
+what was started and made is recorded in ``<state_dir>/cluster.json`` (before it is
+made) so `orch dev down`, or the next `up` after a crash, can stop it and remove it all:
+containers, mounts, cgroups, netns, links, the bridge. Found through the record and the
+per-run prefix, never by guessing.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +36,10 @@ import grpc
 
 from orch.cli.config import manager_address_file
 from orch.errors import OrchError
+from orch.localcluster import hosts
+from orch.overlay import names
+from orch.overlay.netns import list_netns
+from orch.overlay.settings import bridge_subnet_for
 from orch.proto import control_pb2, control_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -39,8 +51,8 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 class ClusterSettings:
     state_dir: Path = Path("/var/lib/orch/dev")
     """Where the cluster keeps everything (etcd data, agents' state, logs, the record)."""
-    nodes: int = 1
-    """How many agents."""
+    nodes: int = 3
+    """How many hosts, each a netns with one agent."""
     managers: int = 1
     """How many managers."""
     prefix: str = ""
@@ -48,7 +60,9 @@ class ClusterSettings:
     registry: bool = True
     """Run a local registry (Debian's docker-registry) and push the example images."""
     registry_port: int = 5055
-    """Registry port on 127.0.0.1 (0 = any free port); not 5000, where a Debian docker-registry service may already listen."""
+    """Registry port (0 = any free port); not 5000, where a Debian docker-registry service
+    may already listen. Images are named 127.0.0.1:<port>/...; the registry listens on the
+    underlay gateway, the agents' mirror of that name."""
     runtime: str = "runc"
     """"runc" or "crun"."""
     restart_delay: float | None = None
@@ -67,7 +81,14 @@ class ClusterRecord:
     managers: list[str] = field(default_factory=list)
     etcd: str = ""
     registry: str = ""
-    agents: list[dict] = field(default_factory=list)  # hostname, state_dir, prefix, cgroup
+    """The registry as manifests name it (127.0.0.1:<port>)."""
+    registry_mirror: str = ""
+    """Where it listens, and where agents pull its images from (<gateway>:<port>)."""
+    underlay: dict = field(default_factory=dict)
+    """bridge, subnet, gateway."""
+    agents: list[dict] = field(default_factory=list)
+    """One per host: hostname, state_dir, prefix, cgroup, runc_root, bridge_subnet, and the
+    host's netns, veth (root end) and underlay address."""
 
     def save(self) -> None:
         path = Path(self.state_dir) / "cluster.json"
@@ -83,22 +104,47 @@ class ClusterRecord:
         return cls(**json.loads(path.read_text()))
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class LocalCluster:
+    """One run: ``up()`` makes and starts it all (and takes it down again if that fails),
+    ``down(state_dir)`` ends it. ``host``/``host_argv``/``run_on`` reach into a host's
+    netns, which the root netns cannot see into (tests, the demo, debugging)."""
+
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
         self.state_dir = Path(settings.state_dir).resolve()
-        prefix = settings.prefix or "orch" + secrets.token_hex(2)[:3]
-        self.record = ClusterRecord(prefix=prefix, state_dir=str(self.state_dir))
+        self.record = ClusterRecord(
+            prefix=settings.prefix or _random_prefix(), state_dir=str(self.state_dir)
+        )
 
     @property
     def managers(self) -> list[str]:
         return self.record.managers
+
+    def host(self, hostname: str) -> dict:
+        """The record of host ``hostname`` (node1, node2, ...)."""
+        for agent in self.record.agents:
+            if agent["hostname"] == hostname:
+                return agent
+        raise OrchError(f"no host {hostname!r} in local cluster {self.record.prefix}")
+
+    def host_argv(self, hostname: str, argv: list[str]) -> list[str]:
+        """``argv`` to run inside host ``hostname``'s netns (mount namespace shared)."""
+        return hosts.nsenter_argv(self.host(hostname)["netns"], argv)
+
+    def run_on(
+        self, hostname: str, argv: list[str], *, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside host ``hostname`` and wait for it (blocking: for tests and
+        scripts, not for the event loop)."""
+        return subprocess.run(
+            self.host_argv(hostname, argv), capture_output=True, text=True, timeout=timeout
+        )
 
     async def up(self) -> ClusterRecord:
         old = ClusterRecord.load(self.state_dir)
@@ -108,17 +154,20 @@ class LocalCluster:
                 f"(managers {','.join(old.managers)}): `orch dev down` first"
             )
         await down(self.state_dir)  # a crashed earlier run left a record: clear it first
+        self._check_settings()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.record.save()
         try:
+            await self._make_underlay()
             await self._start_etcd()
             if self.settings.registry:
                 await self._start_registry()
             for i in range(self.settings.managers):
                 await self._start_manager(i)
-            for i in range(self.settings.nodes):
-                await self._start_agent(i)
+            for n in range(1, self.settings.nodes + 1):
+                await self._make_host(n)
+                await self._start_agent(n)
             self.record.save()
             manager_address_file(self.state_dir).write_text(",".join(self.record.managers) + "\n")
             await self.wait_ready()
@@ -126,6 +175,43 @@ class LocalCluster:
             await down(self.state_dir)
             raise
         return self.record
+
+    def _check_settings(self) -> None:
+        nodes = self.settings.nodes
+        if not 1 <= nodes <= hosts.MAX_HOSTS:
+            raise OrchError(f"nodes: want 1-{hosts.MAX_HOSTS}, got {nodes}")
+        # Agent n's own prefix (for its netns and links) is <prefix><n>, and short.
+        if len(f"{self.record.prefix}{nodes}") > names.PREFIX_MAX:
+            most = 10 ** (names.PREFIX_MAX - len(self.record.prefix)) - 1
+            raise OrchError(f"nodes: at most {most} with prefix {self.record.prefix!r}")
+        names.check_prefix(f"{self.record.prefix}{nodes}")
+
+    async def _make_underlay(self) -> None:
+        """Pick a free prefix and subnet and make the bridge, under the cross-run lock."""
+        async with hosts.underlay_lock():
+            links, netns = await hosts.root_links(), list_netns("")
+            for _ in range(32):
+                if not hosts.prefix_in_use(self.record.prefix, links, netns):
+                    break
+                if self.settings.prefix:
+                    raise OrchError(f"prefix {self.record.prefix!r} is in use by another run")
+                self.record.prefix = _random_prefix()
+            else:
+                raise OrchError("no free local cluster prefix found")
+            seed = sum(self.record.prefix.encode())
+            k = hosts.pick_subnet_index(await hosts.root_addresses(), seed)
+            subnet = str(hosts.underlay_subnet(k))
+            self.record.underlay = {
+                "bridge": hosts.bridge_name(self.record.prefix),
+                "subnet": subnet,
+                "gateway": hosts.gateway_address(subnet),
+            }
+            self.record.save()  # before the bridge exists: a crash leaves it recorded
+            await hosts.create_underlay(self.record.underlay["bridge"], subnet)
+
+    @property
+    def gateway(self) -> str:
+        return self.record.underlay["gateway"]
 
     async def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> int:
         logf = open(self.state_dir / "logs" / f"{name}.log", "ab")  # noqa: ASYNC230 (opened once per process)
@@ -143,43 +229,46 @@ class LocalCluster:
         return proc.pid
 
     async def _start_etcd(self) -> None:
-        client, peer = free_port(), free_port()
-        self.record.etcd = f"127.0.0.1:{client}"
+        ip = self.gateway
+        client, peer = free_port(ip), free_port(ip)
+        self.record.etcd = f"{ip}:{client}"
         await self._spawn(
             "etcd",
             [
                 shutil.which("etcd") or "etcd",
                 "--name", "orch-dev",
                 "--data-dir", str(self.state_dir / "etcd"),
-                "--listen-client-urls", f"http://127.0.0.1:{client}",
-                "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"orch-dev=http://127.0.0.1:{peer}",
+                "--listen-client-urls", f"http://{ip}:{client}",
+                "--advertise-client-urls", f"http://{ip}:{client}",
+                "--listen-peer-urls", f"http://{ip}:{peer}",
+                "--initial-advertise-peer-urls", f"http://{ip}:{peer}",
+                "--initial-cluster", f"orch-dev=http://{ip}:{peer}",
                 "--log-level", "warn",
             ],
             env={"ETCD_UNSUPPORTED_ARCH": ""},
         )  # fmt: skip
-        await _wait_port(client, "etcd", self.settings.ready_timeout)
+        await _wait_port(ip, client, "etcd", self.settings.ready_timeout)
 
     async def _start_registry(self) -> None:
-        port = self.settings.registry_port or free_port()
+        ip = self.gateway
+        port = self.settings.registry_port or free_port(ip)
         self.record.registry = f"127.0.0.1:{port}"
+        self.record.registry_mirror = f"{ip}:{port}"
         config = self.state_dir / "registry.yml"
         config.write_text(
             "version: 0.1\nlog: {level: warn}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.state_dir / 'registry'}}}}}\n"
-            f"http: {{addr: 127.0.0.1:{port}}}\n"
+            f"http: {{addr: {ip}:{port}}}\n"
         )
         await self._spawn(
             "registry", [shutil.which("docker-registry") or "docker-registry", "serve", str(config)]
         )
-        await _wait_port(port, "registry", self.settings.ready_timeout)
-        await push_example_images(self.state_dir / "images", self.record.registry)
+        await _wait_port(ip, port, "registry", self.settings.ready_timeout)
+        await push_example_images(self.state_dir / "images", self.record.registry_mirror)
 
     async def _start_manager(self, i: int) -> None:
-        port = free_port()
-        address = f"127.0.0.1:{port}"
+        port = free_port(self.gateway)
+        address = f"{self.gateway}:{port}"
         argv = [
             sys.executable, "-m", "orch.manager",
             "--id", f"{self.record.prefix}-m{i}",
@@ -190,34 +279,55 @@ class LocalCluster:
             argv += ["--restart-delay", str(self.settings.restart_delay)]
         await self._spawn(f"manager-{i}", argv)
         self.record.managers.append(address)
-        await _wait_port(port, f"manager {i}", self.settings.ready_timeout)
+        await _wait_port(self.gateway, port, f"manager {i}", self.settings.ready_timeout)
 
-    def _agent_spec(self, i: int) -> dict:
-        prefix = f"{self.record.prefix}{i}"
+    def _agent_spec(self, n: int) -> dict:
+        """Host and agent n (1-based: node1 is <prefix>-h1 at .11 with agent prefix <prefix>1)."""
+        prefix = self.record.prefix
+        hostname = f"node{n}"
+        state = self.state_dir / "agents" / hostname
+        subnet = self.record.underlay["subnet"]
         return {
-            "hostname": f"node{i + 1}",
-            "state_dir": str(self.state_dir / "agents" / f"node{i + 1}"),
-            "prefix": prefix,
-            "cgroup": f"orch-{prefix}",
-            "runc_root": str(self.state_dir / "agents" / f"node{i + 1}" / "runc"),
-            # Agents share the root netns in this issue: each bridge gets its own subnet.
-            "bridge_subnet": f"10.213.{(sum(self.record.prefix.encode()) % 200) + i}.0/24",
+            "hostname": hostname,
+            "state_dir": str(state),
+            "prefix": f"{prefix}{n}",
+            "cgroup": f"orch-{prefix}{n}",
+            "runc_root": str(state / "runc"),
+            # Each host has its own bridge; distinct subnets keep `orch ps` unambiguous.
+            "bridge_subnet": bridge_subnet_for((sum(prefix.encode()) + n - 1) % 200),
+            "netns": hosts.host_netns(prefix, n),
+            "veth": hosts.host_veth(prefix, n),
+            "address": hosts.host_address(subnet, n),
         }
 
-    async def _start_agent(self, i: int) -> None:
-        spec = self._agent_spec(i)
+    async def _make_host(self, n: int) -> None:
+        spec = self._agent_spec(n)
         self.record.agents.append(spec)
+        self.record.save()  # before the netns exists: a crash leaves it recorded
+        await hosts.create_host(
+            bridge=self.record.underlay["bridge"],
+            netns=spec["netns"],
+            veth=spec["veth"],
+            address=spec["address"],
+            subnet=self.record.underlay["subnet"],
+        )
+
+    async def _start_agent(self, n: int) -> None:
+        spec = self.record.agents[n - 1]
         argv = [
             sys.executable, "-m", "orch.agent",
             "--state-dir", spec["state_dir"],
             "--manager", ",".join(self.record.managers),
             "--hostname", spec["hostname"],
-            "--advertise-addr", "127.0.0.1",
+            "--advertise-addr", spec["address"],
             "--network-prefix", spec["prefix"],
             "--bridge-subnet", spec["bridge_subnet"],
             "--runtime", self.settings.runtime,
         ]  # fmt: skip
-        await self._spawn(f"agent-{i}", argv)
+        if self.record.registry:
+            argv += ["--registry-mirror", f"{self.record.registry}={self.record.registry_mirror}"]
+        # nsenter, not `ip netns exec`: the agent must share our mount namespace.
+        await self._spawn(f"agent-{n}", hosts.nsenter_argv(spec["netns"], argv))
 
     async def wait_ready(self) -> None:
         """Until every agent's node is READY, or ready_timeout passes."""
@@ -236,6 +346,10 @@ class LocalCluster:
                         if want <= ready:
                             return
                     await asyncio.sleep(0.1)
+
+
+def _random_prefix() -> str:
+    return "orch" + secrets.token_hex(2)[:3]
 
 
 async def push_example_images(workdir: Path, registry: str) -> None:
@@ -258,11 +372,18 @@ async def _run(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {out.decode(errors='replace').strip()}")
 
 
-async def _wait_port(port: int, what: str, timeout: float) -> None:
+async def _wait_port(host: str, port: int, what: str, timeout: float) -> None:
+    try:
+        await _connectable(host, port, timeout)
+    except TimeoutError as exc:
+        raise OrchError(f"{what} did not listen on {host}:{port} within {timeout:g}s") from exc
+
+
+async def _connectable(host: str, port: int, timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while True:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                _, writer = await asyncio.open_connection(host, port)
                 writer.close()
                 return
             except OSError:
@@ -270,14 +391,19 @@ async def _wait_port(port: int, what: str, timeout: float) -> None:
 
 
 async def down(state_dir: Path) -> bool:
-    """Stop a local cluster and remove all it made. False when there was none."""
+    """Stop a local cluster and remove all it made. False when there was none.
+
+    Order: agents (so nothing restarts what we remove), their containers and endpoints
+    (inside each host's netns), managers and the registry, etcd, then the hosts and the
+    bridge. Every step runs even if an earlier one failed; what could not be removed is
+    raised at the end and the record kept, so another `down` can finish the job."""
     state_dir = Path(state_dir).resolve()  # noqa: ASYNC240
     record = ClusterRecord.load(state_dir)
     if record is None:
         return False
-    # Agents first (so they do not restart what we remove), then managers, etcd last.
-    order = sorted(record.pids, key=lambda n: (not n.startswith("agent"), n == "etcd"))
-    for name in order:
+    agents = sorted(n for n in record.pids if n.startswith("agent"))
+    others = sorted((n for n in record.pids if n not in agents), key=lambda n: n == "etcd")
+    for name in agents:
         await _terminate(record.pids[name])
     from orch.localcluster import cleanup  # runtime and overlay: only needed here
 
@@ -287,6 +413,19 @@ async def down(state_dir: Path) -> bool:
             await cleanup.agent_leftovers(agent)
         except Exception as exc:  # keep removing the rest; say what was left
             failures.append(f"{agent['hostname']}: {exc}")
+    for name in others:
+        await _terminate(record.pids[name])
+    for agent in record.agents:
+        if "netns" in agent:  # records of single-netns runs have no hosts
+            try:
+                await hosts.delete_host(agent["netns"], agent["veth"])
+            except Exception as exc:
+                failures.append(f"host {agent['netns']}: {exc}")
+    if record.underlay:
+        try:
+            await hosts.delete_link(record.underlay["bridge"])
+        except Exception as exc:
+            failures.append(f"bridge {record.underlay['bridge']}: {exc}")
     if failures:
         raise OrchError("local cluster down left objects behind: " + "; ".join(failures))
     manager_address_file(state_dir).unlink(missing_ok=True)

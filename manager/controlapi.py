@@ -3,29 +3,43 @@
 Reads come from the manager's ClusterView. Writes validate everything first, then go to
 etcd in ONE guarded transaction, so a bad request or a lost race changes nothing; after a
 write the handler waits until its own view has the new revision, so the next call from
-the same client sees it. Errors leave here as gRPC status codes with a message meant for a
-person (INVALID_ARGUMENT carries one problem per line).
+the same client sees it. A write that loses a race is decided again over the newer view a
+few times (concurrent applies creating networks race for VNIs and subnets). Network
+handling lives in controlapi_networks.py. Errors leave here as gRPC status codes with a
+message meant for a person (INVALID_ARGUMENT carries one problem per line,
+FAILED_PRECONDITION says who still uses what is to be removed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from orch import model
 from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
+from orch.manager import controlapi_networks as networks
+from orch.manager.controlapi_networks import InUseError
+from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
 from orch.manager.store import Create, Delete, Kind, Op, Store, Update, Versioned
 from orch.manager.view import ClusterView
-from orch.manifests.validate import validate_network_spec, validate_service_spec
+from orch.manifests.validate import (
+    port_clashes,
+    port_text,
+    validate_network_spec,
+    validate_service_spec,
+)
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
 
 log = logging.getLogger(__name__)
 
 _STATUS = {
+    InUseError: grpc.StatusCode.FAILED_PRECONDITION,  # before ConflictError, its base
     ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     ConflictError: grpc.StatusCode.ABORTED,
@@ -66,37 +80,97 @@ def spec_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
     return changed
 
 
+@dataclass(frozen=True)
+class ControlSettings:
+    """Tunables of the Control API."""
+
+    ipam: IpamSettings = dataclasses.field(default_factory=IpamSettings)
+    """Where new networks get their subnet and VNI."""
+    apply_attempts: int = 8
+    """Times an Apply or a network removal decides again after its transaction lost a
+    race (another Apply created a network meanwhile); each lost race means another writer
+    made progress."""
+
+
 class ControlAPI(control_pb2_grpc.ControlServicer):
-    def __init__(self, *, store: Store, view: ClusterView, logs: LogBroker) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        view: ClusterView,
+        logs: LogBroker,
+        settings: ControlSettings | None = None,
+    ) -> None:
         self._store = store
         self._view = view
         self._logs = logs
+        self._settings = settings or ControlSettings()
 
     # Writes.
 
     @_grpc_errors
     async def Apply(self, request: control_pb2.ApplyRequest, context: Any) -> Any:
+        nets = [networks.normalize(s) for s in request.networks]
+        services = [_normalize_service(s) for s in request.services]
         problems = []
-        for i, spec in enumerate(request.networks):
+        for i, spec in enumerate(nets):
             problems += [f"networks[{i}] ({spec.name}): {p}" for p in validate_network_spec(spec)]
-        for i, spec in enumerate(request.services):
+        for i, spec in enumerate(services):
             problems += [f"services[{i}] ({spec.name}): {p}" for p in validate_service_spec(spec)]
-        problems += _duplicates("network", [s.name for s in request.networks])
-        problems += _duplicates("service", [s.name for s in request.services])
-        problems += self._unknown_networks(request)
+        problems += _duplicates("network", [s.name for s in nets])
+        problems += _duplicates("service", [s.name for s in services])
+        for index, earlier, key in port_clashes(services):
+            problems.append(
+                f"services[{index}] ({services[index].name}): published port {port_text(key)} "
+                f"is also published by service {services[earlier].name!r} in this apply"
+            )
         if problems:
             raise ValidationError(problems)
+        decided: list[control_pb2.Change] = []
 
-        ops: list[Op] = []
-        changes: list[control_pb2.Change] = []
-        for spec in request.networks:
-            ops += self._apply_one(Kind.NETWORK, spec, changes, _new_network)
-        for spec in request.services:
-            ops += self._apply_one(Kind.SERVICE, spec, changes, _new_service)
-        if ops and not request.dry_run:
-            revision = await self._store.commit(ops)
+        def decide() -> list[Op]:
+            ops, changes = self._decide_apply(nets, services)
+            decided[:] = changes
+            return [] if request.dry_run else ops
+
+        await self._commit_decided(decide)
+        return control_pb2.ApplyResponse(changes=decided)
+
+    async def _commit_decided(self, decide: Callable[[], list[Op]]) -> None:
+        """Commit what ``decide`` (a function of the view) returns; when the transaction
+        loses a race, catch up with etcd and decide again, a few times. Returns once the
+        view holds the write."""
+        for attempt in range(1, self._settings.apply_attempts + 1):
+            ops = decide()
+            if not ops:
+                return
+            try:
+                revision = await self._store.commit(ops)
+            except ConflictError:
+                if attempt == self._settings.apply_attempts:
+                    raise
+                await self._view.wait_for(await self._store.revision())
+                continue
             await self._view.wait_for(revision)
-        return control_pb2.ApplyResponse(changes=changes)
+            return
+
+    def _decide_apply(
+        self, nets: list[specs_pb2.NetworkSpec], services: list[specs_pb2.ServiceSpec]
+    ) -> tuple[list[Op], list[control_pb2.Change]]:
+        """The writes of an Apply over the view as it is now (no awaits: one snapshot)."""
+        problems = networks.immutable_problems(nets, self._view)
+        problems += networks.overlap_problems(nets, self._view)
+        problems += self._unknown_networks(nets, services)
+        if problems:
+            raise ValidationError(problems)
+        writes = networks.network_writes(nets, self._view, self._settings.ipam, self._apply_one)
+        ops, changes = list(writes.ops), list(writes.changes)
+        for spec in services:
+            ops += self._apply_one(Kind.SERVICE, spec, changes, _new_service)
+        if any(isinstance(op, Create | Update) for op in ops):
+            created = {n.spec.name for n in writes.created}
+            ops += networks.joined_guards(services, created, self._view)
+        return ops, changes
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:
@@ -154,13 +228,13 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         updated.meta.updated_at.CopyFrom(model.timestamp())
         return [Update(kind, updated, current.mod_revision)]
 
-    def _unknown_networks(self, request: control_pb2.ApplyRequest) -> list[str]:
-        known = {n.name for n in request.networks} | {
-            v.obj.spec.name for v in self._view.items(Kind.NETWORK)
-        }
+    def _unknown_networks(
+        self, nets: list[specs_pb2.NetworkSpec], services: list[specs_pb2.ServiceSpec]
+    ) -> list[str]:
+        known = {n.name for n in nets} | {v.obj.spec.name for v in self._view.items(Kind.NETWORK)}
         builtin = {"bridge", "host", "none"}
         problems = []
-        for i, spec in enumerate(request.services):
+        for i, spec in enumerate(services):
             for j, net in enumerate(spec.networks):
                 if net.target not in builtin | known:
                     problems.append(
@@ -170,7 +244,24 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                     )
         return problems
 
+    @_grpc_errors
+    async def RemoveNetwork(self, request: control_pb2.RemoveNetworkRequest, context: Any) -> Any:
+        await self._commit_decided(lambda: networks.removal_ops(self._view, request.name))
+        return control_pb2.RemoveNetworkResponse()
+
     # Reads.
+
+    @_grpc_errors
+    async def ListNetworks(self, request: Any, context: Any) -> Any:
+        infos = [
+            networks.network_info(self._view, n)
+            for n in sorted(self._view.objects(Kind.NETWORK), key=lambda n: n.spec.name)
+        ]
+        return control_pb2.ListNetworksResponse(networks=infos)
+
+    @_grpc_errors
+    async def GetNetwork(self, request: control_pb2.GetNetworkRequest, context: Any) -> Any:
+        return networks.network_info(self._view, networks.get(self._view, request.name))
 
     @_grpc_errors
     async def ListServices(self, request: Any, context: Any) -> Any:
@@ -289,7 +380,12 @@ def _new_service(spec: specs_pb2.ServiceSpec) -> objects_pb2.Service:
     return objects_pb2.Service(id=model.new_id(), meta=meta, spec=spec)
 
 
-def _new_network(spec: specs_pb2.NetworkSpec) -> objects_pb2.Network:
-    now = model.timestamp()
-    meta = objects_pb2.Meta(version=1, created_at=now, updated_at=now)
-    return objects_pb2.Network(id=model.new_id(), meta=meta, spec=spec, subnet=spec.subnet)
+def _normalize_service(spec: specs_pb2.ServiceSpec) -> specs_pb2.ServiceSpec:
+    """A copy with the defaults of ports filled in (tcp, mode host), so a spec sent by a
+    client that leaves them out is stored as the manifest loader would send it."""
+    out = specs_pb2.ServiceSpec()
+    out.CopyFrom(spec)
+    for port in out.ports:
+        port.protocol = port.protocol or "tcp"
+        port.mode = port.mode or "host"
+    return out

@@ -3,7 +3,9 @@
 A session starts with the agent's Register: the node object is created or refreshed
 (READY). The manager then sends the node's full assignment set, then only changes, driven
 by the ClusterView (no polling): a task is (re)sent when it is new to the node or its
-desired state changed, and dropped when it is deleted or moved. The agent streams status
+desired state changed, and dropped when it is deleted or moved; an overlay network's
+complete peer set is (re)sent when it changes, recomputed only for the networks a batch
+of events touched (netpeers.py). The agent streams status
 back; the StatusWriter batches those into etcd at most every ``status_flush`` seconds, each
 task a guarded update of the status fields only (the agent is their single writer).
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +28,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from orch import model
 from orch.errors import ConflictError, StoreError
+from orch.manager import netpeers
 from orch.manager.logbroker import LogBroker
-from orch.manager.store import Create, Kind, Store, Update
+from orch.manager.store import Create, Event, Kind, Store, Update
 from orch.manager.view import ClusterView
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
 
@@ -78,7 +81,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self._sessions[node_id] = session_id
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
         self._logs.attach(node_id, outbox.put_nowait)
-        changes = self._view.subscribe(Kind.TASK)
+        changes = self._view.subscribe(Kind.TASK, Kind.NODE, Kind.NETWORK)
         reader = asyncio.create_task(self._read(requests, node_id), name=f"session-read-{node_id}")
         feeder = asyncio.create_task(
             self._feed(node_id, changes, outbox), name=f"session-feed-{node_id}"
@@ -134,14 +137,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage],
     ) -> None:
         """Full set first, then changes. ``sent`` remembers what the agent was told, so
-        status echoes of the agent's own reports are not sent back."""
+        status echoes of the agent's own reports are not sent back; ``sent_networks``
+        the peer set of each overlay network it was told about."""
         sent: dict[str, int] = {}
+        sent_networks: dict[str, dispatcher_pb2.NetworkPeers] = {}
 
         def full_set() -> dispatcher_pb2.ManagerMessage:
-            mine = [t for t in self._view.objects(Kind.TASK) if t.node_id == node_id]
+            tasks = list(self._view.objects(Kind.TASK))
+            mine = [t for t in tasks if t.node_id == node_id]
             sent.clear()
             sent.update({t.id: t.desired_state for t in mine})
-            return _assignments(full=True, tasks=mine)
+            fresh = netpeers.peers_for_node(node_id, tasks, self._nodes(), self._networks())
+            sent_networks.clear()
+            sent_networks.update(fresh)
+            return _assignments(full=True, tasks=mine, networks=fresh.values())
 
         outbox.put_nowait(full_set())
         while True:
@@ -149,22 +158,30 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if batch is None:
                 outbox.put_nowait(full_set())
                 continue
-            upserts: dict[str, objects_pb2.Task] = {}
-            removed: set[str] = set()
-            for ev in batch:
-                task_id = ev.key.rsplit("/", 1)[1]
-                task = ev.obj
-                if task is not None and task.node_id == node_id:
-                    if sent.get(task_id) != task.desired_state:
-                        sent[task_id] = task.desired_state
-                        upserts[task_id] = task
-                        removed.discard(task_id)
-                elif task_id in sent:
-                    del sent[task_id]
-                    upserts.pop(task_id, None)
-                    removed.add(task_id)
-            if upserts or removed:
-                outbox.put_nowait(_assignments(tasks=upserts.values(), removed=removed))
+            upserts, removed = _task_changes(node_id, batch, sent)
+            networks = self._networks()
+            affected = netpeers.affected_networks(batch, sent_networks, networks)
+            net_changes = netpeers.NetworkChanges([], [])
+            if affected:
+                fresh = netpeers.peers_for_node(
+                    node_id, self._view.objects(Kind.TASK), self._nodes(), networks, affected
+                )
+                net_changes = netpeers.diff_networks(sent_networks, fresh, affected)
+            if upserts or removed or net_changes.networks or net_changes.removed:
+                outbox.put_nowait(
+                    _assignments(
+                        tasks=upserts.values(),
+                        removed=removed,
+                        networks=net_changes.networks,
+                        removed_networks=net_changes.removed,
+                    )
+                )
+
+    def _nodes(self) -> dict[str, objects_pb2.Node]:
+        return {n.id: n for n in self._view.objects(Kind.NODE)}
+
+    def _networks(self) -> dict[str, objects_pb2.Network]:
+        return {n.spec.name: n for n in self._view.objects(Kind.NETWORK)}
 
     async def _register(self, reg: dispatcher_pb2.Register) -> None:
         for _ in range(self._settings.write_retries):
@@ -271,30 +288,88 @@ class StatusWriter:
         log.warning("task %s: status write kept losing races; dropped", task_id)
 
 
+def _task_changes(
+    node_id: str, batch: list[Event], sent: dict[str, int]
+) -> tuple[dict[str, objects_pb2.Task], set[str]]:
+    """Tasks to (re)send and task ids to drop for one batch of view events; updates
+    ``sent`` (task id -> desired state the agent was told)."""
+    upserts: dict[str, objects_pb2.Task] = {}
+    removed: set[str] = set()
+    for ev in batch:
+        if ev.kind is not Kind.TASK:
+            continue
+        task_id = ev.key.rsplit("/", 1)[1]
+        task = ev.obj
+        if task is not None and task.node_id == node_id:
+            if sent.get(task_id) != task.desired_state:
+                sent[task_id] = task.desired_state
+                upserts[task_id] = task
+                removed.discard(task_id)
+        elif task_id in sent:
+            del sent[task_id]
+            upserts.pop(task_id, None)
+            removed.add(task_id)
+    return upserts, removed
+
+
+def merge_attachments(
+    old: Sequence[objects_pb2.NetworkAttachment],
+    reported: Sequence[objects_pb2.NetworkAttachment],
+) -> list[objects_pb2.NetworkAttachment]:
+    """The task's attachments after an agent report. The allocator owns the attachments
+    it wrote (cluster addresses on overlay networks); the agent's report adds or replaces
+    only the others (the bridge address it gave)."""
+    merged = list(old)
+    owned = {a.network for a in old}
+    for attachment in reported:
+        if attachment.network in owned:
+            index = next(i for i, a in enumerate(merged) if a.network == attachment.network)
+            if not _allocated(merged[index]):
+                merged[index] = attachment
+        else:
+            merged.append(attachment)
+            owned.add(attachment.network)
+    return merged
+
+
+def _allocated(attachment: objects_pb2.NetworkAttachment) -> bool:
+    # Built-in networks get no cluster address; anything else came from the allocator.
+    return attachment.network not in ("bridge", "host", "none")
+
+
 def _status_op(current: Any, node_id: str, update: dispatcher_pb2.TaskStatusUpdate) -> Any:
     if current is None or current.obj.node_id != node_id:
         return None
     old = current.obj
     if update.status.state < old.status.state:
         return None
-    if update.status == old.status and list(update.attachments) == list(old.attachments):
+    attachments = merge_attachments(old.attachments, update.attachments)
+    if update.status == old.status and attachments == list(old.attachments):
         return None
     task = objects_pb2.Task()
     task.CopyFrom(old)
     task.status.CopyFrom(update.status)
-    if update.attachments:
-        del task.attachments[:]
-        task.attachments.extend(update.attachments)
+    del task.attachments[:]
+    task.attachments.extend(attachments)
     task.meta.updated_at.CopyFrom(model.timestamp())
     return Update(Kind.TASK, task, current.mod_revision)
 
 
 def _assignments(
-    *, full: bool = False, tasks: Any = (), removed: Any = ()
+    *,
+    full: bool = False,
+    tasks: Any = (),
+    removed: Any = (),
+    networks: Any = (),
+    removed_networks: Any = (),
 ) -> dispatcher_pb2.ManagerMessage:
     return dispatcher_pb2.ManagerMessage(
         assignments=dispatcher_pb2.Assignments(
-            full=full, tasks=list(tasks), removed=sorted(removed)
+            full=full,
+            tasks=list(tasks),
+            removed=sorted(removed),
+            networks=list(networks),
+            removed_networks=sorted(removed_networks),
         )
     )
 

@@ -36,8 +36,12 @@ class LoopSettings:
 
 @dataclass
 class PassResult:
-    ops: Sequence[Op]
+    ops: Sequence[Op] = ()
+    """Independent operations, committed in chunks."""
     wake_at: datetime | None = None
+    groups: Sequence[Sequence[Op]] = ()
+    """Operations that must land together (a task update and the leases it records);
+    a group is never split across transactions."""
 
 
 class ControlLoop:
@@ -82,6 +86,8 @@ class ControlLoop:
         try:
             if result.ops:
                 await self.store.commit_chunked(result.ops, fence=self._fence())
+            if result.groups:
+                await self.store.commit_groups(result.groups, fence=self._fence())
         except ConflictError as exc:
             log.debug("%s: %s; waiting for the newer state", self.name, exc)
         except StoreError as exc:
@@ -91,11 +97,14 @@ class ControlLoop:
         return result.wake_at
 
     async def _wait(self, queue: asyncio.Queue, wake_at: datetime | None) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        # that arrives as the queue item does, and the loop would outlive its leadership.
         timeout = None
         if wake_at is not None:
             timeout = max(0.0, (wake_at - self.clock()).total_seconds())
         try:
-            await asyncio.wait_for(queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                await queue.get()
         except TimeoutError:
             return
         # Debounce: gather the rest of the burst.
@@ -103,6 +112,7 @@ class ControlLoop:
         deadline = loop.time() + self._settings.max_delay
         while (left := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(queue.get(), min(self._settings.quiet, left))
+                async with asyncio.timeout(min(self._settings.quiet, left)):
+                    await queue.get()
             except TimeoutError:
                 return

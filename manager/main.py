@@ -1,4 +1,5 @@
-"""The manager process: wires store, view, APIs and the leader's control loops together.
+"""The manager process: wires store, view, APIs and the leader's control loops together
+(orchestrator, allocator, scheduler).
 
 Every manager serves the Control and Dispatcher APIs (plus gRPC health and reflection)
 from its own ClusterView. One manager at a time wins the election and also runs the
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -23,9 +25,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orch.manager.controlapi import ControlAPI
+from orch.manager.allocator_loop import AllocatorLoop
+from orch.manager.controlapi import ControlAPI, ControlSettings
 from orch.manager.dispatcher import Dispatcher, DispatcherSettings
 from orch.manager.election import Election, ElectionSettings
+from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
 from orch.manager.loop import LoopSettings
 from orch.manager.orchestrator import OrchestratorSettings
@@ -50,6 +54,8 @@ class ManagerSettings:
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     loops: LoopSettings = field(default_factory=LoopSettings)
     orchestrator: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    """The Control API's tunables, among them the address pool of networks."""
 
 
 class Manager:
@@ -67,7 +73,7 @@ class Manager:
         dispatcher = Dispatcher(
             store=store, view=view, logs=logs, manager_id=s.manager_id, settings=s.dispatcher
         )
-        control = ControlAPI(store=store, view=view, logs=logs)
+        control = ControlAPI(store=store, view=view, logs=logs, settings=s.control)
 
         def fence():
             return election.fence
@@ -77,6 +83,7 @@ class Manager:
         async def lead() -> None:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(OrchestratorLoop(**loop_args, settings_core=s.orchestrator).run())
+                tg.create_task(AllocatorLoop(**loop_args).run())
                 tg.create_task(SchedulerLoop(**loop_args).run())
 
         server = grpc.aio.server()
@@ -124,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--listen", default="127.0.0.1:7700")
     p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
     p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
+    p.add_argument(
+        "--address-pool",
+        default=None,
+        help=f"CIDR that network subnets are cut from (default {IpamSettings.address_pool})",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -134,6 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         settings.orchestrator = dataclasses.replace(
             settings.orchestrator, restart_delay=timedelta(seconds=args.restart_delay)
         )
+    if args.address_pool:
+        try:
+            ipaddress.IPv4Network(args.address_pool)
+        except ValueError as exc:
+            p.error(f"--address-pool: {exc}")
+        ipam = dataclasses.replace(IpamSettings(), address_pool=args.address_pool)
+        settings.control = dataclasses.replace(settings.control, ipam=ipam)
     asyncio.run(_serve(Manager(settings)))
 
 

@@ -407,6 +407,7 @@ class _Run:
         task.resources.CopyFrom(spec.resources)
         task.restart_policy.CopyFrom(spec.restart_policy)
         task.networks.extend(spec.networks)
+        task.ports.extend(spec.ports)
         task.status.state = types_pb2.NEW
         task.status.timestamp.FromDatetime(self.now)
         task.status.message = "created" if replaces is None else f"replaces {replaces.id}"

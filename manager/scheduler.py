@@ -48,6 +48,8 @@ class NodeInfo:
     free_memory_bytes: int
     total_tasks: int = 0
     tasks_by_service: Counter[str] = field(default_factory=Counter)
+    host_ports: set[tuple[int, str]] = field(default_factory=set)
+    """(published port, protocol) already taken on the node by its tasks."""
 
     @classmethod
     def of(cls, node: Node) -> NodeInfo:
@@ -65,6 +67,20 @@ class NodeInfo:
         self.free_memory_bytes -= reserved.memory_bytes
         self.total_tasks += 1
         self.tasks_by_service[task.service_id] += 1
+        self.host_ports.update(host_ports(task))
+
+
+def host_ports(task: Task) -> list[tuple[int, str]]:
+    """The (port, protocol) pairs a task publishes on its node (mode host)."""
+    return [
+        (p.published, p.protocol or "tcp")
+        for p in task.ports
+        if p.published and p.mode in ("", "host")
+    ]
+
+
+def port_label(port: tuple[int, str]) -> str:
+    return f"{port[0]}/{port[1]}"
 
 
 # -- filters -----------------------------------------------------------------------------
@@ -134,6 +150,17 @@ class MemoryFilter(Filter):
         return f"need {format_bytes(need)}, max free {format_bytes(most)}"
 
 
+class PortFilter(Filter):
+    """A node where a task already publishes the same port and protocol cannot take
+    another one: two replicas publishing 8080 spread one per node."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        taken = [p for p in host_ports(task) if p in info.host_ports]
+        if not taken:
+            return None
+        return "with port " + ", ".join(port_label(p) for p in sorted(taken)) + " taken"
+
+
 class MaxTasksFilter(Filter):
     """The per-node task limit of the settings, when one is set."""
 
@@ -149,7 +176,7 @@ class MaxTasksFilter(Filter):
 
 def pipeline(settings: SchedulerSettings) -> list[Filter]:
     """The filters in the order they are asked; a node's failure is the first one's."""
-    return [ReadyFilter(), AvailabilityFilter(), MemoryFilter(), CpuFilter()] + (
+    return [ReadyFilter(), AvailabilityFilter(), MemoryFilter(), CpuFilter(), PortFilter()] + (
         [MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else []
     )
 

@@ -1,9 +1,10 @@
 """The leader's scheduler loop: the IO shell around :func:`scheduler.schedule`.
 
 Runs when tasks or nodes change. Tasks waiting for a node (desired RUNNING, no node,
-state NEW or PENDING) get a node and state ASSIGNED; those that fit nowhere stay PENDING
-with the reason in status.err, written only when the reason changes (so the loop does not
-feed itself).
+state PENDING: the allocator has given them their addresses; NEW tasks are not yet
+allocated) get a node and state ASSIGNED; those that fit nowhere stay PENDING with the
+reason in status.err, written only when the reason changes (so the loop does not feed
+itself).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from orch.manager.scheduler import schedule
 from orch.manager.store import Kind, Op, Update
 from orch.proto import objects_pb2, types_pb2
 
-_WAITING = (types_pb2.NEW, types_pb2.PENDING)
-
 
 class SchedulerLoop(ControlLoop):
     name = "scheduler"
@@ -28,7 +27,9 @@ class SchedulerLoop(ControlLoop):
         waiting = [
             t
             for t in tasks
-            if not t.node_id and t.desired_state == types_pb2.RUNNING and t.status.state in _WAITING
+            if not t.node_id
+            and t.desired_state == types_pb2.RUNNING
+            and t.status.state == types_pb2.PENDING
         ]
         if not waiting:
             return PassResult([])

@@ -35,12 +35,15 @@ MAX_TXN_OPS = 128
 
 class Kind(enum.Enum):
     """What is stored, and under which folder. Services and networks are keyed by name,
-    tasks and nodes by id."""
+    tasks and nodes by id, address leases by ``<network>/<ip>`` and claims by
+    ``<kind>/<value>`` (a value may hold '/' itself: ``subnet/10.10.0.0/24``)."""
 
     SERVICE = ("services", objects_pb2.Service)
     TASK = ("tasks", objects_pb2.Task)
     NODE = ("nodes", objects_pb2.Node)
     NETWORK = ("networks", objects_pb2.Network)
+    LEASE = ("ipam", objects_pb2.AddressLease)
+    CLAIM = ("claims", objects_pb2.Claim)
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder
@@ -55,8 +58,13 @@ class Kind(enum.Enum):
 
     def key_of(self, obj: Any) -> str:
         """The key an object is stored under: its name for services and networks."""
-        name = obj.spec.name if self in (Kind.SERVICE, Kind.NETWORK) else obj.id
-        return self.key(name)
+        if self in (Kind.SERVICE, Kind.NETWORK):
+            return self.key(obj.spec.name)
+        if self is Kind.LEASE:
+            return self.key(f"{obj.network}/{obj.address}")
+        if self is Kind.CLAIM:
+            return self.key(f"{obj.kind}/{obj.value}")
+        return self.key(obj.id)
 
 
 _FOLDERS = {k.folder: k for k in Kind}
@@ -106,7 +114,27 @@ class Delete:
     mod_revision: int
 
 
-Op = Create | Update | Delete
+@dataclass(frozen=True, slots=True)
+class Unmodified:
+    """A guard without a write: ``key`` still has ``mod_revision`` (0: is still absent).
+    Lets a write depend on an object it read but does not change (the network a new
+    service joins)."""
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuietSince:
+    """A guard without a write: no key of ``kind`` was created or changed after
+    ``revision``. Decisions made over a whole folder (no two networks overlap) hold at
+    commit time only if the folder did not move meanwhile. Deletions do not count."""
+
+    kind: Kind
+    revision: int
+
+
+Op = Create | Update | Delete | Unmodified | QuietSince
 
 
 def encode(obj: Message) -> bytes:
@@ -235,14 +263,36 @@ class Store:
         for op in ops:
             compare, request = self._op(op)
             compares.append(compare)
-            requests.append(request)
-        if len(requests) + len(compares) > MAX_TXN_OPS * 2 or len(requests) > MAX_TXN_OPS:
-            raise ValueError(f"transaction of {len(requests)} operations exceeds {MAX_TXN_OPS}")
+            if request is not None:
+                requests.append(request)
+        if len(compares) > MAX_TXN_OPS or len(requests) > MAX_TXN_OPS:
+            raise ValueError(f"transaction of {len(compares)} operations exceeds {MAX_TXN_OPS}")
         resp = await self._call("txn", self._kv.txn(compares, requests, timeout=self._timeout))
         if not resp.succeeded:
             what = ", ".join(_describe(op) for op in ops[:4]) + (" ..." if len(ops) > 4 else "")
             raise ConflictError(f"write lost a race ({what})")
         return resp.header.revision
+
+    async def revision(self) -> int:
+        """etcd's current revision (what a view must reach to have seen every write so
+        far)."""
+        resp = await self._call("revision", self._kv.get(PREFIX + "cluster", timeout=self._timeout))
+        return resp.header.revision
+
+    async def commit_groups(
+        self, groups: Sequence[Sequence[Op]], *, fence: Fence | None = None, size: int = 60
+    ) -> None:
+        """Commit groups of operations that must land together (a task and the address
+        leases it takes), several groups per transaction up to ``size`` operations, never
+        splitting a group. Like commit_chunked, the whole is not atomic; each group is."""
+        batch: list[Op] = []
+        for group in groups:
+            if batch and len(batch) + len(group) > size:
+                await self.commit(batch, fence=fence)
+                batch = []
+            batch.extend(group)
+        if batch:
+            await self.commit(batch, fence=fence)
 
     async def commit_chunked(
         self, ops: Sequence[Op], *, fence: Fence | None = None, size: int = 60
@@ -256,6 +306,20 @@ class Store:
     @staticmethod
     def _op(op: Op) -> tuple[Any, Any]:
         kv = KVService
+        if isinstance(op, Unmodified):
+            return _same_mod_revision(op.key, op.mod_revision), None
+        if isinstance(op, QuietSince):
+            prefix = op.kind.prefix
+            return (
+                Compare(
+                    result=Compare.LESS,
+                    target=Compare.MOD,
+                    key=prefix.encode(),
+                    range_end=prefix_range_end(prefix),
+                    mod_revision=op.revision + 1,
+                ),
+                None,
+            )
         if isinstance(op, Create):
             key = op.kind.key_of(op.obj)
             return kv.txn_compare_create_revision(key, 0), kv.txn_op_put(key, encode(op.obj))
@@ -284,4 +348,8 @@ def _same_mod_revision(key: str, mod_revision: int) -> Compare:
 def _describe(op: Op) -> str:
     if isinstance(op, Delete):
         return f"delete {op.key}"
+    if isinstance(op, Unmodified):
+        return f"unchanged {op.key}"
+    if isinstance(op, QuietSince):
+        return f"nothing new under {op.kind.prefix}"
     return f"{type(op).__name__.lower()} {op.kind.key_of(op.obj)}"

@@ -11,7 +11,8 @@ A document goes through three steps:
    converts values (sizes, durations) and records the line of every field path;
 3. the spec built from it goes through validate.py, the same rules the manager runs;
    their field paths are looked up in the recorded lines.
-Then the checks that span documents: duplicate names, overlapping subnets.
+Then the checks that span documents: duplicate names, overlapping subnets, a host port
+published by two services.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ from orch.manifests.problems import (
     related,
 )
 from orch.manifests.schema import Invalid, ListOf, MapOf, Obj, OneOf, Scalar, Type
-from orch.manifests.validate import check_network, check_service
+from orch.manifests.validate import (
+    check_network,
+    check_service,
+    port_clashes,
+    port_key,
+    port_text,
+)
 from orch.manifests.yamlpos import Mark, PosDict, PosList, parse_documents
 from orch.proto import specs_pb2
 
@@ -327,7 +334,7 @@ class _Collector:
         return decoder.problems
 
     def finish(self) -> Manifest:
-        cross = self._duplicates() + self._overlaps()
+        cross = self._duplicates() + self._overlaps() + self._port_clashes()
         problems = [p for group in self.problems for p in group] + cross
         if problems:
             raise ValidationError([str(p) for p in problems])
@@ -370,6 +377,28 @@ class _Collector:
                     problems.append(Problem("spec.subnet", message).at(entry.filename, line))
             earlier.append((subnet, entry))
         return problems
+
+    def _port_clashes(self) -> list[Problem]:
+        """A host port asked for by two services of one apply: wherever the scheduler put
+        them, the second would wait for a node the first does not use."""
+        services = [e for e in self.entries if e.kind == "Service"]
+        problems = []
+        for index, earlier, key in port_clashes([e.spec for e in services]):
+            entry, other = services[index], services[earlier]
+            path = _port_path(entry.spec, key)
+            message = (
+                f"published port {port_text(key)} is also published by service "
+                f"{other.spec.name!r} (at {other.where(_port_path(other.spec, key))})"
+            )
+            problems.append(
+                Problem(path, message).at(entry.filename, entry.decoder.locate(path).line)
+            )
+        return problems
+
+
+def _port_path(spec: specs_pb2.ServiceSpec, key: tuple[int, str]) -> str:
+    index = next(i for i, p in enumerate(spec.ports) if port_key(p) == key)
+    return f"spec.ports[{index}]"
 
 
 def load_text(text: str, filename: str = "<string>") -> Manifest:

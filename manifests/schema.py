@@ -15,6 +15,7 @@ what a YAML value must be to fit the protobuf; rules about values (name syntax, 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -265,6 +266,52 @@ def _render_attachment(net: specs_pb2.NetworkAttachmentConfig) -> Any:
     return {"name": net.target, "aliases": list(net.aliases)}
 
 
+_PORT_SHORT = re.compile(r"(\d{1,10}):(\d{1,10})(?:/([a-z]+))?")
+PORT_SHORT_ACCEPTED = 'PUBLISHED:TARGET[/PROTOCOL], e.g. "8080:80" or "5353:53/udp"'
+
+
+def _port_short(value: Any, raw: str | None) -> specs_pb2.PortConfig:
+    """ "8080:80" and "8080:80/udp". Unquoted, YAML 1.1 reads 8080:80 as a base-60 number
+    (484880); the text as written is used instead."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Invalid(f"expected a string, got {describe_value(value)}", PORT_SHORT_ACCEPTED)
+    text = raw if isinstance(value, int) and raw is not None else str(value)
+    match = _PORT_SHORT.fullmatch(text.strip())
+    if match is None:
+        if text.strip().isdigit():
+            message = f"{text!r} names only the container's port; give the node's port too"
+        else:
+            message = f"invalid port {text!r}"
+        raise Invalid(message, PORT_SHORT_ACCEPTED)
+    published, target = int(match.group(1)), int(match.group(2))
+    if max(published, target) > UINT32_MAX:
+        raise Invalid(f"invalid port {text!r}: number too large", PORT_SHORT_ACCEPTED)
+    return specs_pb2.PortConfig(
+        target=target, published=published, protocol=match.group(3) or "tcp", mode="host"
+    )
+
+
+def _port_from(fields: dict[str, Any]) -> specs_pb2.PortConfig:
+    return specs_pb2.PortConfig(
+        target=fields.get("target", 0),
+        published=fields.get("published", 0),
+        protocol=fields.get("protocol", "tcp"),
+        mode=fields.get("mode", "host"),
+    )
+
+
+def _render_port(port: specs_pb2.PortConfig) -> Any:
+    if port.mode == "host" and port.protocol in ("tcp", "udp") and port.published and port.target:
+        tail = "" if port.protocol == "tcp" else f"/{port.protocol}"
+        return f"{port.published}:{port.target}{tail}"
+    out: dict[str, Any] = {"target": port.target}
+    if port.published:
+        out["published"] = port.published
+    out["protocol"] = port.protocol
+    out["mode"] = port.mode
+    return out
+
+
 # ---- the table --------------------------------------------------------------------------
 
 STRING = Scalar("a string", _string)
@@ -384,6 +431,25 @@ _NETWORK_ITEM = OneOf(
     ),
 )
 
+_PORT_NUMBER = Scalar("a port number", _integer(0, UINT32_MAX))
+_PORT_ITEM = OneOf(
+    f"{PORT_SHORT_ACCEPTED}, or {{target, published, protocol, mode}}",
+    render=_render_port,
+    scalar=Scalar(PORT_SHORT_ACCEPTED, _port_short),
+    map=Obj(
+        (
+            Field("target", _PORT_NUMBER, "The port inside the container.", required=True),
+            Field("published", _PORT_NUMBER, "The port on the node running the task."),
+            Field("protocol", STRING, "tcp (default) or udp.", default="tcp"),
+            Field(
+                "mode", STRING, "host (default): the port on the task's node only.", default="host"
+            ),
+        ),
+        "a mapping with target, published, protocol and mode",
+        convert=_port_from,
+    ),
+)
+
 SERVICE_SPEC = Obj(
     (
         Field(
@@ -456,6 +522,13 @@ SERVICE_SPEC = Obj(
             ListOf(_NETWORK_ITEM, "a list of networks"),
             "Networks to join; default [bridge]. host and none must be alone.",
             "networks",
+        ),
+        Field(
+            "ports",
+            ListOf(_PORT_ITEM, "a list of ports"),
+            "Ports published on the node that runs each task; a port taken on a node keeps "
+            "other tasks publishing it off that node.",
+            "ports",
         ),
         Field(
             "stop_grace_period",

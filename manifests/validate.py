@@ -36,6 +36,9 @@ PRIVATE_RANGES = tuple(
     ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 )
 MAX_SUBNET_PREFIX = 29
+PROTOCOLS = ("tcp", "udp")
+PORT_MODES = ("host",)
+MAX_PORT = 65535
 RESERVED_ENV_PREFIX = "ORCH_"
 """The agent sets ORCH_TASK_ID, ORCH_SERVICE, ORCH_SLOT and ORCH_NODE in every container."""
 SIGNALS = (
@@ -106,6 +109,7 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     problems += _resources(spec.resources)
     problems += _restart_policy(spec.restart_policy)
     problems += _attachments(spec.networks)
+    problems += _ports(spec.ports, [n.target for n in spec.networks])
     return problems
 
 
@@ -275,6 +279,69 @@ def _attachments(networks: Iterable[specs_pb2.NetworkAttachmentConfig]) -> list[
             msg = f"network mode {net.target!r} takes no aliases"
             problems.append(Problem(join_key(path, "aliases"), msg))
         problems += _aliases(net.aliases, join_key(path, "aliases"))
+    return problems
+
+
+def port_key(port: specs_pb2.PortConfig) -> tuple[int, str]:
+    """What must be unique on a node: the published port and its protocol."""
+    return port.published, port.protocol or "tcp"
+
+
+def port_text(key: tuple[int, str]) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+def port_clashes(specs: Iterable[specs_pb2.ServiceSpec]) -> list[tuple[int, int, tuple[int, str]]]:
+    """(index of a service, index of an earlier one, port) for each published port two
+    services of one apply both ask for. The same service twice is _ports' business."""
+    first: dict[tuple[int, str], int] = {}
+    clashes = []
+    for index, spec in enumerate(specs):
+        for key in dict.fromkeys(port_key(p) for p in spec.ports if p.published):
+            if key in first:
+                clashes.append((index, first[key], key))
+            else:
+                first[key] = index
+    return clashes
+
+
+def _ports(ports: Iterable[specs_pb2.PortConfig], networks: list[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    ports = list(ports)
+    seen: dict[tuple[int, str], int] = {}
+    port_range = f"1-{MAX_PORT}"
+    for index, port in enumerate(ports):
+        path = join_index("spec.ports", index)
+        if not 1 <= port.target <= MAX_PORT:
+            msg = f"expected a port {port_range}, got {port.target}"
+            problems.append(Problem(join_key(path, "target"), msg))
+        if port.published == 0:
+            msg = "required: the port on the node (mode host publishes a fixed port)"
+            problems.append(Problem(join_key(path, "published"), msg, f"a port {port_range}"))
+        elif port.published > MAX_PORT:
+            msg = f"expected a port {port_range}, got {port.published}"
+            problems.append(Problem(join_key(path, "published"), msg))
+        if port.protocol and port.protocol not in PROTOCOLS:
+            msg = f"unknown protocol {port.protocol!r}"
+            problems.append(Problem(join_key(path, "protocol"), msg, ", ".join(PROTOCOLS)))
+        if port.mode == "ingress":
+            msg = "mode ingress (the port on every node, a routing mesh) is not built yet"
+            problems.append(Problem(join_key(path, "mode"), msg, "host"))
+        elif port.mode and port.mode not in PORT_MODES:
+            msg = f"unknown mode {port.mode!r}"
+            problems.append(Problem(join_key(path, "mode"), msg, ", ".join(PORT_MODES)))
+        key = port_key(port)
+        if port.published and key in seen:
+            msg = f"published port {port_text(key)} is given twice (also spec.ports[{seen[key]}])"
+            problems.append(Problem(path, msg))
+        seen.setdefault(key, index)
+    # host or none combined with others is already a problem of spec.networks.
+    if ports and len(networks) == 1 and networks[0] in SOLO_NETWORKS:
+        msg = (
+            f"published ports need a network on which the container has its own address; "
+            f"network mode {networks[0]!r} has none"
+        )
+        problems.append(Problem("spec.ports", msg, "bridge (the default) or an overlay network"))
     return problems
 
 

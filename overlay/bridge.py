@@ -73,6 +73,7 @@ class BridgeDriver:
         ifname: str = "eth0",
         host_ifname: str | None = None,
         address: str | None = None,
+        mac: str | None = None,
     ) -> Attachment:
         await self.ensure()
         host_ifname = host_ifname or names.veth_name(self.settings.prefix, endpoint_id, NETWORK)
@@ -84,7 +85,7 @@ class BridgeDriver:
             netns=netns_name,
             ifname=ifname,
             address=iface,
-            mac=names.mac_for_ip(ip),
+            mac=mac or names.mac_for_ip(ip),
             mtu=self.settings.mtu,
             master=self.bridge,
             gateway=self.ipam.gateway if self.settings.default_route else None,

@@ -16,12 +16,17 @@ Lifecycle rules, which every driver keeps:
   kernel and re-claims its address; False means the caller should tear down and redo.
 - ``release()`` frees an address whose endpoint is gone without touching links.
 - ``remove()`` deletes the host-side network objects (shutdown of a local cluster).
+
+A driver whose host-side objects exist only while endpoints use them (a VXLAN overlay:
+``IdleRemovable``) also offers ``remove_if_unused``; the endpoint manager, which knows
+every endpoint of every network from its records, calls it after a teardown.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,11 @@ class NetworkDriver(Protocol):
         ifname: str = "eth0",
         host_ifname: str | None = None,
         address: str | None = None,
+        mac: str | None = None,
     ) -> Attachment:
         """Plug netns ``netns_name`` in as ``ifname``. ``address`` ("ip" or "ip/len") is
-        one allocated elsewhere (cluster IPAM); None lets the driver allocate."""
+        one allocated elsewhere (cluster IPAM); None lets the driver allocate. ``mac``
+        likewise (default: derived from the address, ``names.mac_for_ip``)."""
         ...
 
     async def detach(self, endpoint_id: str, host_ifname: str | None = None) -> None:
@@ -97,4 +104,14 @@ class NetworkDriver(Protocol):
 
     async def remove(self) -> None:
         """Delete the host-side objects of the network."""
+        ...
+
+
+@runtime_checkable
+class IdleRemovable(Protocol):
+    """A driver whose host-side objects should go when no endpoint uses them."""
+
+    async def remove_if_unused(self, in_use: Callable[[], bool]) -> bool:
+        """Delete the host-side objects unless ``in_use()``, asked while no attach of
+        this driver can run; True if they were removed."""
         ...

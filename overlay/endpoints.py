@@ -9,9 +9,20 @@ cluster shuts down. The three Docker modes map to:
 - ``host``: no netns of its own (``netns_path`` None): the container shares the agent's
   netns; the attachment only reports ``NetworkSettings.host_address``.
 - ``none``: a fresh netns with only lo, up.
-- any driver network (``bridge``, later VXLAN overlays): a fresh netns, lo up, and one
+- any driver network (``bridge``, VXLAN overlays): a fresh netns, lo up, and one
   interface per network (eth0, eth1, ... in the order given) plugged by that network's
   ``NetworkDriver``.
+
+Published ports (``ports.py``) belong to the endpoint too: DNAT rules to its first
+address, made after the interfaces and removed by its teardown.
+
+The manager owns the lifetime of per-network host objects that exist only while in use
+(an overlay's bridge and VXLAN device, ``IdleRemovable`` drivers): it knows every
+endpoint of every network from its records, so after each teardown it asks the drivers
+of the endpoint's networks to remove their devices unless another record still names the
+network. ``retire_driver`` (the network left this node) drops a driver at once if idle,
+else with its last endpoint. ``sweep`` removes overlay devices nobody uses and published
+ports of endpoints without a record; ``remove_all`` removes the whole nft table too.
 
 Crash safety: the endpoint's record (``<state_dir>/network/endpoints/<id>.json``) is
 written *before* any kernel object is made, naming the netns and host veths it will use,
@@ -39,17 +50,25 @@ import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from orch.errors import NetworkError, OrchError, ValidationError
 from orch.overlay import names
+from orch.overlay.bridge import NETWORK as BRIDGE
 from orch.overlay.bridge import BridgeDriver
-from orch.overlay.driver import Attachment, NetworkDriver
+from orch.overlay.driver import Attachment, IdleRemovable, NetworkDriver
 from orch.overlay.ipam import write_json_atomic
-from orch.overlay.links import HostNet, KernelNet, LinkInfo
-from orch.overlay.netns import netns_path
+from orch.overlay.links import HostNet, KernelNet
+from orch.overlay.ports import PortMapping, PortPublisher
+from orch.overlay.records import (
+    READY,
+    SETUP,
+    EndpointInfo,
+    EndpointRecord,
+    SweepPlan,
+    plan_sweep,
+)
 from orch.overlay.settings import NetworkSettings
 
 log = logging.getLogger(__name__)
@@ -58,129 +77,16 @@ T = TypeVar("T")
 
 HOST = "host"
 NONE = "none"
-SETUP = "setup"
-READY = "ready"
-
-
-@dataclass(frozen=True)
-class EndpointInfo:
-    """What the runtime and the agent's status report need about an endpoint."""
-
-    endpoint_id: str
-    networks: tuple[str, ...]
-    netns_path: str | None
-    """Path of the container's netns for the runc config; None for host mode."""
-    attachments: tuple[Attachment, ...] = ()
-
-    @property
-    def addresses(self) -> dict[str, str]:
-        """Network name -> address without prefix length."""
-        return {a.network: a.ip for a in self.attachments}
-
-
-@dataclass
-class EndpointRecord:
-    """The persisted state of one endpoint (see the module docstring for why)."""
-
-    endpoint_id: str
-    networks: list[str]
-    netns: str | None
-    host_ifnames: dict[str, str] = field(default_factory=dict)
-    attachments: list[Attachment] = field(default_factory=list)
-    state: str = SETUP
-
-    def info(self) -> EndpointInfo:
-        return EndpointInfo(
-            endpoint_id=self.endpoint_id,
-            networks=tuple(self.networks),
-            netns_path=netns_path(self.netns) if self.netns else None,
-            attachments=tuple(self.attachments),
-        )
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "endpoint_id": self.endpoint_id,
-            "networks": self.networks,
-            "netns": self.netns,
-            "host_ifnames": self.host_ifnames,
-            "attachments": [a.to_json() for a in self.attachments],
-            "state": self.state,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> EndpointRecord:
-        return cls(
-            endpoint_id=str(data["endpoint_id"]),
-            networks=[str(n) for n in data["networks"]],
-            netns=data.get("netns"),
-            host_ifnames={str(k): str(v) for k, v in (data.get("host_ifnames") or {}).items()},
-            attachments=[Attachment.from_json(a) for a in data.get("attachments") or []],
-            state=str(data.get("state", SETUP)),
-        )
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """What a sweep removes; also its report."""
-
-    endpoints: tuple[str, ...] = ()
-    """Endpoints whose records are torn down (unfinished, or not in ``live``)."""
-    netns: tuple[str, ...] = ()
-    """Prefixed netns no record claims."""
-    links: tuple[str, ...] = ()
-    """Prefixed host veths no record claims."""
-    owners: tuple[tuple[str, str], ...] = ()
-    """(network, endpoint id) address allocations no record claims."""
-    errors: tuple[str, ...] = ()
-    """What could not be removed (filled in when the plan is carried out)."""
-
-
-def plan_sweep(
-    prefix: str,
-    *,
-    netns_names: Iterable[str],
-    links: Iterable[LinkInfo],
-    owners: Mapping[str, Collection[str]],
-    records: Mapping[str, EndpointRecord],
-    busy: Collection[str],
-    live: Collection[str] | None,
-) -> SweepPlan:
-    """Decide what a sweep removes. Pure.
-
-    ``busy`` endpoints (an operation is running on them) are never touched. ``live`` None
-    keeps every finished record; otherwise records not in ``live`` are torn down too.
-    """
-    doomed = sorted(
-        eid
-        for eid, rec in records.items()
-        if eid not in busy and (rec.state != READY or (live is not None and eid not in live))
-    )
-    claimed_ns = {rec.netns for rec in records.values() if rec.netns}
-    claimed_ns |= {names.netns_name(prefix, eid) for eid in busy}
-    claimed_links = {n for rec in records.values() for n in rec.host_ifnames.values()}
-    known = set(records) | set(busy)
-    return SweepPlan(
-        endpoints=tuple(doomed),
-        netns=tuple(
-            sorted(
-                n
-                for n in netns_names
-                if names.endpoint_of_netns(prefix, n) is not None and n not in claimed_ns
-            )
-        ),
-        links=tuple(
-            sorted(
-                link.name
-                for link in links
-                if link.kind == "veth"
-                and names.is_veth_name(prefix, link.name)
-                and link.name not in claimed_links
-            )
-        ),
-        owners=tuple(
-            sorted((net, eid) for net, who in owners.items() for eid in who if eid not in known)
-        ),
-    )
+__all__ = [
+    "READY",
+    "SETUP",
+    "EndpointInfo",
+    "EndpointManager",
+    "EndpointRecord",
+    "SweepPlan",
+    "check_networks",
+    "plan_sweep",
+]
 
 
 def check_networks(networks: Sequence[str], known: Collection[str]) -> tuple[str, ...]:
@@ -208,17 +114,23 @@ class EndpointManager:
         *,
         net: HostNet | None = None,
         drivers: Iterable[NetworkDriver] = (),
+        ports: PortPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.net: HostNet = net or KernelNet(settings.host_netns)
         self.drivers: dict[str, NetworkDriver] = {}
+        self._retired: set[str] = set()
+        """Networks that left this node but still have endpoints (see retire_driver)."""
         self.register_driver(BridgeDriver(settings, self.net))
         for driver in drivers:
             self.register_driver(driver)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._busy: set[str] = set()
-        self._claims: dict[str, frozenset[str]] | None = None
-        """Endpoint id -> host veth names its record claims; read from disk once."""
+        self._claims: dict[str, dict[str, str]] | None = None
+        """Endpoint id -> {network: host veth} its record claims; read from disk once."""
+        self.ports = ports or PortPublisher(settings)
+        self._published = False
+        """Ports were published by this process (so a sweep looks at nft)."""
 
     # -- names and records ------------------------------------------------------------
 
@@ -227,6 +139,42 @@ class EndpointManager:
         if driver.network in (HOST, NONE):
             raise ValidationError(f"network name {driver.network!r} is reserved")
         self.drivers[driver.network] = driver
+        self._retired.discard(driver.network)
+
+    async def retire_driver(self, network: str) -> bool:
+        """The network left this node: remove its devices and drop its driver now if no
+        endpoint uses it (True), else when its last endpoint is torn down (False)."""
+        driver = self.drivers.get(network)
+        if driver is None or network == BRIDGE:
+            return driver is None
+        if isinstance(driver, IdleRemovable):
+            if not await driver.remove_if_unused(lambda: self.in_use(network)):
+                self._retired.add(network)
+                return False
+        elif self.in_use(network):
+            self._retired.add(network)
+            return False
+        self.drivers.pop(network, None)
+        return True
+
+    def in_use(self, network: str) -> bool:
+        """True if an endpoint record (finished or being set up) names ``network``."""
+        return any(network in nets for nets in self._claimed().values())
+
+    async def _release_idle(self, networks: Iterable[str]) -> None:
+        """After a teardown: devices of networks no endpoint uses any more go."""
+        for net in networks:
+            driver = self.drivers.get(net)
+            if not isinstance(driver, IdleRemovable):
+                continue
+            try:
+                removed = await driver.remove_if_unused(lambda net=net: self.in_use(net))
+            except NetworkError as exc:
+                log.warning("removing the devices of idle network %s failed: %s", net, exc)
+                continue
+            if removed and net in self._retired:
+                self._retired.discard(net)
+                self.drivers.pop(net, None)
 
     def netns_name(self, endpoint_id: str) -> str:
         return names.netns_name(self.settings.prefix, endpoint_id)
@@ -270,17 +218,15 @@ class EndpointManager:
             write_json_atomic(self._record_path(rec.endpoint_id), rec.to_json())
         except OSError as exc:
             raise NetworkError(f"cannot write endpoint record of {rec.endpoint_id}: {exc}") from exc
-        self._claimed()[rec.endpoint_id] = frozenset(rec.host_ifnames.values())
+        self._claimed()[rec.endpoint_id] = dict(rec.host_ifnames)
 
     def _drop(self, endpoint_id: str) -> None:
         self._record_path(endpoint_id).unlink(missing_ok=True)
         self._claimed().pop(endpoint_id, None)
 
-    def _claimed(self) -> dict[str, frozenset[str]]:
+    def _claimed(self) -> dict[str, dict[str, str]]:
         if self._claims is None:
-            self._claims = {
-                eid: frozenset(rec.host_ifnames.values()) for eid, rec in self.records().items()
-            }
+            self._claims = {eid: dict(rec.host_ifnames) for eid, rec in self.records().items()}
         return self._claims
 
     def records(self) -> dict[str, EndpointRecord]:
@@ -313,25 +259,32 @@ class EndpointManager:
         networks: Sequence[str],
         *,
         addresses: Mapping[str, str] | None = None,
+        macs: Mapping[str, str] | None = None,
+        ports: Sequence[PortMapping] = (),
     ) -> EndpointInfo:
         """Create the endpoint's netns and plug it into ``networks`` (in order: eth0,
-        eth1, ...). ``addresses`` gives cluster-allocated addresses per network; others
-        are allocated by the driver. Idempotent; on failure nothing is left behind."""
+        eth1, ...). ``addresses`` gives cluster-allocated addresses per network ("ip/len"),
+        ``macs`` their MACs; other networks' addresses are allocated by the driver.
+        ``ports`` are published to the first network's address. Idempotent; on failure
+        nothing is left behind."""
         names.check_endpoint_id(endpoint_id)
         nets = check_networks(networks, self.drivers)
+        if ports and nets == (NONE,):
+            raise ValidationError("ports cannot be published by a task on network 'none'")
         lock = self._lock(endpoint_id)
         async with lock:
             self._busy.add(endpoint_id)
             try:
                 old = self._load_or_unknown(endpoint_id)
-                if old is not None and self._usable(old, nets):
+                if old is not None and self._usable(old, nets, ports):
                     return old.info()
                 if old is not None:
                     await self._teardown_locked(endpoint_id, old)
                 rec = self._plan(endpoint_id, nets)
+                rec.ports = list(ports)
                 self._save(rec)
                 try:
-                    await self._build(rec, addresses or {})
+                    await self._build(rec, addresses or {}, macs or {})
                 except BaseException:
                     await self._undo(rec)
                     raise
@@ -341,19 +294,27 @@ class EndpointManager:
             finally:
                 self._busy.discard(endpoint_id)
 
-    def _usable(self, rec: EndpointRecord, nets: tuple[str, ...]) -> bool:
-        """True if ``rec`` is a finished setup of ``nets`` whose netns still exists (a
-        machine crash leaves records of endpoints that are long gone)."""
+    def _usable(
+        self, rec: EndpointRecord, nets: tuple[str, ...], ports: Sequence[PortMapping]
+    ) -> bool:
+        """True if ``rec`` is a finished setup of ``nets`` and ``ports`` whose netns still
+        exists (a machine crash leaves records of endpoints that are long gone)."""
         return (
             rec.state == READY
             and tuple(rec.networks) == nets
+            and rec.ports == list(ports)
             and (rec.netns is None or self.net.netns_exists(rec.netns))
         )
 
     def _plan(self, endpoint_id: str, nets: tuple[str, ...]) -> EndpointRecord:
         if nets == (HOST,):
             return EndpointRecord(endpoint_id, list(nets), None)
-        taken = {n for eid, claim in self._claimed().items() if eid != endpoint_id for n in claim}
+        taken = {
+            n
+            for eid, claim in self._claimed().items()
+            if eid != endpoint_id
+            for n in claim.values()
+        }
         ifnames: dict[str, str] = {}
         for net in nets:
             if net == NONE:
@@ -365,10 +326,16 @@ class EndpointManager:
             ifnames[net] = name
         return EndpointRecord(endpoint_id, list(nets), self.netns_name(endpoint_id), ifnames)
 
-    async def _build(self, rec: EndpointRecord, addresses: Mapping[str, str]) -> None:
+    async def _build(
+        self, rec: EndpointRecord, addresses: Mapping[str, str], macs: Mapping[str, str]
+    ) -> None:
         if rec.netns is None:
             if self.settings.host_address:
                 rec.attachments.append(Attachment(HOST, self.settings.host_address, "", "", ""))
+            if rec.ports:
+                # The container shares the host's netns and binds the ports itself (as
+                # Docker ignores port mappings in host mode).
+                log.info("endpoint %s: host network mode, ports are not mapped", rec.endpoint_id)
             return
         await self.net.create_netns(rec.netns)  # with lo up
         for index, net in enumerate(n for n in rec.networks if n != NONE):
@@ -378,8 +345,12 @@ class EndpointManager:
                 ifname=f"eth{index}",
                 host_ifname=rec.host_ifnames[net],
                 address=addresses.get(net),
+                mac=macs.get(net),
             )
             rec.attachments.append(attachment)
+        if rec.ports and rec.attachments:
+            self._published = True
+            await self.ports.publish(rec.endpoint_id, rec.ports, rec.attachments[0].ip)
 
     async def _undo(self, rec: EndpointRecord) -> None:
         """Roll back a failed setup; a failure here is logged, the original error wins."""
@@ -402,9 +373,15 @@ class EndpointManager:
                 self._busy.discard(endpoint_id)
 
     async def _teardown_locked(self, endpoint_id: str, rec: EndpointRecord | None) -> None:
+        recorded = rec is not None
         if rec is None:
             rec = self._unknown(endpoint_id)  # undo whatever default names would be used
         errors: list[str] = []
+        if rec.ports and rec.netns:
+            try:
+                await self.ports.unpublish(endpoint_id)
+            except NetworkError as exc:
+                errors.append(str(exc))
         for net, host_ifname in rec.host_ifnames.items():
             driver = self.drivers.get(net)
             if driver is None:
@@ -422,6 +399,8 @@ class EndpointManager:
         if errors:
             raise NetworkError(f"teardown of endpoint {endpoint_id}: " + "; ".join(errors))
         self._drop(endpoint_id)
+        if recorded:  # an endpoint without a record was released when its record went
+            await self._release_idle(rec.host_ifnames)
 
     # -- restart ----------------------------------------------------------------------
 
@@ -474,14 +453,17 @@ class EndpointManager:
         netns_names = self.net.list_netns(names.owned_prefix(prefix))
         links = await self.net.list_links()
         owners = {net: set(d.owners()) for net, d in self.drivers.items()}
+        records = self.records()
+        ports = self._published or any(rec.ports for rec in records.values())
         plan = plan_sweep(
             prefix,
             netns_names=netns_names,
             links=links,
             owners=owners,
-            records=self.records(),
+            records=records,
             busy=set(self._busy),
             live=live,
+            devices=self._driver_devices(),
         )
         errors: list[str] = []
         await self._each(plan.endpoints, lambda eid: self._sweep_endpoint(eid, live, errors))
@@ -489,9 +471,28 @@ class EndpointManager:
         await self._each(plan.links, lambda n: self._attempt(errors, self.net.delete_link(n)))
         for net, eid in plan.owners:
             await self._attempt(errors, self.drivers[net].release(eid))
+        await self._attempt(errors, self._release_idle(list(self.drivers)))
+        if ports:  # rules outlive a record only if its teardown failed: then it has ports
+            await self._attempt(errors, self._sweep_ports())
         if any((plan.endpoints, plan.netns, plan.links, plan.owners)):
             log.info("sweep removed %s", plan)
         return SweepPlan(plan.endpoints, plan.netns, plan.links, plan.owners, tuple(errors))
+
+    def _driver_devices(self) -> set[str]:
+        """Overlay device names of registered drivers (they remove their own when idle)."""
+        return {
+            name
+            for d in self.drivers.values()
+            for name in (getattr(d, "bridge", None), getattr(d, "vxlan", None))
+            if isinstance(d, IdleRemovable) and name
+        }
+
+    async def _sweep_ports(self) -> None:
+        """Published ports of endpoints that have no record (and no setup running)."""
+        keep = set(self._claimed()) | set(self._busy)
+        swept = await self.ports.sweep(keep)
+        if swept:
+            log.info("sweep withdrew the published ports of %s", ", ".join(swept))
 
     async def _sweep_endpoint(
         self, endpoint_id: str, live: Collection[str] | None, errors: list[str]
@@ -534,6 +535,7 @@ class EndpointManager:
         errors = list(report.errors)
         for driver in self.drivers.values():
             await self._attempt(errors, driver.remove())
+        await self._attempt(errors, self.ports.remove_table())
         if errors:
             raise NetworkError("removing all endpoints: " + "; ".join(errors))
         return report

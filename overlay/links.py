@@ -1,7 +1,9 @@
 """The kernel operations the network drivers need, behind one small Protocol.
 
 ``HostNet`` is everything a driver or the endpoint manager asks of the kernel: named
-netns, the links of the agent's host netns, and a veth "plug" into a container netns. The
+netns, the links of the agent's host netns, and a veth "plug" into a container netns;
+``OverlayNet`` adds what a VXLAN overlay needs (its bridge + VXLAN device, static FDB and
+neighbour entries, see ``peers.py``). The
 drivers hold only decisions (names, addresses, what to undo); ``KernelNet`` does the
 netlink work (``rtnl``, on worker threads) and translates its errors into
 ``NetworkError`` at this boundary. Unit tests swap in an in-memory fake; integration tests use ``KernelNet`` on
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -32,6 +35,7 @@ from typing import Protocol, TypeVar
 from orch.errors import NetworkError
 from orch.overlay import netns as ns
 from orch.overlay import rtnl
+from orch.overlay.peers import PeerChanges, PeerTable
 from orch.overlay.rtnl import Rtnl
 
 T = TypeVar("T")
@@ -100,6 +104,40 @@ class HostNet(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class OverlayDevices:
+    """The host-side objects of one overlay network: a bridge and its VXLAN port."""
+
+    bridge: str
+    vxlan: str
+    vni: int
+    local: ipaddress.IPv4Address
+    """The agent's underlay address: the tunnels' source."""
+    gateway: ipaddress.IPv4Interface | None
+    """Address of the bridge (the network's gateway), so the host reaches local
+    endpoints (published ports); None for a pure layer-2 network."""
+    mtu: int
+    port: int
+    """UDP destination port."""
+
+
+class OverlayNet(HostNet, Protocol):
+    """``HostNet`` plus the VXLAN operations of an overlay driver."""
+
+    async def ensure_overlay(self, devices: OverlayDevices) -> bool:
+        """Bridge and VXLAN device exist, are up, the VXLAN device is a port of the bridge.
+        True if the VXLAN device was (re)made, so it holds no entries."""
+        ...
+
+    async def read_peers(self, vxlan: str) -> PeerTable:
+        """The static FDB and permanent neighbour entries on ``vxlan`` (empty if absent)."""
+        ...
+
+    async def write_peers(self, vxlan: str, changes: PeerChanges) -> None:
+        """Delete, then add or replace, the entries ``changes`` lists on ``vxlan``."""
+        ...
+
+
 @contextlib.contextmanager
 def _translate(what: str) -> Iterator[None]:
     """Turn netlink and OS errors into one NetworkError line naming ``what``."""
@@ -146,16 +184,7 @@ class KernelNet:
 
         def work() -> None:
             with Rtnl() as host:
-                link = host.link(name)
-                if link is None:
-                    try:
-                        host.add_bridge(name, mtu)
-                    except rtnl.NetlinkError as exc:
-                        if not ns.is_errno(exc, *ns.EEXIST_LIKE):
-                            raise
-                    link = host.link(name)
-                if link is None or link.kind != "bridge":
-                    raise NetworkError(f"link {name} in {where} exists but is not a bridge")
+                link = _ensure_bridge_link(host, name, mtu, where)
                 if (str(address.ip), address.network.prefixlen) not in host.addresses(link.index):
                     try:
                         host.add_address(link.index, address)
@@ -165,6 +194,17 @@ class KernelNet:
                 host.set_link(link.index, up=True, mtu=mtu)
 
         await self._in_host(f"set up bridge {name} in {where}", work)
+
+    async def ensure_overlay(self, devices: OverlayDevices) -> bool:
+        where = self._where()
+        what = f"set up overlay {devices.bridge}/{devices.vxlan} (VNI {devices.vni}) in {where}"
+        return await self._in_host(what, lambda: _ensure_overlay(devices, where))
+
+    async def read_peers(self, vxlan: str) -> PeerTable:
+        return await self._in_host(f"read peers of {vxlan}", lambda: _read_peers(vxlan))
+
+    async def write_peers(self, vxlan: str, changes: PeerChanges) -> None:
+        await self._in_host(f"write peers of {vxlan}", lambda: _write_peers(vxlan, changes))
 
     async def delete_link(self, name: str) -> bool:
         def work() -> bool:
@@ -223,3 +263,109 @@ def _configure_container_end(cont: Rtnl, plug: VethPlug) -> None:
     cont.add_address(link.index, plug.address)
     if plug.gateway is not None:
         cont.add_default_route(plug.gateway, link.index)
+
+
+def _ensure_bridge_link(host: Rtnl, name: str, mtu: int, where: str) -> rtnl.Link:
+    link = host.link(name)
+    if link is None:
+        try:
+            host.add_bridge(name, mtu)
+        except rtnl.NetlinkError as exc:
+            if not ns.is_errno(exc, *ns.EEXIST_LIKE):
+                raise
+        link = host.link(name)
+    if link is None or link.kind != "bridge":
+        raise NetworkError(f"link {name} in {where} exists but is not a bridge")
+    return link
+
+
+def _ensure_overlay(d: OverlayDevices, where: str) -> bool:
+    """The whole ensure on one thread in the host netns: a few requests when all is there."""
+    with Rtnl() as host:
+        bridge = _ensure_bridge_link(host, d.bridge, d.mtu, where)
+        if d.gateway is not None:
+            held = (str(d.gateway.ip), d.gateway.network.prefixlen)
+            if held not in host.addresses(bridge.index):
+                try:
+                    host.add_address(bridge.index, d.gateway)
+                except rtnl.NetlinkError as exc:
+                    if not ns.is_errno(exc, *ns.EEXIST_LIKE):
+                        raise
+        host.set_link(bridge.index, up=True, mtu=d.mtu)
+        vx = host.link(d.vxlan)
+        if vx is not None and vx.kind != "vxlan":
+            raise NetworkError(f"link {d.vxlan} in {where} exists but is not a vxlan device")
+        if vx is not None and vx.vni != d.vni:
+            raise NetworkError(
+                f"vxlan device {d.vxlan} in {where} carries VNI {vx.vni}, not {d.vni}: "
+                "two networks' device names clash (use a shorter agent prefix)"
+            )
+        made = False
+        if vx is not None and vx.local != str(d.local):
+            host.delete_link(d.vxlan)  # the advertise address changed: remake it
+            vx = None
+        if vx is None:
+            holder = _underlay_index(host, d.local)
+            host.add_vxlan(
+                rtnl.vxlan_body(
+                    d.vxlan,
+                    vni=d.vni,
+                    local=d.local,
+                    port=d.port,
+                    mtu=d.mtu,
+                    link=holder,
+                    master=bridge.index,
+                )
+            )
+            made = True
+            vx = host.link(d.vxlan)
+            if vx is None:
+                raise NetworkError(f"vxlan device {d.vxlan} did not appear in {where}")
+        host.set_link(vx.index, up=True, mtu=d.mtu, master=bridge.index)
+        return made
+
+
+def _underlay_index(host: Rtnl, local: ipaddress.IPv4Address) -> int | None:
+    """The link holding ``local``, to pin the tunnels to it; None if none does or it is
+    lo (then routing picks the way, as for ``ip link add ... vxlan`` without ``dev``)."""
+    for index, address, _ in host.all_addresses():
+        if address == str(local) and index != ns.LOOPBACK_INDEX:
+            return index
+    return None
+
+
+def _read_peers(vxlan: str) -> PeerTable:
+    with Rtnl() as host:
+        link = host.link(vxlan)
+        if link is None:
+            return PeerTable()
+        fdb = {
+            n.lladdr: n.dst
+            for n in host.neighbours(socket.AF_BRIDGE)
+            if n.index == link.index
+            and n.flags & rtnl.NTF_SELF
+            and n.dst
+            and n.lladdr
+            and n.lladdr != "00:00:00:00:00:00"
+        }
+        neigh = {
+            n.dst: n.lladdr
+            for n in host.neighbours(socket.AF_INET)
+            if n.index == link.index and n.state & rtnl.NUD_PERMANENT and n.dst and n.lladdr
+        }
+        return PeerTable(fdb, neigh)
+
+
+def _write_peers(vxlan: str, changes: PeerChanges) -> None:
+    with Rtnl() as host:
+        link = host.link(vxlan)
+        if link is None:
+            raise NetworkError(f"vxlan device {vxlan} is missing")
+        for mac in changes.fdb_del:
+            host.delete_neigh(rtnl.fdb_body(link.index, mac))
+        for ip in changes.neigh_del:
+            host.delete_neigh(rtnl.arp_body(link.index, ipaddress.IPv4Address(ip)))
+        for mac, dst in changes.fdb_set:
+            host.set_neigh(rtnl.fdb_body(link.index, mac, ipaddress.IPv4Address(dst)))
+        for ip, mac in changes.neigh_set:
+            host.set_neigh(rtnl.arp_body(link.index, ipaddress.IPv4Address(ip), mac))

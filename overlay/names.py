@@ -8,8 +8,12 @@ sweep after a crash can find exactly its own leftovers and never touches another
 Interface names are limited to 15 bytes (IFNAMSIZ - 1). A host-side veth is
 ``<prefix>-<hash>``, the hash (base32 of sha256 over endpoint id, network and a salt)
 filling the rest of the 15 bytes, so it is at least 5 characters long. Every other link an
-agent names (bridge ``<prefix>-br``, later vxlan devices) uses a shorter suffix, so it can
-never be taken for a veth.
+agent names uses a shorter suffix, so it can never be taken for (or collide with) a veth:
+the bridge ``<prefix>-br``, and per overlay network a bridge ``<prefix>-o<code>`` and a
+VXLAN device ``<prefix>-v<code>``. The code is the VNI written in base32, which is
+one-to-one for every VNI when the prefix has at most 7 characters and for VNIs below
+32768 with any prefix; only beyond that is it a hash (the driver detects a clash: the
+device found then carries another VNI).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ PREFIX_MAX = 9
 """Longest agent prefix: leaves ``-`` plus at least 5 hash characters in a veth name."""
 
 _PREFIX_RE = re.compile(rf"^[a-z][a-z0-9]{{0,{PREFIX_MAX - 1}}}$")
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+"""RFC 4648 base32 digits, lower case: what veth hashes and overlay codes are made of."""
+VNI_MAX = (1 << 24) - 1
+
 _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -97,7 +105,50 @@ def is_veth_name(prefix: str, name: str) -> bool:
     return (
         name.startswith(head)
         and len(rest) == veth_hash_len(prefix)
-        and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in rest)
+        and all(c in _B32 for c in rest)
+    )
+
+
+def overlay_code_len(prefix: str) -> int:
+    """Characters of code in an overlay device name: one less than the marker leaves
+    below a veth hash (3 for a 9-character prefix, 8 for "orch")."""
+    return veth_hash_len(prefix) - 2
+
+
+def overlay_code(prefix: str, vni: int) -> str:
+    """The VNI in base32 when it fits the room the prefix leaves, else a hash of it."""
+    if not 1 <= vni <= VNI_MAX:
+        raise ValidationError(f"VNI {vni}: want 1-{VNI_MAX}")
+    width = overlay_code_len(prefix)
+    if vni < 32**width:
+        digits = []
+        for _ in range(width):
+            vni, r = divmod(vni, 32)
+            digits.append(_B32[r])
+        return "".join(reversed(digits))
+    digest = hashlib.sha256(f"vni\0{vni}".encode()).digest()
+    return base64.b32encode(digest).decode().lower()[:width]
+
+
+def overlay_bridge_name(prefix: str, vni: int) -> str:
+    """The bridge of the overlay network with ``vni`` on agent ``prefix``."""
+    return f"{prefix}-o{overlay_code(prefix, vni)}"
+
+
+def overlay_vxlan_name(prefix: str, vni: int) -> str:
+    """The VXLAN device of the overlay network with ``vni`` on agent ``prefix``."""
+    return f"{prefix}-v{overlay_code(prefix, vni)}"
+
+
+def is_overlay_name(prefix: str, name: str) -> bool:
+    """True if ``name`` has the shape of an overlay bridge or VXLAN device of ``prefix``."""
+    head = owned_prefix(prefix)
+    rest = name[len(head) :]
+    return (
+        name.startswith(head)
+        and len(rest) == overlay_code_len(prefix) + 1
+        and rest[0] in "ov"
+        and all(c in _B32 for c in rest[1:])
     )
 
 

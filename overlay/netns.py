@@ -100,18 +100,36 @@ async def run_ip(argv: Sequence[str], *, kill_after: float = 10.0) -> tuple[int,
     return await _run(["ip", *argv], kill_after=kill_after)
 
 
-async def _run(argv: Sequence[str], *, kill_after: float) -> tuple[int, str, str]:
+async def run_command(
+    argv: Sequence[str],
+    *,
+    netns: str | None = None,
+    stdin: str | None = None,
+    kill_after: float = 10.0,
+) -> tuple[int, str, str]:
+    """Run ``argv`` (in the named netns ``netns`` through ``nsenter --net``, which keeps
+    the mount namespace, unlike ``ip netns exec``), feeding it ``stdin``;
+    (returncode, stdout, stderr)."""
+    if netns:
+        argv = ["nsenter", f"--net={netns_path(netns)}", *argv]
+    return await _run(argv, kill_after=kill_after, stdin=stdin)
+
+
+async def _run(
+    argv: Sequence[str], *, kill_after: float, stdin: str | None = None
+) -> tuple[int, str, str]:
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as exc:
         raise NetworkError(f"cannot run {argv[0]}: {exc}") from exc
+    data = stdin.encode() if stdin is not None else None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), kill_after)
+        out, err = await asyncio.wait_for(proc.communicate(data), kill_after)
     except TimeoutError as exc:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

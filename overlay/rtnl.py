@@ -1,4 +1,4 @@
-"""A small blocking rtnetlink client: the few link, address and route messages we send.
+"""A small blocking rtnetlink client: the few link, address, route and neighbour messages we send.
 
 Why not pyroute2 on this path: a container start makes about ten rtnetlink requests,
 and pyroute2 spent ~10 ms of CPU per container on them (socket object setup, request
@@ -40,10 +40,14 @@ RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
+RTM_NEWNEIGH = 28
+RTM_DELNEIGH = 29
+RTM_GETNEIGH = 30
 
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
+NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_ACK_TLVS = 0x200
@@ -58,6 +62,16 @@ IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
+IFLA_VXLAN_ID = 1
+IFLA_VXLAN_LINK = 3
+IFLA_VXLAN_LOCAL = 4
+IFLA_VXLAN_LEARNING = 7
+IFLA_VXLAN_PROXY = 11
+IFLA_VXLAN_PORT = 15
+NDA_DST = 1
+NDA_LLADDR = 2
+NTF_SELF = 0x02
+NUD_PERMANENT = 0x80
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_BROADCAST = 4
@@ -75,8 +89,10 @@ _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
 _ATTR = struct.Struct("=HH")  # rtattr: len, type
 _U32 = struct.Struct("=I")
+_BE16 = struct.Struct("!H")
 _I32 = struct.Struct("=i")
 
 RECV_SIZE = 1 << 16
@@ -156,6 +172,72 @@ def veth_body(
     return ifinfo(up=True) + attr_str(IFLA_IFNAME, name) + attr_u32(IFLA_MTU, mtu) + extra + info
 
 
+def vxlan_body(
+    name: str,
+    *,
+    vni: int,
+    local: ipaddress.IPv4Address,
+    port: int,
+    mtu: int,
+    link: int | None = None,
+    master: int | None = None,
+) -> bytes:
+    """RTM_NEWLINK body of a VXLAN device for static peers: no learning (the FDB is
+    programmed), ``proxy`` on (ARP requests are answered from the device's neighbour
+    table, so no ARP crosses the underlay), unicast only (no group). ``link`` pins the
+    underlay device; the device comes up at once."""
+    data = (
+        attr_u32(IFLA_VXLAN_ID, vni)
+        + attr(IFLA_VXLAN_LOCAL, local.packed)
+        + attr(IFLA_VXLAN_PORT, _BE16.pack(port))
+        + attr(IFLA_VXLAN_LEARNING, b"\0")
+        + attr(IFLA_VXLAN_PROXY, b"\1")
+        + (attr_u32(IFLA_VXLAN_LINK, link) if link is not None else b"")
+    )
+    info = nested(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, "vxlan"), nested(IFLA_INFO_DATA, data))
+    extra = attr_u32(IFLA_MASTER, master) if master is not None else b""
+    return ifinfo(up=True) + attr_str(IFLA_IFNAME, name) + attr_u32(IFLA_MTU, mtu) + extra + info
+
+
+def neigh_body(
+    family: int,
+    index: int,
+    *,
+    dst: bytes | None = None,
+    lladdr: bytes | None = None,
+    state: int = NUD_PERMANENT,
+    flags: int = 0,
+) -> bytes:
+    """An ndmsg with NDA_DST / NDA_LLADDR: the shape of every neighbour and FDB request."""
+    body = _NDMSG.pack(family, index, state, flags, 0)
+    if dst is not None:
+        body += attr(NDA_DST, dst)
+    if lladdr is not None:
+        body += attr(NDA_LLADDR, lladdr)
+    return body
+
+
+def fdb_body(index: int, mac: str, dst: ipaddress.IPv4Address | None = None) -> bytes:
+    """``bridge fdb add <mac> dev <index> dst <dst> self permanent`` (AF_BRIDGE, NTF_SELF:
+    the VXLAN device's own table, not its bridge's). Without ``dst``: the whole entry
+    (what a delete names)."""
+    return neigh_body(
+        socket.AF_BRIDGE,
+        index,
+        dst=dst.packed if dst is not None else None,
+        lladdr=mac_bytes(mac),
+        flags=NTF_SELF,
+    )
+
+
+def arp_body(index: int, ip: ipaddress.IPv4Address, mac: str | None = None) -> bytes:
+    """``ip neigh add <ip> lladdr <mac> dev <index> nud permanent``; without ``mac``:
+    the entry a delete names."""
+    return neigh_body(
+        socket.AF_INET, index, dst=ip.packed, lladdr=mac_bytes(mac) if mac is not None else None
+    )
+
+
 def addr_body(index: int, address: ipaddress.IPv4Interface) -> bytes:
     """RTM_NEWADDR body: ``address`` with its broadcast on link ``index`` (like ``ip addr add``)."""
     ip = address.ip.packed
@@ -187,6 +269,10 @@ class Link:
     kind: str
     """IFLA_INFO_KIND ("veth", "bridge", ...), "" for none (lo)."""
     master: int | None
+    vni: int | None = None
+    """IFLA_VXLAN_ID of a vxlan device."""
+    local: str | None = None
+    """IFLA_VXLAN_LOCAL of a vxlan device."""
 
 
 def attrs(data: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, memoryview]]:
@@ -208,6 +294,7 @@ def parse_link(body: memoryview) -> Link:
     """A Link from the body of an RTM_NEWLINK message."""
     _, _, index, _, _ = _IFINFO.unpack_from(body)
     name, kind, master = "", "", None
+    data: memoryview | None = None
     for kind_, payload in attrs(body, _IFINFO.size):
         if kind_ == IFLA_IFNAME:
             name = _cstr(payload)
@@ -217,7 +304,48 @@ def parse_link(body: memoryview) -> Link:
             for info_kind, info in attrs(payload):
                 if info_kind == IFLA_INFO_KIND:
                     kind = _cstr(info)
-    return Link(index=index, name=name, kind=kind, master=master)
+                elif info_kind == IFLA_INFO_DATA:
+                    data = info
+    vni, local = None, None
+    if kind == "vxlan" and data is not None:
+        for data_kind, payload in attrs(data):
+            if data_kind == IFLA_VXLAN_ID:
+                vni = _U32.unpack_from(payload)[0]
+            elif data_kind == IFLA_VXLAN_LOCAL and len(payload) == 4:
+                local = str(ipaddress.IPv4Address(bytes(payload)))
+    return Link(index=index, name=name, kind=kind, master=master, vni=vni, local=local)
+
+
+@dataclass(frozen=True)
+class Neigh:
+    """A neighbour or FDB entry as a dump reports it."""
+
+    family: int
+    index: int
+    state: int
+    flags: int
+    dst: str | None
+    """NDA_DST: the IP of a neighbour, the remote (VTEP) of a VXLAN FDB entry."""
+    lladdr: str | None
+    """NDA_LLADDR, as "aa:bb:cc:dd:ee:ff"."""
+
+
+def mac_str(raw: bytes | memoryview) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+def parse_neigh(body: memoryview) -> Neigh:
+    """A Neigh from the body of an RTM_NEWNEIGH message (AF_INET or AF_BRIDGE)."""
+    family, index, state, flags, _ = _NDMSG.unpack_from(body)
+    dst, lladdr = None, None
+    for kind, payload in attrs(body, _NDMSG.size):
+        if kind == NDA_DST and len(payload) == 4:
+            dst = str(ipaddress.IPv4Address(bytes(payload)))
+        elif kind == NDA_DST and len(payload) == 16:
+            dst = str(ipaddress.IPv6Address(bytes(payload)))
+        elif kind == NDA_LLADDR:
+            lladdr = mac_str(payload)
+    return Neigh(family, index, state, flags, dst, lladdr)
 
 
 def parse_addr(body: memoryview) -> tuple[int, str, int]:
@@ -329,8 +457,17 @@ class Rtnl:
             raise
         return parse_link(body)
 
-    def set_link(self, index: int, *, up: bool | None = None, mtu: int | None = None) -> None:
+    def set_link(
+        self,
+        index: int,
+        *,
+        up: bool | None = None,
+        mtu: int | None = None,
+        master: int | None = None,
+    ) -> None:
         body = ifinfo(index, up=up) + (attr_u32(IFLA_MTU, mtu) if mtu is not None else b"")
+        if master is not None:
+            body += attr_u32(IFLA_MASTER, master)
         self.request(RTM_NEWLINK, body)
 
     def delete_link(self, name: str) -> bool:
@@ -352,13 +489,41 @@ class Rtnl:
         """Create the veth pair ``veth_body`` describes."""
         self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
 
+    def add_vxlan(self, body: bytes) -> None:
+        """Create the VXLAN device ``vxlan_body`` describes."""
+        self.request(RTM_NEWLINK, body, NLM_F_CREATE | NLM_F_EXCL)
+
+    # -- neighbours and FDB entries ----------------------------------------------------
+
+    def neighbours(self, family: int) -> list[Neigh]:
+        """Every neighbour (AF_INET) or FDB (AF_BRIDGE) entry of this netns."""
+        body = _NDMSG.pack(family, 0, 0, 0, 0)
+        return [parse_neigh(b) for b in self.request(RTM_GETNEIGH, body, NLM_F_DUMP)]
+
+    def set_neigh(self, body: bytes) -> None:
+        """Add or replace the entry ``body`` (``fdb_body`` / ``arp_body``) describes."""
+        self.request(RTM_NEWNEIGH, body, NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_neigh(self, body: bytes) -> bool:
+        """Delete the entry ``body`` names; False if there was none."""
+        try:
+            self.request(RTM_DELNEIGH, body)
+        except NetlinkError as exc:
+            if exc.errno in (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ESRCH):
+                return False
+            raise
+        return True
+
     # -- addresses and routes ----------------------------------------------------------
+
+    def all_addresses(self) -> list[tuple[int, str, int]]:
+        """(link index, address, prefix length) of every IPv4 address of this netns."""
+        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
+        return [parse_addr(b) for b in self.request(RTM_GETADDR, body, NLM_F_DUMP)]
 
     def addresses(self, index: int) -> list[tuple[str, int]]:
         """(address, prefix length) of the IPv4 addresses on link ``index``."""
-        body = _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)
-        found = (parse_addr(b) for b in self.request(RTM_GETADDR, body, NLM_F_DUMP))
-        return [(address, plen) for i, address, plen in found if i == index]
+        return [(address, plen) for i, address, plen in self.all_addresses() if i == index]
 
     def add_address(self, index: int, address: ipaddress.IPv4Interface) -> None:
         self.request(RTM_NEWADDR, addr_body(index, address), NLM_F_CREATE | NLM_F_EXCL)

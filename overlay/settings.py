@@ -56,8 +56,22 @@ class NetworkSettings:
     tests and an in-process local cluster keep the root namespace untouched."""
 
     host_address: str | None = None
-    """Address reported for containers in ``host`` network mode (the agent's advertise
-    address); None reports no attachment."""
+    """The agent's advertise (underlay) address: reported for containers in ``host``
+    network mode, the local end of every VXLAN tunnel, and the address published ports
+    are reached at. None: no host-mode attachment, no overlay networks, and published
+    ports answer on every local address."""
+
+    overlay_mtu: int = 1450
+    """MTU of overlay bridges, VXLAN devices and the veths on them: 1500 minus the 50
+    bytes of VXLAN encapsulation over an IPv4 underlay with a 1500 MTU."""
+
+    vxlan_port: int = 4789
+    """UDP destination port of VXLAN traffic (the IANA port; every agent uses the same)."""
+
+    ip_forward: bool = True
+    """Turn on ``net.ipv4.ip_forward`` in the host netns when a port is published: DNAT
+    to a container on a local bridge is forwarding (Docker does the same). Only ever in
+    the agent's host netns (its own netns in a local cluster)."""
 
     command_timeout: float = 10.0
     """Unused: netns and links are made natively now, with no ``ip`` subprocess to time
@@ -76,8 +90,11 @@ class NetworkSettings:
         net = self.subnet
         if net.prefixlen > 30:
             raise ValidationError(f"bridge subnet {net}: want a /30 or larger")
-        if not 576 <= self.mtu <= 65535:
-            raise ValidationError(f"mtu {self.mtu}: want 576-65535")
+        for what, mtu in (("mtu", self.mtu), ("overlay mtu", self.overlay_mtu)):
+            if not 576 <= mtu <= 65535:
+                raise ValidationError(f"{what} {mtu}: want 576-65535")
+        if not 1 <= self.vxlan_port <= 65535:
+            raise ValidationError(f"vxlan port {self.vxlan_port}: want 1-65535")
         if self.sweep_concurrency < 1:
             raise ValidationError(f"sweep concurrency {self.sweep_concurrency}: want 1 or more")
 

@@ -13,6 +13,10 @@ layout could lose each other's entries; separate small layouts cannot, and the b
 still stored once. Layer directory names avoid ':' because overlayfs uses it as the
 lowerdir separator.
 
+Registry mirrors (``ImageSettings.mirrors``) change only where skopeo fetches from: the
+reference, the per-reference layout key and every message keep the name users wrote, so
+a task's image reads the same on every node whichever mirror served it.
+
 Concurrency: pulls of the same reference and unpacks of the same layer serialize through
 per-key asyncio locks; a layer is unpacked into a temp dir and renamed into place, so a
 crash mid-unpack never leaves a half layer that looks complete (also across processes).
@@ -27,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +90,23 @@ def skopeo_source(ref: str) -> str:
     if not ref or any(c.isspace() for c in ref):
         raise ImageError(f"pull {ref!r}: invalid image reference")
     return "docker://" + ref.removeprefix("docker://")
+
+
+def mirrored(ref: str, mirrors: Mapping[str, str]) -> tuple[str, str | None]:
+    """``ref`` with its registry host replaced by its mirror, and the mirror (None when
+    ``ref`` has none). Docker Hub short names are spelled out first ("busybox" ->
+    "library/busybox"), as a mirror of docker.io serves them under the full name."""
+    host = registry_host(ref)
+    mirror = mirrors.get(host) if host is not None else None
+    if host is None or mirror is None:
+        return ref, None
+    name = ref.removeprefix("docker://")
+    first, sep, rest = name.partition("/")
+    explicit = sep and ("." in first or ":" in first or first == "localhost")
+    path = rest if explicit else name
+    if host == "docker.io" and "/" not in path:
+        path = "library/" + path
+    return f"{mirror}/{path}", mirror
 
 
 def pick_platform(manifests: list[dict[str, Any]], ref: str) -> dict[str, Any]:
@@ -164,10 +186,18 @@ class ImageStore:
             "--dest-shared-blob-dir",
             str(self.blobs),
         ]
-        host = registry_host(ref)
-        if host is not None and (_is_loopback(host) or host in s.insecure_registries):
+        source, mirror = mirrored(ref, s.mirrors)
+        if self._insecure(registry_host(ref), mirror):
             argv.append("--src-tls-verify=false")
-        return [*argv, skopeo_source(ref), f"oci:{dest}:{_LOCAL_TAG}"]
+        return [*argv, skopeo_source(source), f"oci:{dest}:{_LOCAL_TAG}"]
+
+    def _insecure(self, host: str | None, mirror: str | None) -> bool:
+        """Plain HTTP / no TLS verification: loopback registries, the listed insecure
+        ones, and the mirror of either (a local cluster's mirror of 127.0.0.1:5055)."""
+        if host is None:
+            return False
+        hosts = [host] if mirror is None else [host, mirror]
+        return any(_is_loopback(h) or h in self.settings.insecure_registries for h in hosts)
 
     async def _copy(self, ref: str) -> None:
         dest = self._ref_dir(ref)
@@ -186,7 +216,9 @@ class ImageStore:
                 shutil.rmtree(dest, ignore_errors=True)
             reason = error_line(done.stderr, f"skopeo exited {done.returncode}")
             reason = reason.removeprefix(f"initializing source {argv[-2]}: ")
-            raise ImageError(f"pull {ref}: {reason}")
+            _, mirror = mirrored(ref, self.settings.mirrors)
+            via = f" (through mirror {mirror})" if mirror else ""
+            raise ImageError(f"pull {ref}: {reason}{via}")
         (dest / "ref").write_text(ref)
 
     async def get(self, ref: str) -> Image | None:

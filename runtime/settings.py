@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orch.errors import ValidationError
+
 
 @dataclass(frozen=True)
 class ImageSettings:
@@ -23,6 +25,20 @@ class ImageSettings:
     fails with ImageError after it. Missing images and refused connections fail at once."""
     insecure_registries: tuple[str, ...] = ()
     """Registries ("host:port") reached over plain HTTP / unverified TLS. Loopback always is."""
+    mirrors: dict[str, str] = field(default_factory=dict)
+    """Registry mirrors, Docker/containerd style: registry "host[:port]" -> the "host[:port]"
+    that serves its images here ("127.0.0.1:5055" -> "10.212.7.1:5055" in a local
+    cluster, where 127.0.0.1 inside a host netns is that host's own loopback). The pull
+    goes to the mirror only (no fallback to the original); the image reference users see
+    stays the original. A mirror of a loopback registry is reached over plain HTTP too."""
+
+    def __post_init__(self) -> None:
+        for origin, mirror in self.mirrors.items():
+            for part in (origin, mirror):
+                if not part or "/" in part or any(c.isspace() for c in part):
+                    raise ValidationError(
+                        f"registry mirror {origin}={mirror}: want host[:port]=host[:port]"
+                    )
 
 
 @dataclass(frozen=True)

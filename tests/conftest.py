@@ -120,16 +120,21 @@ def _sweep_crashed_runs() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A real local cluster (etcd, registry, one manager, one agent) for a test module."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A real local cluster (etcd, registry, one manager, N hosts with an agent each) for
+    a test module. N is 1 unless the module sets ``CLUSTER_NODES = 3`` or parametrizes
+    the fixture (``@pytest.mark.parametrize("cluster", [3], indirect=True)``)."""
     missing = [
-        b for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry") if not shutil.which(b)
+        b
+        for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry", "nsenter")
+        if not shutil.which(b)
     ]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (make test installs them)")
+    nodes = getattr(request, "param", None) or getattr(request.module, "CLUSTER_NODES", 1)
     state = Path(tempfile.mkdtemp(prefix=TEST_CLUSTER_PREFIX))
     settings = ClusterSettings(
-        state_dir=state, nodes=1, managers=1, registry_port=free_port(), restart_delay=0.5
+        state_dir=state, nodes=nodes, managers=1, registry_port=free_port(), restart_delay=0.5
     )
     c = LocalCluster(settings)
     try:

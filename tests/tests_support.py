@@ -1,7 +1,10 @@
-"""Helpers for tests: waiting on a condition with a deadline (never a bare sleep)."""
+"""Helpers for tests: waiting on a condition with a deadline (never a bare sleep), and
+reaching into a local cluster's hosts (network namespaces the root netns cannot see into).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,3 +24,26 @@ def wait_until(
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what or cond}; last value: {last!r}")
+
+
+_FETCH = """
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as resp:
+        sys.stdout.write(resp.read().decode())
+except OSError as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}")
+    sys.exit(2)
+"""
+
+
+def fetch_from(cluster: Any, hostname: str, url: str, timeout: float = 5.0) -> str:
+    """GET ``url`` from inside host ``hostname`` of a LocalCluster and return the body.
+    Raises OSError when the fetch fails (so callers can retry with ``wait_until``).
+    Python's urllib, not wget: busybox-static's wget segfaults on this host."""
+    res = cluster.run_on(
+        hostname, [sys.executable, "-I", "-c", _FETCH, url, str(timeout)], timeout=timeout + 10
+    )
+    if res.returncode != 0:
+        raise OSError(f"fetch {url} on {hostname}: {res.stderr.strip() or res.returncode}")
+    return res.stdout

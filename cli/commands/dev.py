@@ -23,7 +23,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = dev.add_subparsers(dest="dev_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("up", help="start a local cluster (etcd, managers, agents in netns)")
-    p.add_argument("--nodes", type=_positive, help="agents to start, each its own host")
+    p.add_argument(
+        "--nodes", type=_positive, help="hosts to start, each a netns with an agent (default 3)"
+    )
     p.add_argument("--managers", type=_positive, help="managers to start")
     _add_state_dir(p)
     p.set_defaults(func=run_up)
@@ -79,13 +81,23 @@ def run_down(ctx: Context) -> int:
 
 
 def up_summary(record: Any) -> str:
-    """What a person needs next: where the managers listen and which hosts run."""
-    hosts = ", ".join(a.get("hostname", "?") for a in getattr(record, "agents", []))
+    """What a person needs next: where the managers listen, which hosts run (with their
+    underlay address and netns, for `nsenter --net=/run/netns/<netns>`)."""
+    agents = getattr(record, "agents", [])
+    hosts = [
+        f"{a.get('hostname', '?')}  {a['address']}  (netns {a['netns']})" if "netns" in a
+        else a.get("hostname", "?")
+        for a in agents
+    ]  # fmt: skip
     lines = [
         f"local cluster {record.prefix} is up (state in {record.state_dir})",
         f"managers:  {','.join(record.managers)}",
-        f"nodes:     {hosts}",
+        *(f"{'nodes:' if i == 0 else '':11}{h}" for i, h in enumerate(hosts)),
     ]
+    underlay = getattr(record, "underlay", None)
+    if underlay:
+        lines.append(f"underlay:  {underlay['subnet']} on bridge {underlay['bridge']}")
     if getattr(record, "registry", ""):
-        lines.append(f"registry:  {record.registry}")
+        mirror = getattr(record, "registry_mirror", "")
+        lines.append(f"registry:  {record.registry}" + (f" (served at {mirror})" if mirror else ""))
     return "\n".join(lines) + "\n"

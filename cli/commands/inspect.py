@@ -1,4 +1,4 @@
-"""``orch inspect service|task|node NAME``: one whole object, YAML by default."""
+"""``orch inspect service|task|node|network NAME``: one whole object, YAML by default."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _GETTERS = {
     "service": ("GetService", lambda name: control_pb2.GetServiceRequest(name=name)),
     "task": ("GetTask", lambda name: control_pb2.GetTaskRequest(id=name)),
     "node": ("GetNode", lambda name: control_pb2.GetNodeRequest(id=name)),
+    "network": ("GetNetwork", lambda name: control_pb2.GetNetworkRequest(name=name)),
 }
 
 
@@ -23,7 +24,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("inspect", parents=[common], help="show one object in full")
     p.add_argument("kind", choices=sorted(_GETTERS), help="what kind of object")
     p.add_argument(
-        "name", metavar="NAME", help="service name, task id (prefix), node id or hostname"
+        "name",
+        metavar="NAME",
+        help="service name, task id (prefix), node id or hostname, network name",
     )
     add_output_flag(p, default="yaml")
     p.set_defaults(func=run_inspect)

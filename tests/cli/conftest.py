@@ -82,6 +82,24 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             spec=spec,
         )
         self.services = {"web": control_pb2.ServiceInfo(service=service, replicas_running=2)}
+        self.networks = {
+            name: control_pb2.NetworkInfo(
+                network=objects_pb2.Network(
+                    id=f"id-{name}",
+                    meta=objects_pb2.Meta(version=1, created_at=ts(100)),
+                    spec=specs_pb2.NetworkSpec(name=name, driver="overlay"),
+                    vni=vni,
+                    subnet=subnet,
+                    gateway=subnet.replace("0/24", "1"),
+                ),
+                services=services,
+                endpoints=len(services) * 2,
+            )
+            for name, vni, subnet, services in [
+                ("front", 4096, "10.10.0.0/24", ["web"]),
+                ("spare", 4097, "10.10.1.0/24", []),
+            ]
+        }
 
     async def Apply(self, request: Any, context: Any) -> Any:
         self.requests.append(("Apply", request))
@@ -129,6 +147,29 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             problems = [f"services ({n}): replicas: must be at most 100" for n in too_many]
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(problems))
         return control_pb2.ScaleResponse()
+
+    async def ListNetworks(self, request: Any, context: Any) -> Any:
+        self.requests.append(("ListNetworks", request))
+        return control_pb2.ListNetworksResponse(networks=list(self.networks.values()))
+
+    async def GetNetwork(self, request: Any, context: Any) -> Any:
+        self.requests.append(("GetNetwork", request))
+        if request.name not in self.networks:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such network: {request.name}")
+        return self.networks[request.name]
+
+    async def RemoveNetwork(self, request: Any, context: Any) -> Any:
+        self.requests.append(("RemoveNetwork", request))
+        info = self.networks.get(request.name)
+        if info is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such network: {request.name}")
+        if info.services:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"network {request.name} is in use by service {', '.join(info.services)}",
+            )
+        del self.networks[request.name]
+        return control_pb2.RemoveNetworkResponse()
 
     async def ListTasks(self, request: Any, context: Any) -> Any:
         self.requests.append(("ListTasks", request))

@@ -137,7 +137,7 @@ async def test_ls_table(orch, fake_server) -> None:
     result = await orch("ls", "--manager", fake_server.address)
     assert result.returncode == 0, result.stderr
     assert result.out.splitlines() == [
-        "NAME   IMAGE                 REPLICAS",
+        "NAME   IMAGE                 REPLICAS   PORTS",
         "web    registry:5000/web:1   2/2",
     ]
 
@@ -167,6 +167,7 @@ async def test_ps_table_has_short_ids_and_relative_state(orch, fake_server) -> N
         "STATE",
         "HEALTH",
         "ADDRESS",
+        "PORTS",
         "EXIT",
         "ERROR",
     ]
@@ -287,3 +288,42 @@ async def test_logs_follow_has_no_deadline_and_ctrl_c_ends_it_quietly(fake_serve
             await proc.wait()
     assert proc.returncode == 130
     assert await proc.stderr.read() == b"web.2@node2 | warning from 2\n"
+
+
+# --- networks ------------------------------------------------------------------------------
+
+
+async def test_network_ls_table_and_json(orch, fake_server) -> None:
+    result = await orch("network", "ls", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    assert result.out.splitlines() == [
+        "NAME    DRIVER    SUBNET         VNI    SERVICES",
+        "front   overlay   10.10.0.0/24   4096   web",
+        "spare   overlay   10.10.1.0/24   4097",
+    ]
+    result = await orch("--manager", fake_server.address, "network", "ls", "-o", "json")
+    rows = json.loads(result.stdout)
+    assert [(r["name"], r["vni"], r["endpoints"]) for r in rows] == [
+        ("front", 4096, 2),
+        ("spare", 4097, 0),
+    ]
+
+
+async def test_network_inspect_yaml_and_missing(orch, fake_server) -> None:
+    result = await orch("network", "inspect", "front", "--manager", fake_server.address)
+    assert result.returncode == 0, result.stderr
+    assert "vni: 4096" in result.out and "gateway: 10.10.0.1" in result.out
+    assert "services:\n- web" in result.out
+    result = await orch("network", "inspect", "nope", "--manager", fake_server.address)
+    assert (result.returncode, result.stderr) == (1, "orch: no such network: nope\n")
+
+
+async def test_network_rm_removes_free_ones_and_reports_the_rest(orch, fake_server) -> None:
+    result = await orch("network", "rm", "front", "spare", "nope", "--manager", fake_server.address)
+    assert result.returncode == 1
+    assert result.out == "network/spare removed\n"
+    assert result.stderr.splitlines() == [
+        "orch: network front is in use by service web",
+        "orch: no such network: nope",
+    ]
+    assert sorted(fake_server.control.networks) == ["front"]

@@ -154,8 +154,8 @@ def test_service_record_contract() -> None:
     }
     assert record["created_at"] == record["updated_at"] == "2024-05-01T12:00:00Z"
     assert views.service_table([record]) == (
-        ["NAME", "IMAGE", "REPLICAS"],
-        [["web", "img:1", "3/5"]],
+        ["NAME", "IMAGE", "REPLICAS", "PORTS"],
+        [["web", "img:1", "3/5", ""]],
     )
 
 
@@ -243,6 +243,7 @@ def test_task_table_orders_slots_and_marks_history() -> None:
         "STATE",
         "HEALTH",
         "ADDRESS",
+        "PORTS",
         "EXIT",
         "ERROR",
     ]
@@ -251,19 +252,20 @@ def test_task_table_orders_slots_and_marks_history() -> None:
         ["old000000000", "\\_ web.1"],
         ["oth000000000", "web.2"],
     ]
-    assert rows[0][2:8] == [
+    assert rows[0][2:9] == [
         "node1",
         "running",
         "running 12 seconds ago",
         "none",
         "10.0.1.5/24,10.0.2.7/24,fd00::7/64",
         "",
+        "",
     ]
     assert rows[1][3:5] == ["shutdown", "failed 42 seconds ago"]
-    assert rows[1][7] == "2"
-    assert len(rows[1][8]) == views.ERROR_WIDTH and rows[1][8].endswith("…")
+    assert rows[1][8] == "2"
+    assert len(rows[1][9]) == views.ERROR_WIDTH and rows[1][9].endswith("…")
     _, full = views.task_table(records, T0, truncate=False)
-    assert full[1][0] == "old0000000000000" and full[1][8] == "x" * 100
+    assert full[1][0] == "old0000000000000" and full[1][9] == "x" * 100
 
 
 @pytest.mark.parametrize(
@@ -327,3 +329,54 @@ def test_message_to_plain() -> None:
             "networks": [{"target": "front", "aliases": ["w"]}],
         },
     }
+
+
+# -- networks and ports ---------------------------------------------------------------------
+
+
+def test_ports_and_attachments_in_task_records() -> None:
+    t = task()
+    t.ports.add(published=8080, target=80, protocol="tcp", mode="host")
+    t.ports.add(published=5353, target=53, protocol="udp", mode="host")
+    t.attachments[0].mac = "02:42:0a:00:01:05"
+    record = views.task_record(t, {})
+    assert record["ports"] == ["8080->80/tcp", "5353->53/udp"]
+    assert record["attachments"][0] == {
+        "network": "front",
+        "addresses": ["10.0.1.5/24"],
+        "mac": "02:42:0a:00:01:05",
+    }
+    _, [row] = views.task_table([record], T0)
+    assert row[7] == "8080->80/tcp,5353->53/udp"
+
+
+def test_network_record_and_table() -> None:
+    info = control_pb2.NetworkInfo(
+        network=objects_pb2.Network(
+            id="net1",
+            meta=objects_pb2.Meta(created_at=stamp(T0)),
+            spec=specs_pb2.NetworkSpec(name="front", driver="overlay", labels={"team": "a"}),
+            vni=4096,
+            subnet="10.10.0.0/24",
+            gateway="10.10.0.1",
+        ),
+        services=["api", "web"],
+        endpoints=3,
+    )
+    record = views.network_record(info)
+    assert record == {
+        "id": "net1",
+        "name": "front",
+        "driver": "overlay",
+        "subnet": "10.10.0.0/24",
+        "gateway": "10.10.0.1",
+        "vni": 4096,
+        "labels": {"team": "a"},
+        "services": ["api", "web"],
+        "endpoints": 3,
+        "created_at": "2024-05-01T12:00:00Z",
+    }
+    assert views.network_table([record]) == (
+        ["NAME", "DRIVER", "SUBNET", "VNI", "SERVICES"],
+        [["front", "overlay", "10.10.0.0/24", "4096", "api,web"]],
+    )

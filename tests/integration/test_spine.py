@@ -1,19 +1,20 @@
 """The spine end to end on real parts: manifest -> CLI -> manager (etcd) -> agent -> runc.
 
-One local cluster (etcd, registry, manager, agent) serves the whole module; each test
-cleans up the services it made. Assertions read the real thing: runc's own list, the
-kernel's mount table, the page the container serves.
+One local cluster (etcd, registry, manager, one host with its agent) serves the whole
+module; each test cleans up the services it made. Assertions read the real thing: runc's
+own list, the kernel's mount table (hosts share the mount namespace), the page the
+container serves, fetched from inside the host's netns (the root netns cannot reach a
+host's container bridge).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
-from tests_support import wait_until
+from tests_support import fetch_from, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,9 @@ def overlay_mounts(cluster) -> set[str]:
         return {line.split()[1] for line in f if line.split()[2] == "overlay" and state in line}
 
 
-def fetch(ip: str) -> str:
-    with urllib.request.urlopen(f"http://{ip}/", timeout=5) as resp:
-        return resp.read().decode()
+def fetch(cluster, task: dict, address: str) -> str:
+    """The page at http://<address>/, fetched on the host that runs ``task``."""
+    return fetch_from(cluster, task["node_hostname"], f"http://{address}/")
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_apply_scale_up_down_and_remove(orch, cluster, web) -> None:
     # Each replica is a runc container serving a page that names its task.
     assert {t["id"] for t in running} <= runc_ids(cluster)
     for t in running:
-        page = fetch(t["addresses"][0].split("/")[0])
+        page = fetch(cluster, t, t["addresses"][0].split("/")[0])
         assert f"web.{t['slot']} task {t['id']}" in page
 
     orch("scale", "web=5")
@@ -245,9 +246,13 @@ spec:
     )
     orch("apply", "-f", str(manifest))
     try:
-        wait_until(lambda: len(orch.running("hostnet")) == 1 and len(orch.running("nonet")) == 1, 60)
-        # host: the container shares the node's network namespace.
-        assert wait_until(lambda: _try_fetch(f"127.0.0.1:{port}"), 10) == "host-mode\n"
+        wait_until(
+            lambda: len(orch.running("hostnet")) == 1 and len(orch.running("nonet")) == 1, 60
+        )
+        # host: the container shares the node's network namespace (its host netns).
+        task = orch.running("hostnet")[0]
+        page = wait_until(lambda: _try_fetch(cluster, task, f"127.0.0.1:{port}"), 10)
+        assert page == "host-mode\n"
         # none: its own namespace with nothing but loopback, and no address to show.
         assert orch.running("nonet")[0]["addresses"] == []
         out = wait_until(lambda: orch("logs", "nonet").stdout, 10)
@@ -256,8 +261,8 @@ spec:
         orch("rm", "hostnet", "nonet")
 
 
-def _try_fetch(address: str) -> str | None:
+def _try_fetch(cluster, task: dict, address: str) -> str | None:
     try:
-        return fetch(address)
+        return fetch(cluster, task, address)
     except OSError:
         return None

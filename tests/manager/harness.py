@@ -88,8 +88,10 @@ class Harness:
         cpus: float = 0,
         memory: int = 0,
         networks: Iterable[str] = (),
+        ports: Iterable[str] = (),
     ) -> Service:
-        """Add (or replace) a service with id == name, version 1."""
+        """Add (or replace) a service with id == name, version 1. ``ports`` as
+        "8080:80" or "53:53/udp"."""
         spec = specs_pb2.ServiceSpec(name=name, replicas=replicas)
         spec.container.image = image
         spec.container.command.extend(["sleep", "1d"])
@@ -99,6 +101,15 @@ class Harness:
             spec.restart_policy.CopyFrom(policy)
         for net in networks:
             spec.networks.add(target=net)
+        for port in ports:
+            published, _, rest = port.partition(":")
+            target, _, protocol = rest.partition("/")
+            spec.ports.add(
+                published=int(published),
+                target=int(target),
+                protocol=protocol or "tcp",
+                mode="host",
+            )
         service = Service(id=name, spec=spec)
         service.meta.version = 1
         service.meta.created_at.FromDatetime(self.now)
@@ -185,6 +196,7 @@ class Harness:
             task.service_version = svc.meta.version if version is None else version
             task.container.CopyFrom(svc.spec.container)
             task.resources.CopyFrom(svc.spec.resources)
+            task.ports.extend(svc.spec.ports)
         task.meta.created_at.FromDatetime(created or self.now)
         task.status.state = state
         task.status.exit_code = exit_code

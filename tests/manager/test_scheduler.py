@@ -161,8 +161,8 @@ def test_tasks_not_waiting_for_a_node_get_no_decision() -> None:
 
 
 def test_pipeline_includes_the_task_limit_only_when_set() -> None:
-    assert len(pipeline(SchedulerSettings())) == 4
-    assert len(pipeline(SchedulerSettings(max_tasks_per_node=3))) == 5
+    assert len(pipeline(SchedulerSettings())) == 5
+    assert len(pipeline(SchedulerSettings(max_tasks_per_node=3))) == 6
 
 
 def test_formatting() -> None:
@@ -283,3 +283,52 @@ def test_schedule_does_not_mutate_its_inputs(h: Harness) -> None:
     h.schedule()
     assert before == {k: v.SerializeToString(deterministic=True) for k, v in h.tasks.items()}
     assert nodes_before == [n.SerializeToString(deterministic=True) for n in h.nodes.values()]
+
+
+# -- published ports ----------------------------------------------------------------------
+
+
+def test_replicas_publishing_a_fixed_port_spread_one_per_node_and_the_rest_wait() -> None:
+    h = Harness()
+    h.node("n1")
+    h.node("n2")
+    h.service("web", replicas=3, ports=["8080:80"])
+    h.step()
+    decisions = h.place()
+    assert sorted(d.node_id or "" for d in decisions) == ["", "n1", "n2"]
+    waiting = next(d for d in decisions if d.node_id is None)
+    assert waiting.reason == "no suitable node (2 nodes): 2 with port 8080/tcp taken"
+
+
+def test_a_port_taken_by_another_service_keeps_a_task_off_that_node_only() -> None:
+    h = Harness()
+    h.node("n1")
+    h.node("n2")
+    h.service("other", ports=["8080:80"])
+    h.add_task("other", 1, node="n1", state=T.RUNNING)
+    h.service("web", ports=["8080:8080"])
+    h.add_task("web", 1, state=T.PENDING, task_id="w")
+    assert [(d.task_id, d.node_id) for d in h.schedule()] == [("w", "n2")]
+
+
+def test_same_port_other_protocol_or_ended_task_does_not_block() -> None:
+    h = Harness()
+    h.node("n1")
+    h.service("dns-udp", ports=["53:53/udp"])
+    h.add_task("dns-udp", 1, node="n1", state=T.RUNNING)
+    h.service("old", ports=["53:53"])
+    h.add_task("old", 1, node="n1", state=T.FAILED)
+    h.service("dns-tcp", ports=["53:53"])
+    h.add_task("dns-tcp", 1, state=T.PENDING, task_id="t")
+    assert [(d.task_id, d.node_id) for d in h.schedule()] == [("t", "n1")]
+
+
+def test_a_stopping_task_still_holds_its_port() -> None:
+    h = Harness()
+    h.node("n1")
+    h.service("web", ports=["8080:80"])
+    h.add_task("web", 1, node="n1", state=T.RUNNING, desired=T.SHUTDOWN)
+    h.add_task("web", 1, state=T.PENDING, task_id="new")
+    [decision] = h.schedule()
+    assert decision.node_id is None
+    assert decision.reason == "no suitable node (1 node): 1 with port 8080/tcp taken"

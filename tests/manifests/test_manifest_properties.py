@@ -82,6 +82,14 @@ def services(draw: st.DrawFn) -> specs_pb2.ServiceSpec:
     )
     for name in names:
         spec.networks.add(target=name, aliases=draw(st.lists(DNS_LABEL, max_size=2, unique=True)))
+    published = draw(st.lists(st.integers(1, 65535), max_size=3, unique=True))
+    for port in published:
+        spec.ports.add(
+            target=draw(st.integers(1, 65535)),
+            published=port,
+            protocol=draw(st.sampled_from(["tcp", "udp"])),
+            mode="host",
+        )
     return spec
 
 
@@ -116,6 +124,13 @@ FIELDS = [
     ),
     ("env", "\n    A: b\n    C: d", "\n    A: b\n    ORCH_X: c", "spec.env[1]", 2),
     ("networks", "\n    - front\n    - back", "\n    - front\n    - host", "spec.networks[1]", 2),
+    (
+        "ports",
+        "\n    - 8080:80\n    - 53:53/udp",
+        "\n    - 8080:80\n    - 8080:81",
+        "spec.ports[1]",
+        2,
+    ),
     (
         "restart_policy",
         "\n    delay: 1s",

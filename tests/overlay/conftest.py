@@ -1,4 +1,5 @@
-"""Fixtures for overlay tests: a per-run name prefix and a throwaway "host" netns.
+"""Fixtures for overlay tests: a per-run name prefix, a throwaway "host" netns, and an
+underlay of several "hosts" (netns on one test switch, each with its own endpoint manager).
 
 Integration tests run the EndpointManager with ``host_netns`` set to a netns of their
 own, so the bridge and the host ends of veths never appear in the root namespace. Every
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from overlay_helpers import cleanup_prefix
+from overlay_helpers import Host, cleanup_prefix, run_ok
 
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
@@ -53,3 +54,50 @@ def settings(run_prefix: str, host_netns: str, tmp_path: Path) -> NetworkSetting
 @pytest.fixture
 def manager(settings: NetworkSettings) -> EndpointManager:
     return EndpointManager(settings)
+
+
+def _fresh_base() -> str:
+    """ "orcht" + 3 random characters that no netns of this machine starts with."""
+    alphabet = string.ascii_lowercase + string.digits
+    while True:
+        base = "orcht" + "".join(secrets.choice(alphabet) for _ in range(3))
+        if not ns.list_netns(base):
+            return base
+
+
+@pytest.fixture
+async def underlay(tmp_path: Path) -> AsyncIterator[Callable[[int], Awaitable[list[Host]]]]:
+    """A factory of ``count`` hosts on one switch: netns ``<base>h<i>`` with address
+    10.99.0.<i>/24 on link ``ul``, veth'd to bridge ``sw`` in netns ``<base>u``; host i's
+    agent prefix is ``<base><i>``. Every netns starting with ``<base>`` (hosts, switch,
+    containers) is deleted afterwards, which takes links, nft tables and sysctls along."""
+    base = _fresh_base()
+
+    async def make(count: int) -> list[Host]:
+        switch = f"{base}u"
+        await ns.create_netns(switch)
+        await run_ok("ip", "-n", switch, "link", "add", "sw", "type", "bridge")
+        await run_ok("ip", "-n", switch, "link", "set", "sw", "up")
+        hosts = []
+        for i in range(1, count + 1):
+            netns, address = f"{base}h{i}", f"10.99.0.{i}"
+            await ns.create_netns(netns)
+            await run_ok("ip", "link", "add", f"p{i}", "netns", switch, "type", "veth",
+                         "peer", "name", "ul", "netns", netns)  # fmt: skip
+            await run_ok("ip", "-n", switch, "link", "set", f"p{i}", "master", "sw", "up")
+            await run_ok("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "ul")
+            await run_ok("ip", "-n", netns, "link", "set", "ul", "up")
+            settings = NetworkSettings(
+                prefix=f"{base}{i}",
+                state_dir=tmp_path / f"h{i}",
+                host_netns=netns,
+                host_address=address,
+                bridge_subnet=f"10.213.{10 + i}.0/24",
+            )
+            hosts.append(Host(netns, address, settings, EndpointManager(settings)))
+        return hosts
+
+    try:
+        yield make
+    finally:
+        await cleanup_prefix(base)

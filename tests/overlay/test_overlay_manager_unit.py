@@ -96,7 +96,7 @@ class StaticDriver:
         pass
 
     async def attach(
-        self, endpoint_id, netns_name, *, ifname="eth0", host_ifname=None, address=None
+        self, endpoint_id, netns_name, *, ifname="eth0", host_ifname=None, address=None, mac=None
     ):
         assert address is not None and host_ifname is not None
         iface = ipaddress.IPv4Interface(address)

@@ -1,0 +1,234 @@
+"""Networks in the Control API: what Apply writes for network specs, what removal writes,
+and what `orch network ls` shows. Functions of the ClusterView; controlapi.py commits.
+
+A new network gets its VNI and, when the spec has none, a subnet from the cluster pool
+(ipam.py decides). Both are made unique in etcd by claim keys created only if absent in
+the same transaction as the network (``/orch/v1/claims/vni/4096``,
+``/orch/v1/claims/subnet/10.10.0.0/24``), so two applies racing for the same value cannot
+both win. Subnets the user gives are checked for overlap against every network the view
+holds; the transaction then also carries a guard that no network appeared or changed since
+that view (``QuietSince``), which closes the race between overlapping but unequal subnets
+that claims alone cannot see. A lost race is ConflictError; the Apply handler re-reads
+and decides again.
+
+Networks are immutable but for their labels: a changed driver or subnet is refused with a
+message saying to remove and re-create the network. Removal is refused while a service
+lists the network, or a task of a removed service still holds it; it deletes the network
+and its claims. Leases on it are gone by then (the allocator releases them when tasks end).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orch import model
+from orch.errors import ConflictError, NotFoundError, ValidationError
+from orch.manager import ipam
+from orch.manager.store import Create, Delete, Kind, Op, QuietSince, Unmodified
+from orch.manager.view import ClusterView
+from orch.proto import control_pb2, objects_pb2, specs_pb2
+
+DEFAULT_DRIVER = "overlay"
+
+
+class InUseError(ConflictError):
+    """The object is still used by others (a network by services); FAILED_PRECONDITION."""
+
+
+@dataclass
+class NetworkWrites:
+    """What an Apply writes for its network specs."""
+
+    ops: list[Op]
+    changes: list[control_pb2.Change]
+    created: list[objects_pb2.Network]
+
+
+def normalize(spec: specs_pb2.NetworkSpec) -> specs_pb2.NetworkSpec:
+    """A copy with defaults filled in, so stored specs have one spelling."""
+    out = specs_pb2.NetworkSpec()
+    out.CopyFrom(spec)
+    if not out.driver:
+        out.driver = DEFAULT_DRIVER
+    return out
+
+
+def immutable_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) -> list[str]:
+    """Changes to an existing network other than its labels."""
+    problems = []
+    for i, spec in enumerate(specs):
+        current = view.get(Kind.NETWORK, spec.name)
+        if current is None:
+            continue
+        network: objects_pb2.Network = current.obj
+        where = f"networks[{i}] ({spec.name})"
+        tail = "networks are immutable but for labels; remove the network and create it again"
+        driver = network.spec.driver or DEFAULT_DRIVER
+        if spec.driver != driver:
+            problems.append(f"{where}: driver cannot change ({driver} -> {spec.driver}): {tail}")
+        if spec.subnet and spec.subnet != network.subnet:
+            problems.append(
+                f"{where}: subnet cannot change ({network.subnet} -> {spec.subnet}): {tail}"
+            )
+    return problems
+
+
+def overlap_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) -> list[str]:
+    """Subnets given for new networks that overlap an existing network's subnet."""
+    existing = [
+        (n.spec.name, ipaddress.IPv4Network(n.subnet))
+        for n in view.objects(Kind.NETWORK)
+        if n.subnet
+    ]
+    problems = []
+    for i, spec in enumerate(specs):
+        if not spec.subnet or view.get(Kind.NETWORK, spec.name) is not None:
+            continue
+        subnet = ipaddress.IPv4Network(spec.subnet)
+        for name, other in existing:
+            if subnet.overlaps(other):
+                problems.append(
+                    f"networks[{i}] ({spec.name}): subnet {subnet} overlaps network "
+                    f"{name!r} ({other})"
+                )
+    return problems
+
+
+def network_writes(
+    specs: list[specs_pb2.NetworkSpec],
+    view: ClusterView,
+    settings: ipam.IpamSettings,
+    apply_one: Callable[[Kind, Any, list[control_pb2.Change], Any], list[Op]],
+) -> NetworkWrites:
+    """Creates (with VNI, subnet and claims) and label updates for ``specs``, which are
+    normalized and validated. ``apply_one(kind, spec, changes, make)`` is the Control
+    API's create-or-update diff for existing objects."""
+    ops: list[Op] = []
+    changes: list[control_pb2.Change] = []
+    created: list[objects_pb2.Network] = []
+    networks = list(view.objects(Kind.NETWORK))
+    claims = list(view.objects(Kind.CLAIM))
+    vnis = {n.vni for n in networks} | {int(c.value) for c in claims if c.kind == "vni"}
+    subnets = [ipaddress.IPv4Network(n.subnet) for n in networks if n.subnet]
+    subnets += [ipaddress.IPv4Network(c.value) for c in claims if c.kind == "subnet"]
+    # Subnets given in this apply are taken before any is cut from the pool.
+    subnets += [ipaddress.IPv4Network(s.subnet) for s in specs if s.subnet]
+    for i, spec in enumerate(specs):
+        current = view.get(Kind.NETWORK, spec.name)
+        if current is not None:
+            kept = specs_pb2.NetworkSpec()
+            kept.CopyFrom(spec)
+            kept.subnet = current.obj.spec.subnet  # "" when it came from the pool
+            ops += apply_one(Kind.NETWORK, kept, changes, None)
+            continue
+        try:
+            vni = ipam.next_vni(vnis, settings)
+            subnet = spec.subnet or str(ipam.next_subnet(subnets, settings))
+        except ValidationError as exc:
+            raise ValidationError(
+                [f"networks[{i}] ({spec.name}): {p}" for p in exc.problems]
+            ) from exc
+        vnis.add(vni)
+        if not spec.subnet:
+            subnets.append(ipaddress.IPv4Network(subnet))
+        network = new_network(spec, vni, subnet)
+        created.append(network)
+        changes.append(control_pb2.Change(kind="network", name=spec.name, action="create"))
+        ops += [
+            Create(Kind.NETWORK, network),
+            Create(Kind.CLAIM, objects_pb2.Claim(kind="vni", value=str(vni), owner=spec.name)),
+            Create(Kind.CLAIM, objects_pb2.Claim(kind="subnet", value=subnet, owner=spec.name)),
+        ]
+    if created:
+        ops.append(QuietSince(Kind.NETWORK, view.revision))
+    return NetworkWrites(ops, changes, created)
+
+
+def new_network(spec: specs_pb2.NetworkSpec, vni: int, subnet: str) -> objects_pb2.Network:
+    now = model.timestamp()
+    return objects_pb2.Network(
+        id=model.new_id(),
+        meta=objects_pb2.Meta(version=1, created_at=now, updated_at=now),
+        spec=spec,
+        vni=vni,
+        subnet=subnet,
+        gateway=ipam.gateway_of(subnet),
+    )
+
+
+def joined_guards(
+    services: list[specs_pb2.ServiceSpec], created: set[str], view: ClusterView
+) -> list[Op]:
+    """Guards that the existing networks the services join are still there at commit (a
+    concurrent RemoveNetwork would otherwise leave services on a missing network)."""
+    names = {
+        n.target
+        for s in services
+        for n in s.networks
+        if n.target not in ipam.BUILTIN_NETWORKS and n.target not in created
+    }
+    guards: list[Op] = []
+    for name in sorted(names):
+        current = view.get(Kind.NETWORK, name)
+        if current is not None:
+            guards.append(Unmodified(current.key, current.mod_revision))
+    return guards
+
+
+def users(view: ClusterView, name: str) -> list[str]:
+    """Names of the services that list network ``name``."""
+    return sorted(
+        s.spec.name
+        for s in view.objects(Kind.SERVICE)
+        if any(n.target == name for n in s.spec.networks)
+    )
+
+
+def network_info(view: ClusterView, network: objects_pb2.Network) -> control_pb2.NetworkInfo:
+    name = network.spec.name
+    endpoints = sum(1 for lease in view.objects(Kind.LEASE) if lease.network == name)
+    return control_pb2.NetworkInfo(network=network, services=users(view, name), endpoints=endpoints)
+
+
+def get(view: ClusterView, name: str) -> objects_pb2.Network:
+    current = view.get(Kind.NETWORK, name)
+    if current is None:
+        raise NotFoundError(f"no such network: {name}")
+    return current.obj
+
+
+def removal_ops(view: ClusterView, name: str) -> list[Op]:
+    """The writes that remove network ``name``, or InUseError saying who uses it."""
+    current = view.get(Kind.NETWORK, name)
+    if current is None:
+        raise NotFoundError(f"no such network: {name}")
+    services = users(view, name)
+    if services:
+        raise InUseError(
+            f"network {name} is in use by service{'s' if len(services) > 1 else ''} "
+            f"{', '.join(services)}; remove them or take the network out of their specs first"
+        )
+    holders = [
+        t
+        for t in view.objects(Kind.TASK)
+        if any(n.target == name for n in t.networks) and ipam.holds_addresses(t)
+    ]
+    if holders:
+        owners = ", ".join(sorted({t.service_name for t in holders}))
+        raise InUseError(
+            f"network {name} is still used by {len(holders)} stopping task"
+            f"{'s' if len(holders) > 1 else ''} (of {owners}); try again once they are gone"
+        )
+    network: objects_pb2.Network = current.obj
+    ops: list[Op] = [
+        QuietSince(Kind.SERVICE, view.revision),
+        Delete(Kind.NETWORK, current.key, current.mod_revision),
+    ]
+    for claim_name in (f"vni/{network.vni}", f"subnet/{network.subnet}"):
+        claim = view.get(Kind.CLAIM, claim_name)
+        if claim is not None and claim.obj.owner == name:
+            ops.append(Delete(Kind.CLAIM, claim.key, claim.mod_revision))
+    return ops

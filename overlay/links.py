@@ -322,6 +322,10 @@ def _ensure_overlay(d: OverlayDevices, where: str) -> bool:
             if vx is None:
                 raise NetworkError(f"vxlan device {d.vxlan} did not appear in {where}")
         host.set_link(vx.index, up=True, mtu=d.mtu, master=bridge.index)
+        # The bridge must not learn remote MACs on the VXLAN port: every remote endpoint is a
+        # static FDB entry on the VXLAN device, so a removed peer leaves nothing behind (a
+        # learned entry would linger for the bridge's ageing time, 300 s).
+        host.set_port_learning(vx.index, False)
         return made
 
 

@@ -37,6 +37,7 @@ NLMSG_DONE = 3
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_SETLINK = 19
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
@@ -57,6 +58,9 @@ IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
+IFLA_PROTINFO = 12
+NLA_F_NESTED = 0x8000
+IFLA_BRPORT_LEARNING = 8
 IFLA_LINKINFO = 18
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
@@ -138,6 +142,14 @@ def ifinfo(index: int = 0, *, up: bool | None = None, family: int = socket.AF_UN
     """An ifinfomsg; ``up`` True/False sets/clears IFF_UP, None leaves flags alone."""
     change = IFF_UP if up is not None else 0
     return _IFINFO.pack(family, 0, index, IFF_UP if up else 0, change)
+
+
+def port_learning_body(index: int, learning: bool) -> bytes:
+    """``bridge link set dev <index> learning on|off``: an AF_BRIDGE ifinfomsg with
+    IFLA_PROTINFO { IFLA_BRPORT_LEARNING u8 }, sent as RTM_SETLINK."""
+    return ifinfo(index, family=socket.AF_BRIDGE) + nested(
+        IFLA_PROTINFO | NLA_F_NESTED, attr(IFLA_BRPORT_LEARNING, bytes([int(learning)]))
+    )
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -469,6 +481,9 @@ class Rtnl:
         if master is not None:
             body += attr_u32(IFLA_MASTER, master)
         self.request(RTM_NEWLINK, body)
+
+    def set_port_learning(self, index: int, learning: bool) -> None:
+        self.request(RTM_SETLINK, port_learning_body(index, learning))
 
     def delete_link(self, name: str) -> bool:
         """Delete link ``name``; False if there was none."""

@@ -136,3 +136,20 @@ async def test_veth_peer_is_born_in_the_other_netns(host_netns: str, run_prefix:
     assert rc == 0 and "mtu 1450" in out and "02:42:0a:00:00:09" in out
     rc, out, _ = await ns.exec_in_netns(host_netns, ["ip", "-o", "link", "show", host_end])
     assert rc == 0 and "mtu 1450" in out and ",UP" in out
+
+
+def test_port_learning_body_is_an_af_bridge_protinfo() -> None:
+    import socket as _socket
+    import struct as _struct
+
+    from orch.overlay import rtnl as _rtnl
+
+    body = _rtnl.port_learning_body(7, False)
+    family, _, index, _, _ = _struct.unpack("=BxHiII", body[:16])
+    assert (family, index) == (_socket.AF_BRIDGE, 7)
+    [(kind, payload)] = [(k, bytes(p)) for k, p in _rtnl.attrs(body, 16)]
+    assert kind == _rtnl.IFLA_PROTINFO
+    (raw_type,) = _struct.unpack("=H", body[18:20])  # the rtattr header after the ifinfomsg
+    assert raw_type & _rtnl.NLA_F_NESTED
+    [(inner, value)] = [(k, bytes(p)) for k, p in _rtnl.attrs(payload)]
+    assert (inner, value) == (_rtnl.IFLA_BRPORT_LEARNING, b"\x00")

@@ -31,6 +31,7 @@ from orch.agent.session import Session, SessionSettings
 from orch.agent.worker import Worker
 from orch.errors import OrchError
 from orch.overlay.endpoints import EndpointManager
+from orch.overlay.links import overlay_mtu_for
 from orch.overlay.settings import NetworkSettings
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 from orch.runtime.containers import ContainerRuntime
@@ -134,6 +135,8 @@ class Agent:
                 state_dir=s.state_dir,
                 bridge_subnet=s.bridge_subnet,
                 host_address=s.advertise_addr or None,
+                # Overlays fit inside the underlay: its MTU minus the VXLAN header.
+                overlay_mtu=overlay_mtu_for(s.advertise_addr) if s.advertise_addr else 1450,
             )
         )
         self.networks = Networks(self.endpoints)

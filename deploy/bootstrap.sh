@@ -28,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The kernel parts orch uses (no-ops where built in or already loaded).
-for m in overlay veth bridge vxlan br_netfilter; do modprobe -q "$m" 2>/dev/null || true; done
+for m in overlay veth bridge vxlan; do modprobe -q "$m" 2>/dev/null || true; done
 
 PY=${PYTHON:-python3}
 stamp=.venv/.orch-installed

@@ -38,6 +38,7 @@ from orch.overlay.netns import (
     create_netns,
     delete_netns,
     netns_exists,
+    run_command,
     run_ip,
 )
 
@@ -134,23 +135,47 @@ async def underlay_lock() -> AsyncIterator[None]:
         os.close(fd)  # releases the lock
 
 
-async def create_underlay(bridge: str, subnet: str) -> None:
+UNDERLAY_MTU = 1500
+"""MTU of the local cluster's underlay, as on most VM networks; overlays on it get 1450
+(orch.overlay.links.overlay_mtu_for derives it from the underlay link)."""
+
+# Bridged frames in a host netns skip netfilter: orch filters and NATs at the IP layer only
+# (published ports are DNAT on the way in from eth0, before any bridge), and br_netfilter,
+# where some other tool loaded it, costs a quarter of the overlay's throughput on this
+# path (bench/RESULTS.md). These sysctls are per network namespace.
+_NO_BRIDGE_NETFILTER = [
+    "net.bridge.bridge-nf-call-iptables=0",
+    "net.bridge.bridge-nf-call-ip6tables=0",
+    "net.bridge.bridge-nf-call-arptables=0",
+]
+
+
+async def create_underlay(bridge: str, subnet: str, mtu: int = UNDERLAY_MTU) -> None:
     """The bridge, up, with the gateway address of ``subnet``."""
     prefixlen = ipaddress.IPv4Network(subnet).prefixlen
-    await _ip("link", "add", bridge, "type", "bridge")
+    await _ip("link", "add", bridge, "mtu", str(mtu), "type", "bridge")
     await _ip("addr", "add", f"{gateway_address(subnet)}/{prefixlen}", "dev", bridge)
     await _ip("link", "set", bridge, "up")
 
 
-async def create_host(*, bridge: str, netns: str, veth: str, address: str, subnet: str) -> None:
+async def create_host(
+    *, bridge: str, netns: str, veth: str, address: str, subnet: str, mtu: int = UNDERLAY_MTU
+) -> None:
     """Host netns ``netns`` with lo up and eth0 = ``address`` on the bridge; no default
     route (the only route is the connected underlay subnet)."""
     prefixlen = ipaddress.IPv4Network(subnet).prefixlen
     await create_netns(netns)
-    await _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    await _ip(
+        "link", "add", veth, "mtu", str(mtu), "type", "veth",
+        "peer", "name", "eth0", "mtu", str(mtu), "netns", netns,
+    )  # fmt: skip
     await _ip("link", "set", veth, "master", bridge, "up")
     await _ip("-n", netns, "addr", "add", f"{address}/{prefixlen}", "dev", "eth0")
     await _ip("-n", netns, "link", "set", "eth0", "up")
+    if Path("/proc/sys/net/bridge").exists():  # noqa: ASYNC240 (br_netfilter loaded?)
+        rc, _, err = await run_command(["sysctl", "-q", "-w", *_NO_BRIDGE_NETFILTER], netns=netns)
+        if rc != 0:
+            raise NetworkError(f"host {netns}: sysctl bridge-nf-call-*=0: {err.strip()}")
 
 
 def netns_id(netns: str) -> tuple[int, int] | None:

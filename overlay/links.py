@@ -329,6 +329,22 @@ def _ensure_overlay(d: OverlayDevices, where: str) -> bool:
         return made
 
 
+VXLAN_OVERHEAD = 50
+"""Bytes a VXLAN header adds on IPv4: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14."""
+
+
+def overlay_mtu_for(local: str, default: int = 1500) -> int:
+    """The MTU overlay networks get on this host: the MTU of the underlay link holding
+    ``local`` (the advertise address) minus the VXLAN overhead, so an encapsulated frame
+    never needs fragmenting. ``default`` stands for the underlay MTU when no link holds
+    ``local``. Runs in the calling thread's netns."""
+    with Rtnl() as host:
+        index = _underlay_index(host, ipaddress.IPv4Address(local))
+        links = {link.index: link for link in host.links()} if index is not None else {}
+    underlay = links[index].mtu if index in links and links[index].mtu else default
+    return underlay - VXLAN_OVERHEAD
+
+
 def _underlay_index(host: Rtnl, local: ipaddress.IPv4Address) -> int | None:
     """The link holding ``local``, to pin the tunnels to it; None if none does or it is
     lo (then routing picks the way, as for ``ip link add ... vxlan`` without ``dev``)."""

@@ -141,7 +141,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         asyncio.run(c.up())
         yield c
     finally:
-        asyncio.run(down(state))
+        try:
+            asyncio.run(down(state))
+        except Exception as exc:
+            # down keeps its record when something resisted removal (a link still busy
+            # a moment after its process died): a second pass finishes or says what is left.
+            print(f"local cluster down, first pass: {exc}")
+            asyncio.run(down(state))
         shutil.rmtree(state, ignore_errors=True)
 
 

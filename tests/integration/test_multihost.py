@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from tests_support import wait_until
 
 pytestmark = pytest.mark.integration

@@ -222,3 +222,22 @@ spec:
         assert len(set(addresses)) == 5
     finally:
         orch("rm", "crowd")
+
+
+def test_removing_the_service_unpublishes_its_port(orch, cluster, deployed) -> None:
+    nodes = {n["hostname"]: n["addr"] for n in orch.json("nodes")}
+    orch("rm", "web")
+    wait_until(
+        lambda: not [t for t in orch.tasks(all=True) if t["service"] == "web"],
+        30,
+        what="web's tasks to be gone",
+    )
+
+    def rules(host: str) -> str:
+        table = cluster.host(host)["prefix"]
+        return cluster.run_on(host, ["nft", "list", "table", "ip", table]).stdout
+
+    wait_until(lambda: not any("8080" in rules(h) for h in nodes), 5, what="DNAT rules to go")
+    for addr in nodes.values():
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://{addr}:8080/", timeout=2)

@@ -105,10 +105,8 @@ class Election:
                 ttl = await self._keepalive(lease)
                 if ttl <= 0:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.shield(leading), self._settings.keepalive_interval
-                    )
+                # asyncio.wait (unlike wait_for on 3.11) never swallows our own cancel.
+                await asyncio.wait({leading}, timeout=self._settings.keepalive_interval)
             leading.result()
         finally:
             leading.cancel()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from orch.errors import StoreError
 from orch.manager.store import Event, Kind, Store, Versioned
@@ -38,7 +38,6 @@ class ViewSettings:
 class _Subscriber:
     queue: asyncio.Queue[Batch]
     kinds: frozenset[Kind]
-    overflowed: bool = field(default=False)
 
 
 class ClusterView:

@@ -329,6 +329,26 @@ class LocalCluster:
         # nsenter, not `ip netns exec`: the agent must share our mount namespace.
         await self._spawn(f"agent-{n}", hosts.nsenter_argv(spec["netns"], argv))
 
+    async def kill_agent(self, hostname: str, *, crash: bool = True) -> None:
+        """Stop one agent: SIGKILL when ``crash`` (as if it died), else SIGTERM. Its
+        containers keep running under their shims."""
+        from orch.runtime.containers import wait_pid_exit  # only needed here
+
+        pid = self.record.pids[f"agent-{self._host_number(hostname)}"]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if crash else signal.SIGTERM)
+        async with asyncio.timeout(self.settings.ready_timeout):
+            await wait_pid_exit(pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: reaps our child, never blocks)
+
+    async def start_agent(self, hostname: str) -> None:
+        """Start a stopped agent again with the same settings; it adopts its containers."""
+        await self._start_agent(self._host_number(hostname))
+
+    def _host_number(self, hostname: str) -> int:
+        return next(i for i, a in enumerate(self.record.agents, 1) if a["hostname"] == hostname)
+
     async def wait_ready(self) -> None:
         """Until every agent's node is READY, or ready_timeout passes."""
         want = {a["hostname"] for a in self.record.agents}

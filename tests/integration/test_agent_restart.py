@@ -1,0 +1,106 @@
+"""Containers outlive their agent: a restarted agent re-adopts them (issue 5, part 2).
+
+The agent of a one-host cluster is killed with SIGKILL and started again. The same
+containers (same runc pids) keep running, no task is restarted or replaced, their logs
+continue, and a container that ended while the agent was away is reported with its exit
+code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests_support import wait_until
+
+pytestmark = pytest.mark.integration
+
+SERVICES = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: ticker}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done']
+  replicas: 2
+  stop_grace_period: 100ms
+---
+apiVersion: orch/v1
+kind: Service
+metadata: {name: shortlived}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'echo started; while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7']
+  restart_policy: {condition: none}
+  stop_grace_period: 100ms
+"""
+
+
+def runc_pids(cluster) -> dict[str, int]:
+    root = cluster.record.agents[0]["runc_root"]
+    out = subprocess.run(
+        ["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True
+    ).stdout
+    return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
+
+
+def node_ready(orch) -> bool:
+    return all(n["status"] == "ready" for n in orch.json("nodes"))
+
+
+def test_restarted_agent_adopts_its_containers(orch, cluster, tmp_path: Path) -> None:
+    path = tmp_path / "svc.yaml"
+    path.write_text(SERVICES.replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    try:
+        wait_until(
+            lambda: len(orch.running("ticker")) == 2 and len(orch.running("shortlived")) == 1, 60
+        )
+        before = {t["id"]: t for t in orch.tasks()}
+        pids = runc_pids(cluster)
+        assert set(before) <= set(pids)
+        [short] = orch.running("shortlived")
+
+        asyncio.run(cluster.kill_agent("node1", crash=True))
+        # While no agent runs, the short-lived container ends on its own.
+        root = cluster.record.agents[0]["runc_root"]
+        subprocess.run(
+            ["runc", "--root", root, "exec", short["id"], "touch", "/tmp/go"], check=True
+        )
+        wait_until(lambda: short["id"] not in runc_pids(cluster), 10, what="it to end")
+        asyncio.run(cluster.start_agent("node1"))
+        wait_until(lambda: node_ready(orch), 30, what="the node to be ready again")
+
+        # Same containers, same processes, no restart and no replacement.
+        wait_until(lambda: len(orch.running("ticker")) == 2, 30)
+        after = {t["id"]: t for t in orch.tasks("ticker")}
+        assert set(after) == {i for i, t in before.items() if t["service"] == "ticker"}
+        assert all(t["restart_count"] == 0 for t in after.values())
+        still = runc_pids(cluster)
+        for task_id in after:
+            assert still[task_id] == pids[task_id], "the container was restarted"
+        assert len(orch.tasks("ticker", all=True)) == 2
+
+        # The exit while the agent was away is reported with its code.
+        ended = wait_until(
+            lambda: (
+                (t := orch.tasks("shortlived", all=True)) and t[0]["state"] == "failed" and t[0]
+            ),
+            30,
+        )
+        assert ended["id"] == short["id"] and ended["exit_code"] == 7
+
+        # Logs go on: lines written after the restart are there, in one unbroken count.
+        def ticks() -> list[int]:
+            out = orch("logs", "ticker.1").stdout
+            return [int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "tick" in line]
+
+        first = ticks()
+        wait_until(lambda: len(ticks()) > len(first) + 3, 10, what="new log lines")
+        seq = ticks()
+        assert seq == list(range(seq[0], seq[0] + len(seq))), "log lines lost or repeated"
+    finally:
+        orch("rm", "ticker", "shortlived", check=False)

@@ -80,6 +80,16 @@ class ControlStub:
                 request_serializer=orch_dot_proto_dot_control__pb2.GetNodeRequest.SerializeToString,
                 response_deserializer=orch_dot_proto_dot_objects__pb2.Node.FromString,
                 _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/orch.v1.Control/UpdateNode',
+                request_serializer=orch_dot_proto_dot_control__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_objects__pb2.Node.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/orch.v1.Control/RemoveNode',
+                request_serializer=orch_dot_proto_dot_control__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
         self.ListNetworks = channel.unary_unary(
                 '/orch.v1.Control/ListNetworks',
                 request_serializer=orch_dot_proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
@@ -167,6 +177,20 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNode(self, request, context):
+        """Changes a node's availability and/or labels (the node spec; users are its only writer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Removes a node that is DOWN (FAILED_PRECONDITION otherwise, unless force).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNetworks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -242,6 +266,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetNode,
                     request_deserializer=orch_dot_proto_dot_control__pb2.GetNodeRequest.FromString,
                     response_serializer=orch_dot_proto_dot_objects__pb2.Node.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_objects__pb2.Node.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.RemoveNodeResponse.SerializeToString,
             ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
@@ -507,6 +541,60 @@ class Control:
             '/orch.v1.Control/GetNode',
             orch_dot_proto_dot_control__pb2.GetNodeRequest.SerializeToString,
             orch_dot_proto_dot_objects__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/UpdateNode',
+            orch_dot_proto_dot_control__pb2.UpdateNodeRequest.SerializeToString,
+            orch_dot_proto_dot_objects__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/RemoveNode',
+            orch_dot_proto_dot_control__pb2.RemoveNodeRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

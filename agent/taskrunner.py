@@ -3,7 +3,8 @@
 The runner walks a task forward: ACCEPTED -> PREPARING -> STARTING -> RUNNING -> an end
 state, reporting every step. At any point the manager may set the desired state to
 SHUTDOWN; the runner then stops the container (SIGTERM, grace, SIGKILL) and reports
-SHUTDOWN. Whatever the end, the runtime objects (container, mounts, netns) are released
+SHUTDOWN. A task the manager marked ORPHANED (its node was declared down) is stopped the
+same way, without a report: ORPHANED stays its final state. Whatever the end, the runtime objects (container, mounts, netns) are released
 right away; only the log file stays, until the worker forgets the task.
 
 Lifecycle rules the Controller must honour (like Nomad's runner hooks):
@@ -82,9 +83,9 @@ class TaskRunner:
         return self._status
 
     def update(self, task: objects_pb2.Task) -> None:
-        """The manager changed the task (only desired_state can change)."""
+        """The manager changed the task: its desired state, or it orphaned the task."""
         self.task = task
-        if task.desired_state >= types_pb2.SHUTDOWN:
+        if task.desired_state >= types_pb2.SHUTDOWN or task.status.state == types_pb2.ORPHANED:
             self._shutdown.set()
 
     async def run(self) -> None:
@@ -101,6 +102,11 @@ class TaskRunner:
             self.finished.set()
 
     async def _run(self) -> None:
+        if self._status.state == types_pb2.ORPHANED:
+            # Lost with its node and replaced elsewhere: stop what survived, quietly. The
+            # task stays ORPHANED (a SHUTDOWN report would be a backwards move).
+            await self._ctl.stop(self._grace())
+            return
         if self.task.desired_state >= types_pb2.SHUTDOWN or self._shutdown.is_set():
             if not model.is_terminal(self._status.state):
                 await self._ctl.stop(self._grace())

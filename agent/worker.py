@@ -4,7 +4,8 @@ Assignments arrive from the session (a full set on every new session, then chang
 worker keeps one TaskRunner per task it should act on, and diffs:
 - a task new to the worker that is meant to run gets a runner (which adopts the
   container if an earlier agent process started it);
-- a task whose desired state became SHUTDOWN is told so (its runner stops it);
+- a task whose desired state became SHUTDOWN is told so (its runner stops it), and so is
+  a task the manager marked ORPHANED (its node was declared down and it was replaced);
 - a task that left the set is forgotten: its runner is stopped if still running, its
   container removed, and its log file deleted.
 Status flows back through ``report`` (the session batches and sends it).
@@ -75,6 +76,10 @@ class Worker:
 
     @staticmethod
     def _needs_runner(task: objects_pb2.Task) -> bool:
+        if task.status.state == types_pb2.ORPHANED:
+            # The manager declared this node lost and replaced the task; a container
+            # that survived (a cut link, an agent that was away) must stop.
+            return True
         if model.is_terminal(task.status.state):
             return False
         # Desired SHUTDOWN of a task that may have a container (it got past ASSIGNED):

@@ -65,6 +65,8 @@ class ClusterSettings:
     underlay gateway, the agents' mirror of that name."""
     runtime: str = "runc"
     """"runc" or "crun"."""
+    liveness_ttl: int | None = None
+    """The managers' node liveness TTL (seconds); None = orch's default (2)."""
     restart_delay: float | None = None
     """The managers' default restart delay (seconds); None = orch's default."""
     ready_timeout: float = 60.0
@@ -277,6 +279,8 @@ class LocalCluster:
         ]  # fmt: skip
         if self.settings.restart_delay is not None:
             argv += ["--restart-delay", str(self.settings.restart_delay)]
+        if self.settings.liveness_ttl is not None:
+            argv += ["--liveness-ttl", str(self.settings.liveness_ttl)]
         await self._spawn(f"manager-{i}", argv)
         self.record.managers.append(address)
         await _wait_port(self.gateway, port, f"manager {i}", self.settings.ready_timeout)

@@ -5,7 +5,7 @@ etcd in ONE guarded transaction, so a bad request or a lost race changes nothing
 write the handler waits until its own view has the new revision, so the next call from
 the same client sees it. A write that loses a race is decided again over the newer view a
 few times (concurrent applies creating networks race for VNIs and subnets). Network
-handling lives in controlapi_networks.py. Errors leave here as gRPC status codes with a
+handling lives in controlapi_networks.py, node handling in controlapi_nodes.py. Errors leave here as gRPC status codes with a
 message meant for a person (INVALID_ARGUMENT carries one problem per line,
 FAILED_PRECONDITION says who still uses what is to be removed).
 """
@@ -23,6 +23,7 @@ import grpc
 from orch import model
 from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
 from orch.manager import controlapi_networks as networks
+from orch.manager import controlapi_nodes as nodes
 from orch.manager.controlapi_networks import InUseError
 from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
@@ -87,9 +88,9 @@ class ControlSettings:
     ipam: IpamSettings = dataclasses.field(default_factory=IpamSettings)
     """Where new networks get their subnet and VNI."""
     apply_attempts: int = 8
-    """Times an Apply or a network removal decides again after its transaction lost a
-    race (another Apply created a network meanwhile); each lost race means another writer
-    made progress."""
+    """Times an Apply, a network removal or a node update or removal decides again after
+    its transaction lost a race (another Apply created a network meanwhile, the dispatcher
+    refreshed the node's status); each lost race means another writer made progress."""
 
 
 class ControlAPI(control_pb2_grpc.ControlServicer):
@@ -249,6 +250,24 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         await self._commit_decided(lambda: networks.removal_ops(self._view, request.name))
         return control_pb2.RemoveNetworkResponse()
 
+    @_grpc_errors
+    async def UpdateNode(self, request: control_pb2.UpdateNodeRequest, context: Any) -> Any:
+        nodes.check_update(request)
+        result: list[objects_pb2.Node] = []
+
+        def decide() -> list[Op]:
+            ops, node = nodes.update_ops(self._view, request)
+            result[:] = [node]
+            return ops
+
+        await self._commit_decided(decide)
+        return result[0]
+
+    @_grpc_errors
+    async def RemoveNode(self, request: control_pb2.RemoveNodeRequest, context: Any) -> Any:
+        await self._commit_decided(lambda: nodes.removal_ops(self._view, request))
+        return control_pb2.RemoveNodeResponse()
+
     # Reads.
 
     @_grpc_errors
@@ -295,14 +314,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def ListNodes(self, request: Any, context: Any) -> Any:
-        nodes = sorted(self._view.objects(Kind.NODE), key=lambda n: n.description.hostname)
-        return control_pb2.ListNodesResponse(nodes=nodes)
+        ordered = sorted(self._view.objects(Kind.NODE), key=lambda n: n.description.hostname)
+        return control_pb2.ListNodesResponse(nodes=ordered)
 
     @_grpc_errors
     async def GetNode(self, request: control_pb2.GetNodeRequest, context: Any) -> Any:
-        nodes = list(self._view.objects(Kind.NODE))
-        exact = [n for n in nodes if request.id in (n.id, n.description.hostname)]
-        return _one("node", request.id, exact or [n for n in nodes if n.id.startswith(request.id)])
+        return nodes.resolve(self._view, request.id).obj
 
     async def Logs(self, request: control_pb2.LogsRequest, context: Any) -> AsyncIterator:
         try:

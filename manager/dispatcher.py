@@ -9,8 +9,16 @@ of events touched (netpeers.py). The agent streams status
 back; the StatusWriter batches those into etcd at most every ``status_flush`` seconds, each
 task a guarded update of the status fields only (the agent is their single writer).
 
-When the stream ends the node is marked DISCONNECTED; deciding it is DOWN (and replacing
-its tasks) is the node monitor's job, after a grace period.
+Liveness: on Register the dispatcher grants an etcd lease of ``liveness_ttl`` seconds and
+puts ``/orch/v1/liveness/<node>`` with it; every message of the agent (a heartbeat, or a
+status batch, which proves as much) refreshes the lease. Nothing refreshes it otherwise,
+and nothing revokes it: when the agent dies, its link is cut or its manager dies, the key
+simply expires, the same way in all three cases, and every manager (a new leader too)
+sees the same truth in etcd. If a refresh finds the lease already gone while the stream
+still lives (a long stall), the session is ended so the agent registers afresh.
+
+When the stream ends the node is marked DISCONNECTED; deciding it is DOWN (and orphaning
+its tasks) is the node monitor's job (nodemonitor.py), once the liveness key is gone.
 """
 
 from __future__ import annotations
@@ -39,8 +47,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DispatcherSettings:
-    heartbeat_period: float = 1.0
+    heartbeat_period: float = 0.5
     """Seconds between agent heartbeats (sent to the agent in SessionStarted)."""
+    liveness_ttl: int = 2
+    """Seconds a node's liveness lease lives after the agent's last message: the bulk of
+    the time to detect a dead node. Whole seconds (etcd leases), at least 2 (etcd's
+    minimum TTL is 1.5 s with its default timings, rounded up); four heartbeats fit in."""
     status_flush: float = 0.1
     """Seconds status updates are gathered before one write to etcd (swarmkit: 100 ms)."""
     write_retries: int = 5
@@ -76,15 +88,21 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             )
             return
         node_id = first.register.node_id
-        await self._register(first.register)
         session_id = model.new_id()
+        lease = await self._register(first.register, session_id)
         self._sessions[node_id] = session_id
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
         self._logs.attach(node_id, outbox.put_nowait)
         changes = self._view.subscribe(Kind.TASK, Kind.NODE, Kind.NETWORK)
-        reader = asyncio.create_task(self._read(requests, node_id), name=f"session-read-{node_id}")
+        beat = asyncio.Event()
+        reader = asyncio.create_task(
+            self._read(requests, node_id, beat), name=f"session-read-{node_id}"
+        )
         feeder = asyncio.create_task(
             self._feed(node_id, changes, outbox), name=f"session-feed-{node_id}"
+        )
+        keeper = asyncio.create_task(
+            self._keep_alive(node_id, lease, beat), name=f"session-lease-{node_id}"
         )
         log.info("node %s: session %s started", node_id, session_id)
         try:
@@ -98,7 +116,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             )
             while True:
                 get = asyncio.create_task(outbox.get())
-                done, _ = await asyncio.wait({get, reader, feeder}, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    {get, reader, feeder, keeper}, return_when="FIRST_COMPLETED"
+                )
                 if get not in done:
                     get.cancel()
                     for task in done:
@@ -106,7 +126,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     return
                 yield get.result()
         finally:
-            for task in (reader, feeder):
+            for task in (reader, feeder, keeper):
                 task.cancel()
             self._view.unsubscribe(changes)
             self._logs.detach(node_id, outbox.put_nowait)
@@ -122,13 +142,26 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 break
         return empty_pb2.Empty()
 
-    async def _read(self, requests: AsyncIterator, node_id: str) -> None:
+    async def _read(self, requests: AsyncIterator, node_id: str, beat: asyncio.Event) -> None:
         async for msg in requests:
-            kind = msg.WhichOneof("msg")
-            if kind == "status":
+            beat.set()  # any message shows the agent is alive, not only a heartbeat
+            if msg.WhichOneof("msg") == "status":
                 self.status.add(node_id, msg.status.updates)
-            elif kind == "heartbeat":
-                pass  # liveness leases come with the node monitor
+
+    async def _keep_alive(self, node_id: str, lease: int, beat: asyncio.Event) -> None:
+        """Refresh the liveness lease once per agent message (at most one refresh in
+        flight). Returns, ending the session, when the lease turns out to have expired."""
+        while True:
+            await beat.wait()
+            beat.clear()
+            try:
+                ttl = await self._store.keep_alive(lease)
+            except StoreError as exc:
+                log.warning("node %s: liveness refresh failed: %s", node_id, exc)
+                continue
+            if ttl <= 0:
+                log.warning("node %s: liveness lease expired; ending its session", node_id)
+                return
 
     async def _feed(
         self,
@@ -183,7 +216,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def _networks(self) -> dict[str, objects_pb2.Network]:
         return {n.spec.name: n for n in self._view.objects(Kind.NETWORK)}
 
-    async def _register(self, reg: dispatcher_pb2.Register) -> None:
+    async def _register(self, reg: dispatcher_pb2.Register, session_id: str) -> int:
+        """Grant the session's liveness lease and put the liveness key, then mark the node
+        READY (in that order: the node monitor never sees READY without the key of the
+        new session). Returns the lease."""
+        lease = await self._store.grant_lease(self._settings.liveness_ttl)
+        liveness = objects_pb2.Node(id=reg.node_id, status=self._node_state(types_pb2.NODE_READY))
+        liveness.status.message = f"session {session_id}"
+        await self._store.put_leased(Kind.LIVENESS, liveness, lease)
         for _ in range(self._settings.write_retries):
             current = await self._store.get(Kind.NODE, reg.node_id)
             node = objects_pb2.Node(id=reg.node_id)
@@ -202,7 +242,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             )
             try:
                 await self._view.wait_for(await self._store.commit([op]))
-                return
+                return lease
             except ConflictError:
                 continue
         raise StoreError(f"could not register node {reg.node_id}: too many conflicting writes")
@@ -210,7 +250,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def _set_node_state(self, node_id: str, state: int) -> None:
         for _ in range(self._settings.write_retries):
             current = await self._store.get(Kind.NODE, node_id)
-            if current is None:
+            status = current.obj.status if current else None
+            if status is None or (
+                state == types_pb2.NODE_DISCONNECTED
+                and (status.state != types_pb2.NODE_READY or status.manager != self._manager_id)
+            ):
+                # A session that ends late must not hide that the node is DOWN, nor the
+                # newer session another manager holds.
                 return
             node = objects_pb2.Node()
             node.CopyFrom(current.obj)

@@ -1,5 +1,5 @@
 """The manager process: wires store, view, APIs and the leader's control loops together
-(orchestrator, allocator, scheduler).
+(orchestrator, allocator, scheduler, node monitor).
 
 Every manager serves the Control and Dispatcher APIs (plus gRPC health and reflection)
 from its own ClusterView. One manager at a time wins the election and also runs the
@@ -32,6 +32,7 @@ from orch.manager.election import Election, ElectionSettings
 from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
 from orch.manager.loop import LoopSettings
+from orch.manager.nodemonitor import NodeMonitorLoop, NodeMonitorSettings
 from orch.manager.orchestrator import OrchestratorSettings
 from orch.manager.orchestrator_loop import OrchestratorLoop
 from orch.manager.scheduler_loop import SchedulerLoop
@@ -54,6 +55,7 @@ class ManagerSettings:
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     loops: LoopSettings = field(default_factory=LoopSettings)
     orchestrator: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+    nodemonitor: NodeMonitorSettings = field(default_factory=NodeMonitorSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     """The Control API's tunables, among them the address pool of networks."""
 
@@ -85,6 +87,13 @@ class Manager:
                 tg.create_task(OrchestratorLoop(**loop_args, settings_core=s.orchestrator).run())
                 tg.create_task(AllocatorLoop(**loop_args).run())
                 tg.create_task(SchedulerLoop(**loop_args).run())
+                tg.create_task(
+                    NodeMonitorLoop(
+                        **loop_args,
+                        settings_core=s.nodemonitor,
+                        liveness_ttl=s.dispatcher.liveness_ttl,
+                    ).run()
+                )
 
         server = grpc.aio.server()
         control_pb2_grpc.add_ControlServicer_to_server(control, server)
@@ -136,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help=f"CIDR that network subnets are cut from (default {IpamSettings.address_pool})",
     )
+    p.add_argument(
+        "--liveness-ttl",
+        type=int,
+        default=None,
+        help=f"seconds a dead node keeps its liveness (default {DispatcherSettings.liveness_ttl})",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -145,6 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.restart_delay is not None:
         settings.orchestrator = dataclasses.replace(
             settings.orchestrator, restart_delay=timedelta(seconds=args.restart_delay)
+        )
+    if args.liveness_ttl is not None:
+        if args.liveness_ttl < 2:
+            p.error("--liveness-ttl: at least 2 seconds (etcd's shortest lease)")
+        settings.dispatcher = dataclasses.replace(
+            settings.dispatcher, liveness_ttl=args.liveness_ttl
         )
     if args.address_pool:
         try:

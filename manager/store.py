@@ -13,6 +13,7 @@ etcd errors are translated to :class:`StoreError` here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class Kind(enum.Enum):
     NETWORK = ("networks", objects_pb2.Network)
     LEASE = ("ipam", objects_pb2.AddressLease)
     CLAIM = ("claims", objects_pb2.Claim)
+    LIVENESS = ("liveness", objects_pb2.Node)
+    """A node's liveness record: a Node with only ``id`` and ``status`` (the manager
+    holding the session), attached to an etcd lease the agent's heartbeats keep alive.
+    The key disappears when the lease expires: that is how a node is seen to be gone."""
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder
@@ -272,6 +277,35 @@ class Store:
             what = ", ".join(_describe(op) for op in ops[:4]) + (" ..." if len(ops) > 4 else "")
             raise ConflictError(f"write lost a race ({what})")
         return resp.header.revision
+
+    async def grant_lease(self, ttl: int) -> int:
+        """A new etcd lease of ``ttl`` seconds; returns its id."""
+        resp = await self._call(
+            f"lease grant {ttl}s", self._client.lease.grant(ttl, timeout=self._timeout)
+        )
+        return resp.ID
+
+    async def put_leased(self, kind: Kind, obj: Message, lease: int) -> int:
+        """Write ``obj`` unconditionally, attached to ``lease`` (it vanishes with it)."""
+        key = kind.key_of(obj)
+        resp = await self._call(
+            "put " + key, self._kv.put(key, encode(obj), lease=lease, timeout=self._timeout)
+        )
+        return resp.header.revision
+
+    async def keep_alive(self, lease: int) -> int:
+        """Refresh ``lease`` once; returns its remaining TTL (<= 0: it has expired)."""
+        try:
+            call = self._client.lease.keep_alive(lease)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    async for answer in call:
+                        return answer.TTL
+                return 0
+            finally:
+                call.cancel()
+        except (TimeoutError, EtcdError, grpc.aio.AioRpcError) as exc:
+            raise StoreError(f"etcd keep-alive of lease {lease:x}: {exc or 'timeout'}") from exc
 
     async def revision(self) -> int:
         """etcd's current revision (what a view must reach to have seen every write so

@@ -123,7 +123,8 @@ def _sweep_crashed_runs() -> None:
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A real local cluster (etcd, registry, one manager, N hosts with an agent each) for
     a test module. N is 1 unless the module sets ``CLUSTER_NODES = 3`` or parametrizes
-    the fixture (``@pytest.mark.parametrize("cluster", [3], indirect=True)``)."""
+    the fixture (``@pytest.mark.parametrize("cluster", [3], indirect=True)``); a module may
+    also set ``CLUSTER_LIVENESS_TTL`` (seconds)."""
     missing = [
         b
         for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry", "nsenter")
@@ -134,7 +135,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     nodes = getattr(request, "param", None) or getattr(request.module, "CLUSTER_NODES", 1)
     state = Path(tempfile.mkdtemp(prefix=TEST_CLUSTER_PREFIX))
     settings = ClusterSettings(
-        state_dir=state, nodes=nodes, managers=1, registry_port=free_port(), restart_delay=0.5
+        state_dir=state,
+        nodes=nodes,
+        managers=1,
+        registry_port=free_port(),
+        restart_delay=0.5,
+        liveness_ttl=getattr(request.module, "CLUSTER_LIVENESS_TTL", None),
     )
     c = LocalCluster(settings)
     try:

@@ -1,0 +1,134 @@
+"""Nodes in the Control API: resolving the name a person types, changing a node's spec
+(availability, labels) and removing a node. Functions of the ClusterView; controlapi.py
+commits their ops with its retry-on-conflict loop, so each decision is made again over
+the newer view when another writer (the dispatcher refreshing the node's status) won.
+
+The node spec has one writer, the user: the dispatcher keeps ``spec`` as stored when it
+refreshes ``status`` and ``description``. What availability means is decided elsewhere:
+the scheduler places new tasks only on ACTIVE nodes, the orchestrator moves tasks off
+DRAIN nodes. Removing a node deletes its key; the orchestrator treats the tasks that name
+a node no longer known as lost (replaces them, and deletes them without waiting for a
+stop no agent would report). A node that still has an agent session is refused unless
+forced, like ``docker node rm``: its tasks would run twice until the agent learns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from orch import model
+from orch.errors import NotFoundError, ValidationError
+from orch.manager.controlapi_networks import InUseError
+from orch.manager.store import Delete, Kind, Op, Update, Versioned
+from orch.manager.view import ClusterView
+from orch.manifests.validate import LABEL_KEY_ACCEPTED
+from orch.proto import control_pb2, objects_pb2, types_pb2
+
+# The label key rule of manifests/validate.py (which keeps it private); the same text
+# says what is accepted.
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
+MAX_LABEL_KEY = 253
+MAX_LABEL_VALUE = 1024
+"""Values are free text, but not unbounded: a node object is sent to every manager view."""
+
+_AVAILABILITIES = (types_pb2.ACTIVE, types_pb2.PAUSE, types_pb2.DRAIN)
+
+
+def resolve(view: ClusterView, ident: str) -> Versioned:
+    """The node with id or hostname ``ident``, else the one whose id starts with it.
+    NotFoundError when none, ValidationError when the prefix or hostname is ambiguous."""
+    if not ident:
+        raise ValidationError("a node id or hostname is required")
+    items = view.items(Kind.NODE)
+    exact = [v for v in items if v.obj.id == ident]
+    exact = exact or [v for v in items if v.obj.description.hostname == ident]
+    matches = exact or [v for v in items if v.obj.id.startswith(ident)]
+    if not matches:
+        raise NotFoundError(f"no such node: {ident}")
+    if len(matches) > 1:
+        raise ValidationError(f"node {ident!r} is ambiguous ({len(matches)} match)")
+    return matches[0]
+
+
+def label_problems(add: Mapping[str, str], remove: Iterable[str]) -> list[str]:
+    """One line per bad label key or value in an UpdateNode request."""
+    problems = []
+    for where, keys in (("add_labels", sorted(add)), ("remove_labels", list(remove))):
+        for key in keys:
+            if len(key) > MAX_LABEL_KEY or not _LABEL_KEY.fullmatch(key):
+                problems.append(
+                    f"{where}: invalid label key {key!r} (accepted: {LABEL_KEY_ACCEPTED}, "
+                    f"at most {MAX_LABEL_KEY} characters)"
+                )
+    for key, value in sorted(add.items()):
+        if len(value) > MAX_LABEL_VALUE:
+            problems.append(
+                f"add_labels: value of {key!r} is {len(value)} characters "
+                f"(at most {MAX_LABEL_VALUE})"
+            )
+        elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+            problems.append(f"add_labels: value of {key!r} holds a control character")
+    return problems
+
+
+def check_update(request: control_pb2.UpdateNodeRequest) -> None:
+    """ValidationError listing what is wrong with the request itself (before any read)."""
+    problems = label_problems(request.add_labels, request.remove_labels)
+    if (
+        request.availability != types_pb2.AVAILABILITY_UNSPECIFIED
+        and request.availability not in _AVAILABILITIES
+    ):
+        problems.append(f"availability: unknown value {request.availability}")
+    if problems:
+        raise ValidationError(problems)
+
+
+def updated(node: objects_pb2.Node, request: control_pb2.UpdateNodeRequest) -> objects_pb2.Node:
+    """A copy of ``node`` with the request's spec changes; meta not yet touched. Labels are
+    added first, then removed (a key in both ends up removed)."""
+    out = objects_pb2.Node()
+    out.CopyFrom(node)
+    if request.availability != types_pb2.AVAILABILITY_UNSPECIFIED:
+        out.spec.availability = request.availability
+    for key, value in request.add_labels.items():
+        out.spec.labels[key] = value
+    for key in request.remove_labels:
+        out.spec.labels.pop(key, None)
+    return out
+
+
+def update_ops(
+    view: ClusterView, request: control_pb2.UpdateNodeRequest
+) -> tuple[list[Op], objects_pb2.Node]:
+    """The guarded write of an UpdateNode over the view as it is now, and the node as it
+    will be. No ops when nothing changes (the node is returned as it is)."""
+    current = resolve(view, request.id)
+    node = updated(current.obj, request)
+    if node.spec == current.obj.spec:
+        return [], current.obj
+    node.meta.version += 1
+    node.meta.updated_at.CopyFrom(model.timestamp())
+    return [Update(Kind.NODE, node, current.mod_revision)], node
+
+
+def removal_ops(view: ClusterView, request: control_pb2.RemoveNodeRequest) -> list[Op]:
+    """The delete of a node, refused (InUseError: FAILED_PRECONDITION) unless it is DOWN
+    or ``force`` is set."""
+    current = resolve(view, request.id)
+    node: objects_pb2.Node = current.obj
+    state = node.status.state
+    if state != types_pb2.NODE_DOWN and not request.force:
+        name = node.description.hostname or node.id
+        raise InUseError(
+            f"node {name} is {status_name(state)}; only a down node can be removed "
+            "(drain it and stop its agent first, or use --force)"
+        )
+    return [Delete(Kind.NODE, current.key, current.mod_revision)]
+
+
+def status_name(state: int) -> str:
+    """``NODE_READY`` -> "ready"."""
+    if state == types_pb2.NODE_STATUS_UNSPECIFIED or state not in types_pb2.NodeStatus.values():
+        return "unknown"
+    return types_pb2.NodeStatus.Name(state).removeprefix("NODE_").lower()

@@ -1,0 +1,146 @@
+"""Node loss on a real 3-host cluster (issue 5, part 1).
+
+A host dies: its agent is killed with SIGKILL together with its containers. Its liveness
+lease expires, the node monitor marks it DOWN and its tasks ORPHANED, and replacements run
+on the other hosts within the detection window plus a margin (<= 5 s from the kill). When
+the agent comes back the node is READY again and exactly ``replicas`` tasks run.
+
+An agent that dies alone leaves its containers running; when it comes back after its node
+was declared down, it stops the containers of its orphaned tasks: a slot does not stay
+doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from tests_support import wait_until
+
+pytestmark = pytest.mark.integration
+
+CLUSTER_NODES = 3
+LIMIT = 5.0  # seconds from the kill to every replacement running
+
+SERVICE = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: NAME}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
+  replicas: 3
+  stop_grace_period: 100ms
+"""
+
+
+def runc_running(cluster, hostname: str) -> set[str]:
+    """Ids of the running containers on a host. A list that races a container's removal
+    may fail; it is asked again."""
+    root = cluster.host(hostname)["runc_root"]
+    for _ in range(5):
+        res = subprocess.run(
+            ["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True
+        )
+        if res.returncode == 0:
+            return {
+                c["id"] for c in json.loads(res.stdout or "null") or [] if c["status"] == "running"
+            }
+    pytest.fail(f"runc list on {hostname}: {res.stderr.strip()}")
+
+
+def node_status(orch, hostname: str) -> str:
+    return next(n["status"] for n in orch.json("nodes") if n["hostname"] == hostname)
+
+
+def since(task: dict) -> float:
+    return datetime.fromisoformat(task["state_since"].replace("Z", "+00:00")).timestamp()
+
+
+def apply(orch, cluster, tmp_path: Path, name: str) -> list[dict]:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SERVICE.replace("NAME", name).replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    running = wait_until(lambda: len(orch.running(name)) == 3 and orch.running(name), 60)
+    # Spread puts one replica on each host.
+    assert len({t["node_hostname"] for t in running}) == 3
+    return running
+
+
+def replaced(orch, name: str, host: str, old: set[str]) -> list[dict] | None:
+    """The service's 3 running tasks once none of them is on ``host`` and every old task
+    of ``host`` is ORPHANED; else None."""
+    tasks = orch.tasks(name, all=True)
+    orphaned = {t["id"] for t in tasks if t["state"] == "orphaned"}
+    running = [t for t in tasks if t["state"] == "running" and t["desired_state"] == "running"]
+    if old <= orphaned and len(running) == 3 and all(t["node_hostname"] != host for t in running):
+        return running
+    return None
+
+
+def settled(orch, cluster, name: str, host: str, old: set[str]) -> bool:
+    """Back to normal: the host is READY, 3 running tasks, and none of the old containers
+    runs on the host any more; the old tasks stay ORPHANED (their final state)."""
+    tasks = {t["id"]: t for t in orch.tasks(name, all=True)}
+    running = [t for t in tasks.values() if t["state"] == "running"]
+    return (
+        node_status(orch, host) == "ready"
+        and len(running) == 3
+        and not (old & runc_running(cluster, host))
+        and all(tasks[i]["state"] == "orphaned" for i in old if i in tasks)
+    )
+
+
+def test_dead_host_tasks_run_elsewhere_within_5s(orch, cluster, tmp_path: Path) -> None:
+    try:
+        running = apply(orch, cluster, tmp_path, "lost")
+        host = running[-1]["node_hostname"]
+        old = {t["id"] for t in running if t["node_hostname"] == host}
+        assert old <= runc_running(cluster, host)
+
+        # The host dies: its agent and every container on it, at once.
+        killed_at = datetime.now().timestamp()
+        asyncio.run(cluster.kill_agent(host, crash=True))
+        root = cluster.host(host)["runc_root"]
+        for cid in old:
+            subprocess.run(["runc", "--root", root, "kill", "-a", cid, "KILL"], check=True)
+
+        now_running = wait_until(
+            lambda: replaced(orch, "lost", host, old), 30, what="replacements on other hosts"
+        )
+        assert node_status(orch, host) == "down"
+        fresh = [t for t in now_running if t["id"] not in {r["id"] for r in running}]
+        assert len(fresh) == len(old)
+        took = max(since(t) for t in fresh) - killed_at
+        assert took <= LIMIT, f"replacements ran {took:.1f}s after the host died"
+
+        asyncio.run(cluster.start_agent(host))
+        wait_until(lambda: settled(orch, cluster, "lost", host, old), 30, what="the host back")
+        assert len(orch.running("lost")) == 3
+    finally:
+        orch("rm", "lost", check=False)
+
+
+def test_agent_back_after_its_node_was_down_stops_orphaned_containers(
+    orch, cluster, tmp_path: Path
+) -> None:
+    try:
+        running = apply(orch, cluster, tmp_path, "survivor")
+        host = running[0]["node_hostname"]
+        old = {t["id"] for t in running if t["node_hostname"] == host}
+
+        # Only the agent dies; its containers go on running under their shims.
+        asyncio.run(cluster.kill_agent(host, crash=True))
+        wait_until(lambda: replaced(orch, "survivor", host, old), 30, what="replacements")
+        assert old <= runc_running(cluster, host), "the containers should have survived"
+
+        # Back, the agent learns its tasks were orphaned and stops their containers.
+        asyncio.run(cluster.start_agent(host))
+        wait_until(lambda: settled(orch, cluster, "survivor", host, old), 30, what="cleanup")
+        assert len(orch.running("survivor")) == 3
+    finally:
+        orch("rm", "survivor", check=False)

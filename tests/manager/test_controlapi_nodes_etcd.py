@@ -1,0 +1,175 @@
+"""Nodes through the real Control API (gRPC) on a real etcd: UpdateNode (availability,
+labels, resolution by id, prefix or hostname, validation, a write that races the
+dispatcher's status refresh) and RemoveNode (only a down node unless forced)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from orch.manager.controlapi import ControlAPI
+from orch.manager.logbroker import LogBroker
+from orch.manager.store import Create, Kind, Store, Update
+from orch.manager.view import ClusterView
+from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, types_pb2
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Api:
+    stub: control_pb2_grpc.ControlStub
+    store: Store
+    view: ClusterView
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[Api]:
+    view = ClusterView(store)
+    feed = asyncio.create_task(view.run())
+    await view.ready()
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(
+        ControlAPI(store=store, view=view, logs=LogBroker()), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Api(control_pb2_grpc.ControlStub(channel), store, view)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
+
+
+async def add_node(api: Api, node_id: str, hostname: str, state: int = types_pb2.NODE_READY):
+    node = objects_pb2.Node(
+        id=node_id,
+        meta=objects_pb2.Meta(version=1),
+        description=objects_pb2.NodeDescription(hostname=hostname),
+        spec=objects_pb2.NodeSpec(availability=types_pb2.ACTIVE, labels={"keep": "1"}),
+        status=objects_pb2.NodeState(state=state),
+    )
+    await api.view.wait_for(await api.store.commit([Create(Kind.NODE, node)]))
+    return node
+
+
+async def stored(api: Api, node_id: str) -> objects_pb2.Node | None:
+    current = await api.store.get(Kind.NODE, node_id)
+    return None if current is None else current.obj
+
+
+async def error_of(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def test_update_availability_by_hostname_bumps_version(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    got = await api.stub.UpdateNode(
+        control_pb2.UpdateNodeRequest(id="node1", availability=types_pb2.DRAIN)
+    )
+    assert got.spec.availability == types_pb2.DRAIN
+    node = await stored(api, "aaaa1111")
+    assert node is not None
+    assert node.spec.availability == types_pb2.DRAIN
+    assert node.meta.version == 2
+    assert node.meta.HasField("updated_at")
+    assert dict(node.spec.labels) == {"keep": "1"}
+    # The write is in the view before the call returns: a read sees it.
+    assert (await api.stub.GetNode(control_pb2.GetNodeRequest(id="node1"))) == node
+
+
+async def test_labels_are_added_then_removed_and_availability_kept(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    request = control_pb2.UpdateNodeRequest(
+        id="aaaa", add_labels={"zone": "a", "gone": "x"}, remove_labels=["gone", "keep", "nope"]
+    )
+    got = await api.stub.UpdateNode(request)
+    assert dict(got.spec.labels) == {"zone": "a"}
+    assert got.spec.availability == types_pb2.ACTIVE
+    node = await stored(api, "aaaa1111")
+    assert node is not None and dict(node.spec.labels) == {"zone": "a"}
+
+
+async def test_an_update_that_changes_nothing_writes_nothing(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    before = await api.store.get(Kind.NODE, "aaaa1111")
+    got = await api.stub.UpdateNode(
+        control_pb2.UpdateNodeRequest(id="node1", availability=types_pb2.ACTIVE)
+    )
+    after = await api.store.get(Kind.NODE, "aaaa1111")
+    assert before is not None and after is not None
+    assert after.mod_revision == before.mod_revision
+    assert got.meta.version == 1
+
+
+async def test_update_right_after_a_status_write_keeps_both(api: Api) -> None:
+    """The dispatcher rewrites the node's status just before the update: whether the view
+    has caught up or the guarded write loses and is decided again, both changes stay.
+    (Which path runs depends on the watch's timing; the outcome must not.)"""
+    await add_node(api, "aaaa1111", "node1")
+    current = await api.store.get(Kind.NODE, "aaaa1111")
+    assert current is not None
+    # A status write the view has not seen yet when UpdateNode decides.
+    refreshed = objects_pb2.Node()
+    refreshed.CopyFrom(current.obj)
+    refreshed.status.message = "refreshed"
+    await api.store.commit([Update(Kind.NODE, refreshed, current.mod_revision)])
+    await api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="node1", add_labels={"z": "1"}))
+    node = await stored(api, "aaaa1111")
+    assert node is not None
+    assert node.status.message == "refreshed"
+    assert dict(node.spec.labels) == {"keep": "1", "z": "1"}
+
+
+async def test_update_errors(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    await add_node(api, "aaaa2222", "node2")
+    missing = await error_of(api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="nodex")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    assert missing.details() == "no such node: nodex"
+    ambiguous = await error_of(api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="aaaa")))
+    assert ambiguous.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = await error_of(
+        api.stub.UpdateNode(
+            control_pb2.UpdateNodeRequest(
+                id="node1", add_labels={"-x": "1", "ok": "a\nb"}, remove_labels=["y/"]
+            )
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    lines = bad.details().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("add_labels: invalid label key '-x'")
+    assert lines[1].startswith("remove_labels: invalid label key 'y/'")
+    assert lines[2] == "add_labels: value of 'ok' holds a control character"
+    node = await stored(api, "aaaa1111")
+    assert node is not None and node.meta.version == 1  # nothing written
+
+
+async def test_remove_only_a_down_node_unless_forced(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    await add_node(api, "bbbb1111", "node2", state=types_pb2.NODE_DOWN)
+    refused = await error_of(api.stub.RemoveNode(control_pb2.RemoveNodeRequest(id="node1")))
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.details().startswith("node node1 is ready; only a down node can be removed")
+    assert await stored(api, "aaaa1111") is not None
+
+    await api.stub.RemoveNode(control_pb2.RemoveNodeRequest(id="node2"))
+    assert await stored(api, "bbbb1111") is None
+    assert [n.id for n in (await api.stub.ListNodes(control_pb2.ListNodesRequest())).nodes] == [
+        "aaaa1111"
+    ]
+
+    await api.stub.RemoveNode(control_pb2.RemoveNodeRequest(id="aaaa", force=True))
+    assert await stored(api, "aaaa1111") is None
+    missing = await error_of(api.stub.RemoveNode(control_pb2.RemoveNodeRequest(id="node1")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND

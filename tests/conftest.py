@@ -137,7 +137,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     settings = ClusterSettings(
         state_dir=state,
         nodes=nodes,
-        managers=1,
+        managers=getattr(request.module, "CLUSTER_MANAGERS", 1),
         registry_port=free_port(),
         restart_delay=0.5,
         liveness_ttl=getattr(request.module, "CLUSTER_LIVENESS_TTL", None),

@@ -1,0 +1,75 @@
+"""Manager HA (issue 5, part 3): two managers share one etcd; kill -9 the leader and the
+standby takes over, keeps the agents' tasks running, and a scale issued afterwards (the
+CLI fails over to the other manager) converges."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from tests_support import wait_until
+
+pytestmark = pytest.mark.integration
+
+CLUSTER_NODES = 2
+CLUSTER_MANAGERS = 2
+
+SERVICE = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: steady}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sleep, "1000000"]
+  replicas: 2
+  stop_grace_period: 100ms
+"""
+
+
+def leader(cluster) -> str:
+    out = subprocess.run(
+        [
+            "etcdctl",
+            "--endpoints",
+            cluster.record.etcd,
+            "get",
+            "--print-value-only",
+            "/orch/v1/leader",
+        ],
+        capture_output=True,
+        text=True,
+        env={"ETCDCTL_API": "3"},
+    ).stdout.strip()
+    return out
+
+
+def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path) -> None:
+    path = tmp_path / "steady.yaml"
+    path.write_text(SERVICE.replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    try:
+        wait_until(lambda: len(orch.running("steady")) == 2, 60)
+        before = {t["id"] for t in orch.running("steady")}
+        old = wait_until(lambda: leader(cluster), 10, what="a leader")
+        index = int(old.rsplit("-m", 1)[1])
+        pid = cluster.record.pids[f"manager-{index}"]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        new = wait_until(lambda: (lead := leader(cluster)) and lead != old and lead, 10)
+        assert time.monotonic() - killed_at < 5, "the standby took over too slowly"
+        assert new != old
+        # The tasks kept running: nothing was replaced while the leadership moved.
+        wait_until(lambda: all(n["status"] == "ready" for n in orch.json("nodes")), 20)
+        assert {t["id"] for t in orch.running("steady")} == before
+
+        orch("scale", "steady=4")  # the CLI fails over to the live manager
+        running = wait_until(
+            lambda: len(orch.running("steady")) == 4 and orch.running("steady"), 30
+        )
+        assert before <= {t["id"] for t in running}
+    finally:
+        orch("rm", "steady", check=False)

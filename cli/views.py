@@ -327,6 +327,25 @@ def network_table(records: Sequence[Mapping[str, Any]]) -> Table:
     return ["NAME", "DRIVER", "SUBNET", "VNI", "SERVICES"], rows
 
 
+def manager_records(response: control_pb2.ListManagersResponse) -> list[dict[str, Any]]:
+    """Managers as ``orch managers -o json`` prints them."""
+    return [
+        {
+            "id": m.id,
+            "addr": m.addr,
+            "leader": m.id == response.leader,
+            "started_at": ts_to_rfc3339(m.started_at),
+        }
+        for m in sorted(response.managers, key=lambda m: m.id)
+    ]
+
+
+def manager_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """ID ADDR LEADER."""
+    rows = [[r["id"], r["addr"], "leader" if r["leader"] else ""] for r in records]
+    return ["ID", "ADDR", "LEADER"], rows
+
+
 def node_table(records: Sequence[Mapping[str, Any]]) -> Table:
     """ID HOSTNAME ADDR STATUS AVAILABILITY."""
     rows = [

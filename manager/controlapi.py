@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +101,10 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         view: ClusterView,
         logs: LogBroker,
         settings: ControlSettings | None = None,
+        leader: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self._store = store
+        self._leader = leader
         self._view = view
         self._logs = logs
         self._settings = settings or ControlSettings()
@@ -311,6 +313,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     @_grpc_errors
     async def GetTask(self, request: control_pb2.GetTaskRequest, context: Any) -> Any:
         return self.resolve_task(request.id)
+
+    @_grpc_errors
+    async def ListManagers(self, request: Any, context: Any) -> Any:
+        managers = sorted(self._view.objects(Kind.MANAGER), key=lambda m: m.id)
+        leader = (await self._leader()) if self._leader else None
+        return control_pb2.ListManagersResponse(managers=managers, leader=leader or "")
 
     @_grpc_errors
     async def ListNodes(self, request: Any, context: Any) -> Any:

@@ -35,6 +35,7 @@ from orch.manager.loop import LoopSettings
 from orch.manager.nodemonitor import NodeMonitorLoop, NodeMonitorSettings
 from orch.manager.orchestrator import OrchestratorSettings
 from orch.manager.orchestrator_loop import OrchestratorLoop
+from orch.manager.presence import announce
 from orch.manager.scheduler_loop import SchedulerLoop
 from orch.manager.store import Store
 from orch.manager.view import ClusterView
@@ -75,7 +76,9 @@ class Manager:
         dispatcher = Dispatcher(
             store=store, view=view, logs=logs, manager_id=s.manager_id, settings=s.dispatcher
         )
-        control = ControlAPI(store=store, view=view, logs=logs, settings=s.control)
+        control = ControlAPI(
+            store=store, view=view, logs=logs, settings=s.control, leader=election.leader
+        )
 
         def fence():
             return election.fence
@@ -114,6 +117,9 @@ class Manager:
             asyncio.create_task(view.run(), name="view"),
             asyncio.create_task(dispatcher.status.run(), name="status-writer"),
             asyncio.create_task(election.run(lead), name="election"),
+            asyncio.create_task(
+                announce(store, s.manager_id, s.listen, ttl=s.election.lease_ttl), name="presence"
+            ),
         ]
         try:
             await view.ready()

@@ -28,7 +28,7 @@ from orch.proto import specs_pb2 as orch_dot_proto_dot_specs__pb2
 from orch.proto import types_pb2 as orch_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orch/proto/control.proto\x12\x07orch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18orch/proto/objects.proto\x1a\x16orch/proto/specs.proto\x1a\x16orch/proto/types.proto\"o\n\x0c\x41pplyRequest\x12&\n\x08networks\x18\x01 \x03(\x0b\x32\x14.orch.v1.NetworkSpec\x12&\n\x08services\x18\x02 \x03(\x0b\x32\x14.orch.v1.ServiceSpec\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"D\n\x06\x43hange\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\"1\n\rApplyResponse\x12 \n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0f.orch.v1.Change\"v\n\x0cScaleRequest\x12\x35\n\x08replicas\x18\x01 \x03(\x0b\x32#.orch.v1.ScaleRequest.ReplicasEntry\x1a/\n\rReplicasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"1\n\rScaleResponse\x12 \n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0f.orch.v1.Change\"\x15\n\x13ListServicesRequest\"J\n\x0bServiceInfo\x12!\n\x07service\x18\x01 \x01(\x0b\x32\x10.orch.v1.Service\x12\x18\n\x10replicas_running\x18\x02 \x01(\x04\">\n\x14ListServicesResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.orch.v1.ServiceInfo\"!\n\x11GetServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14RemoveServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15RemoveServiceResponse\"<\n\x10ListTasksRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"1\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.orch.v1.Task\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x12\n\x10ListNodesRequest\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.orch.v1.Node\"\x1c\n\x0eGetNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListNetworksRequest\"U\n\x0bNetworkInfo\x12!\n\x07network\x18\x01 \x01(\x0b\x32\x10.orch.v1.Network\x12\x10\n\x08services\x18\x02 \x03(\t\x12\x11\n\tendpoints\x18\x03 \x01(\r\">\n\x14ListNetworksResponse\x12&\n\x08networks\x18\x01 \x03(\x0b\x32\x14.orch.v1.NetworkInfo\"!\n\x11GetNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14RemoveNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15RemoveNetworkResponse\"\xd8\x01\n\x11UpdateNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0c\x61vailability\x18\x02 \x01(\x0e\x32\x19.orch.v1.NodeAvailability\x12=\n\nadd_labels\x18\x03 \x03(\x0b\x32).orch.v1.UpdateNodeRequest.AddLabelsEntry\x12\x15\n\rremove_labels\x18\x04 \x03(\t\x1a\x30\n\x0e\x41\x64\x64LabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\x11RemoveNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12RemoveNodeResponse\";\n\x0bLogsRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\"\x98\x01\n\x08LogEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x04\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x06 \x01(\t\x12\x0c\n\x04line\x18\x07 \x01(\x0c\x32\xd4\x07\n\x07\x43ontrol\x12\x36\n\x05\x41pply\x12\x15.orch.v1.ApplyRequest\x1a\x16.orch.v1.ApplyResponse\x12\x36\n\x05Scale\x12\x15.orch.v1.ScaleRequest\x1a\x16.orch.v1.ScaleResponse\x12K\n\x0cListServices\x12\x1c.orch.v1.ListServicesRequest\x1a\x1d.orch.v1.ListServicesResponse\x12>\n\nGetService\x12\x1a.orch.v1.GetServiceRequest\x1a\x14.orch.v1.ServiceInfo\x12N\n\rRemoveService\x12\x1d.orch.v1.RemoveServiceRequest\x1a\x1e.orch.v1.RemoveServiceResponse\x12\x42\n\tListTasks\x12\x19.orch.v1.ListTasksRequest\x1a\x1a.orch.v1.ListTasksResponse\x12\x31\n\x07GetTask\x12\x17.orch.v1.GetTaskRequest\x1a\r.orch.v1.Task\x12\x42\n\tListNodes\x12\x19.orch.v1.ListNodesRequest\x1a\x1a.orch.v1.ListNodesResponse\x12\x31\n\x07GetNode\x12\x17.orch.v1.GetNodeRequest\x1a\r.orch.v1.Node\x12\x37\n\nUpdateNode\x12\x1a.orch.v1.UpdateNodeRequest\x1a\r.orch.v1.Node\x12\x45\n\nRemoveNode\x12\x1a.orch.v1.RemoveNodeRequest\x1a\x1b.orch.v1.RemoveNodeResponse\x12K\n\x0cListNetworks\x12\x1c.orch.v1.ListNetworksRequest\x1a\x1d.orch.v1.ListNetworksResponse\x12>\n\nGetNetwork\x12\x1a.orch.v1.GetNetworkRequest\x1a\x14.orch.v1.NetworkInfo\x12N\n\rRemoveNetwork\x12\x1d.orch.v1.RemoveNetworkRequest\x1a\x1e.orch.v1.RemoveNetworkResponse\x12\x31\n\x04Logs\x12\x14.orch.v1.LogsRequest\x1a\x11.orch.v1.LogEntry0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orch/proto/control.proto\x12\x07orch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18orch/proto/objects.proto\x1a\x16orch/proto/specs.proto\x1a\x16orch/proto/types.proto\"o\n\x0c\x41pplyRequest\x12&\n\x08networks\x18\x01 \x03(\x0b\x32\x14.orch.v1.NetworkSpec\x12&\n\x08services\x18\x02 \x03(\x0b\x32\x14.orch.v1.ServiceSpec\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"D\n\x06\x43hange\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\"1\n\rApplyResponse\x12 \n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0f.orch.v1.Change\"v\n\x0cScaleRequest\x12\x35\n\x08replicas\x18\x01 \x03(\x0b\x32#.orch.v1.ScaleRequest.ReplicasEntry\x1a/\n\rReplicasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"1\n\rScaleResponse\x12 \n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0f.orch.v1.Change\"\x15\n\x13ListServicesRequest\"J\n\x0bServiceInfo\x12!\n\x07service\x18\x01 \x01(\x0b\x32\x10.orch.v1.Service\x12\x18\n\x10replicas_running\x18\x02 \x01(\x04\">\n\x14ListServicesResponse\x12&\n\x08services\x18\x01 \x03(\x0b\x32\x14.orch.v1.ServiceInfo\"!\n\x11GetServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14RemoveServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15RemoveServiceResponse\"<\n\x10ListTasksRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0finclude_history\x18\x02 \x01(\x08\"1\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.orch.v1.Task\"\x1c\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x12\n\x10ListNodesRequest\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.orch.v1.Node\"\x1c\n\x0eGetNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListManagersRequest\"N\n\x14ListManagersResponse\x12&\n\x08managers\x18\x01 \x03(\x0b\x32\x14.orch.v1.ManagerInfo\x12\x0e\n\x06leader\x18\x02 \x01(\t\"\x15\n\x13ListNetworksRequest\"U\n\x0bNetworkInfo\x12!\n\x07network\x18\x01 \x01(\x0b\x32\x10.orch.v1.Network\x12\x10\n\x08services\x18\x02 \x03(\t\x12\x11\n\tendpoints\x18\x03 \x01(\r\">\n\x14ListNetworksResponse\x12&\n\x08networks\x18\x01 \x03(\x0b\x32\x14.orch.v1.NetworkInfo\"!\n\x11GetNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14RemoveNetworkRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15RemoveNetworkResponse\"\xd8\x01\n\x11UpdateNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0c\x61vailability\x18\x02 \x01(\x0e\x32\x19.orch.v1.NodeAvailability\x12=\n\nadd_labels\x18\x03 \x03(\x0b\x32).orch.v1.UpdateNodeRequest.AddLabelsEntry\x12\x15\n\rremove_labels\x18\x04 \x03(\t\x1a\x30\n\x0e\x41\x64\x64LabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\x11RemoveNodeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12RemoveNodeResponse\";\n\x0bLogsRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\"\x98\x01\n\x08LogEntry\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x04\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x06 \x01(\t\x12\x0c\n\x04line\x18\x07 \x01(\x0c\x32\xa1\x08\n\x07\x43ontrol\x12\x36\n\x05\x41pply\x12\x15.orch.v1.ApplyRequest\x1a\x16.orch.v1.ApplyResponse\x12\x36\n\x05Scale\x12\x15.orch.v1.ScaleRequest\x1a\x16.orch.v1.ScaleResponse\x12K\n\x0cListServices\x12\x1c.orch.v1.ListServicesRequest\x1a\x1d.orch.v1.ListServicesResponse\x12>\n\nGetService\x12\x1a.orch.v1.GetServiceRequest\x1a\x14.orch.v1.ServiceInfo\x12N\n\rRemoveService\x12\x1d.orch.v1.RemoveServiceRequest\x1a\x1e.orch.v1.RemoveServiceResponse\x12\x42\n\tListTasks\x12\x19.orch.v1.ListTasksRequest\x1a\x1a.orch.v1.ListTasksResponse\x12\x31\n\x07GetTask\x12\x17.orch.v1.GetTaskRequest\x1a\r.orch.v1.Task\x12\x42\n\tListNodes\x12\x19.orch.v1.ListNodesRequest\x1a\x1a.orch.v1.ListNodesResponse\x12\x31\n\x07GetNode\x12\x17.orch.v1.GetNodeRequest\x1a\r.orch.v1.Node\x12\x37\n\nUpdateNode\x12\x1a.orch.v1.UpdateNodeRequest\x1a\r.orch.v1.Node\x12\x45\n\nRemoveNode\x12\x1a.orch.v1.RemoveNodeRequest\x1a\x1b.orch.v1.RemoveNodeResponse\x12K\n\x0cListManagers\x12\x1c.orch.v1.ListManagersRequest\x1a\x1d.orch.v1.ListManagersResponse\x12K\n\x0cListNetworks\x12\x1c.orch.v1.ListNetworksRequest\x1a\x1d.orch.v1.ListNetworksResponse\x12>\n\nGetNetwork\x12\x1a.orch.v1.GetNetworkRequest\x1a\x14.orch.v1.NetworkInfo\x12N\n\rRemoveNetwork\x12\x1d.orch.v1.RemoveNetworkRequest\x1a\x1e.orch.v1.RemoveNetworkResponse\x12\x31\n\x04Logs\x12\x14.orch.v1.LogsRequest\x1a\x11.orch.v1.LogEntry0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,30 +75,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNODESRESPONSE']._serialized_end=1022
   _globals['_GETNODEREQUEST']._serialized_start=1024
   _globals['_GETNODEREQUEST']._serialized_end=1052
-  _globals['_LISTNETWORKSREQUEST']._serialized_start=1054
-  _globals['_LISTNETWORKSREQUEST']._serialized_end=1075
-  _globals['_NETWORKINFO']._serialized_start=1077
-  _globals['_NETWORKINFO']._serialized_end=1162
-  _globals['_LISTNETWORKSRESPONSE']._serialized_start=1164
-  _globals['_LISTNETWORKSRESPONSE']._serialized_end=1226
-  _globals['_GETNETWORKREQUEST']._serialized_start=1228
-  _globals['_GETNETWORKREQUEST']._serialized_end=1261
-  _globals['_REMOVENETWORKREQUEST']._serialized_start=1263
-  _globals['_REMOVENETWORKREQUEST']._serialized_end=1299
-  _globals['_REMOVENETWORKRESPONSE']._serialized_start=1301
-  _globals['_REMOVENETWORKRESPONSE']._serialized_end=1324
-  _globals['_UPDATENODEREQUEST']._serialized_start=1327
-  _globals['_UPDATENODEREQUEST']._serialized_end=1543
-  _globals['_UPDATENODEREQUEST_ADDLABELSENTRY']._serialized_start=1495
-  _globals['_UPDATENODEREQUEST_ADDLABELSENTRY']._serialized_end=1543
-  _globals['_REMOVENODEREQUEST']._serialized_start=1545
-  _globals['_REMOVENODEREQUEST']._serialized_end=1591
-  _globals['_REMOVENODERESPONSE']._serialized_start=1593
-  _globals['_REMOVENODERESPONSE']._serialized_end=1613
-  _globals['_LOGSREQUEST']._serialized_start=1615
-  _globals['_LOGSREQUEST']._serialized_end=1674
-  _globals['_LOGENTRY']._serialized_start=1677
-  _globals['_LOGENTRY']._serialized_end=1829
-  _globals['_CONTROL']._serialized_start=1832
-  _globals['_CONTROL']._serialized_end=2812
+  _globals['_LISTMANAGERSREQUEST']._serialized_start=1054
+  _globals['_LISTMANAGERSREQUEST']._serialized_end=1075
+  _globals['_LISTMANAGERSRESPONSE']._serialized_start=1077
+  _globals['_LISTMANAGERSRESPONSE']._serialized_end=1155
+  _globals['_LISTNETWORKSREQUEST']._serialized_start=1157
+  _globals['_LISTNETWORKSREQUEST']._serialized_end=1178
+  _globals['_NETWORKINFO']._serialized_start=1180
+  _globals['_NETWORKINFO']._serialized_end=1265
+  _globals['_LISTNETWORKSRESPONSE']._serialized_start=1267
+  _globals['_LISTNETWORKSRESPONSE']._serialized_end=1329
+  _globals['_GETNETWORKREQUEST']._serialized_start=1331
+  _globals['_GETNETWORKREQUEST']._serialized_end=1364
+  _globals['_REMOVENETWORKREQUEST']._serialized_start=1366
+  _globals['_REMOVENETWORKREQUEST']._serialized_end=1402
+  _globals['_REMOVENETWORKRESPONSE']._serialized_start=1404
+  _globals['_REMOVENETWORKRESPONSE']._serialized_end=1427
+  _globals['_UPDATENODEREQUEST']._serialized_start=1430
+  _globals['_UPDATENODEREQUEST']._serialized_end=1646
+  _globals['_UPDATENODEREQUEST_ADDLABELSENTRY']._serialized_start=1598
+  _globals['_UPDATENODEREQUEST_ADDLABELSENTRY']._serialized_end=1646
+  _globals['_REMOVENODEREQUEST']._serialized_start=1648
+  _globals['_REMOVENODEREQUEST']._serialized_end=1694
+  _globals['_REMOVENODERESPONSE']._serialized_start=1696
+  _globals['_REMOVENODERESPONSE']._serialized_end=1716
+  _globals['_LOGSREQUEST']._serialized_start=1718
+  _globals['_LOGSREQUEST']._serialized_end=1777
+  _globals['_LOGENTRY']._serialized_start=1780
+  _globals['_LOGENTRY']._serialized_end=1932
+  _globals['_CONTROL']._serialized_start=1935
+  _globals['_CONTROL']._serialized_end=2992
 # @@protoc_insertion_point(module_scope)

@@ -129,6 +129,18 @@ class GetNodeRequest(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class ListManagersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListManagersResponse(_message.Message):
+    __slots__ = ("managers", "leader")
+    MANAGERS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    managers: _containers.RepeatedCompositeFieldContainer[_objects_pb2.ManagerInfo]
+    leader: str
+    def __init__(self, managers: _Optional[_Iterable[_Union[_objects_pb2.ManagerInfo, _Mapping]]] = ..., leader: _Optional[str] = ...) -> None: ...
+
 class ListNetworksRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -90,6 +90,11 @@ class ControlStub:
                 request_serializer=orch_dot_proto_dot_control__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=orch_dot_proto_dot_control__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
+        self.ListManagers = channel.unary_unary(
+                '/orch.v1.Control/ListManagers',
+                request_serializer=orch_dot_proto_dot_control__pb2.ListManagersRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.ListManagersResponse.FromString,
+                _registered_method=True)
         self.ListNetworks = channel.unary_unary(
                 '/orch.v1.Control/ListNetworks',
                 request_serializer=orch_dot_proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
@@ -191,6 +196,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListManagers(self, request, context):
+        """The managers that are up, and which one leads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNetworks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -276,6 +288,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=orch_dot_proto_dot_control__pb2.RemoveNodeRequest.FromString,
                     response_serializer=orch_dot_proto_dot_control__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'ListManagers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListManagers,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.ListManagersRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.ListManagersResponse.SerializeToString,
             ),
             'ListNetworks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNetworks,
@@ -595,6 +612,33 @@ class Control:
             '/orch.v1.Control/RemoveNode',
             orch_dot_proto_dot_control__pb2.RemoveNodeRequest.SerializeToString,
             orch_dot_proto_dot_control__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListManagers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/ListManagers',
+            orch_dot_proto_dot_control__pb2.ListManagersRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.ListManagersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -169,6 +169,16 @@ class Node(_message.Message):
     status: NodeState
     def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., description: _Optional[_Union[NodeDescription, _Mapping]] = ..., spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., status: _Optional[_Union[NodeState, _Mapping]] = ...) -> None: ...
 
+class ManagerInfo(_message.Message):
+    __slots__ = ("id", "addr", "started_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    addr: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., addr: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Network(_message.Message):
     __slots__ = ("id", "meta", "spec", "vni", "subnet", "gateway")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     add_output_flag(p)
     p.set_defaults(func=run_nodes)
 
+    p = subparsers.add_parser("managers", parents=[common], help="list managers and the leader")
+    add_output_flag(p)
+    p.set_defaults(func=run_managers)
+
 
 def run_ls(ctx: Context) -> int:
     response = ctx.client().call("ListServices", control_pb2.ListServicesRequest())
@@ -73,6 +77,12 @@ def run_nodes(ctx: Context) -> int:
     records = [views.node_record(n) for n in response.nodes]
     records.sort(key=lambda r: (r["hostname"], r["id"]))
     emit(ctx.out, ctx.args.output, records, views.node_table)
+    return 0
+
+
+def run_managers(ctx: Context) -> int:
+    response = ctx.client().call("ListManagers", control_pb2.ListManagersRequest())
+    emit(ctx.out, ctx.args.output, views.manager_records(response), views.manager_table)
     return 0
 
 

@@ -380,3 +380,18 @@ def test_network_record_and_table() -> None:
         ["NAME", "DRIVER", "SUBNET", "VNI", "SERVICES"],
         [["front", "overlay", "10.10.0.0/24", "4096", "api,web"]],
     )
+
+
+def test_manager_records_mark_the_leader() -> None:
+    from orch.cli import views as v
+    from orch.proto import control_pb2 as c
+    from orch.proto import objects_pb2 as o
+
+    resp = c.ListManagersResponse(
+        managers=[o.ManagerInfo(id="m1", addr="a:1"), o.ManagerInfo(id="m0", addr="a:0")],
+        leader="m1",
+    )
+    records = v.manager_records(resp)
+    assert [(r["id"], r["leader"]) for r in records] == [("m0", False), ("m1", True)]
+    header, rows = v.manager_table(records)
+    assert header == ["ID", "ADDR", "LEADER"] and rows[1] == ["m1", "a:1", "leader"]

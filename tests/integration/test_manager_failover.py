@@ -54,6 +54,8 @@ def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path)
         wait_until(lambda: len(orch.running("steady")) == 2, 60)
         before = {t["id"] for t in orch.running("steady")}
         old = wait_until(lambda: leader(cluster), 10, what="a leader")
+        managers = wait_until(lambda: len(m := orch.json("managers")) == 2 and m, 10)
+        assert [m["id"] for m in managers if m["leader"]] == [old]
         index = int(old.rsplit("-m", 1)[1])
         pid = cluster.record.pids[f"manager-{index}"]
         os.kill(pid, signal.SIGKILL)
@@ -62,6 +64,10 @@ def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path)
         new = wait_until(lambda: (lead := leader(cluster)) and lead != old and lead, 10)
         assert time.monotonic() - killed_at < 5, "the standby took over too slowly"
         assert new != old
+        # `orch managers` follows: the dead one's presence expires with its lease.
+        wait_until(
+            lambda: [(m["id"], m["leader"]) for m in orch.json("managers")] == [(new, True)], 10
+        )
         # The tasks kept running: nothing was replaced while the leadership moved.
         wait_until(lambda: all(n["status"] == "ready" for n in orch.json("nodes")), 20)
         assert {t["id"] for t in orch.running("steady")} == before

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import grpc
+from benchlib import pct
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
@@ -87,11 +88,6 @@ async def trial(cluster: LocalCluster, stub, hostname: dict[str, str]) -> float:
 
     await until(settled, 60, f"{victim} to come back and stop its old containers")
     return took
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main() -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import grpc
+from benchlib import pct
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.overlay import names
@@ -136,11 +137,6 @@ async def reach_trials(stub, image: str, clients: dict, n: int) -> list[float]:
         samples.append(answered - started)
         await stub.RemoveService(control_pb2.RemoveServiceRequest(name=name))
     return samples
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main() -> None:

@@ -48,6 +48,12 @@ _STATUS = {
 }
 
 
+async def _abort(context: Any, exc: OrchError) -> None:
+    """End the call with the status code of ``exc``'s kind and its message."""
+    code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), None)
+    await context.abort(code or grpc.StatusCode.INTERNAL, str(exc))
+
+
 def _grpc_errors(handler: Callable) -> Callable:
     """Translate orch errors into gRPC status codes with a readable message."""
 
@@ -55,8 +61,7 @@ def _grpc_errors(handler: Callable) -> Callable:
         try:
             return await handler(self, request, context)
         except OrchError as exc:
-            code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), None)
-            await context.abort(code or grpc.StatusCode.INTERNAL, str(exc))
+            await _abort(context, exc)
 
     wrapper.__name__ = handler.__name__
     return wrapper
@@ -330,14 +335,14 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         return nodes.resolve(self._view, request.id).obj
 
     async def Logs(self, request: control_pb2.LogsRequest, context: Any) -> AsyncIterator:
+        # A stream handler cannot use @_grpc_errors; errors of the broker (a node not
+        # connected here) are translated the same way.
         try:
             tasks = self.resolve_log_target(request.target)
+            async for entry in self._logs.stream(tasks, follow=request.follow, tail=request.tail):
+                yield entry
         except OrchError as exc:
-            code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), None)
-            await context.abort(code or grpc.StatusCode.INTERNAL, str(exc))
-            return
-        async for entry in self._logs.stream(tasks, follow=request.follow, tail=request.tail):
-            yield entry
+            await _abort(context, exc)
 
     # Resolution of names a person types.
 

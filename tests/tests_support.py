@@ -4,6 +4,8 @@ reaching into a local cluster's hosts (network namespaces the root netns cannot 
 
 from __future__ import annotations
 
+import secrets
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -47,3 +49,15 @@ def fetch_from(cluster: Any, hostname: str, url: str, timeout: float = 5.0) -> s
     if res.returncode != 0:
         raise OSError(f"fetch {url} on {hostname}: {res.stderr.strip() or res.returncode}")
     return res.stdout
+
+
+def fresh_netns_base() -> str:
+    """ "orcht" + 3 random characters that no netns of this machine starts with: a name
+    prefix for one test's hosts, endpoints and links."""
+    from orch.overlay import netns
+
+    alphabet = string.ascii_lowercase + string.digits
+    while True:
+        base = "orcht" + "".join(secrets.choice(alphabet) for _ in range(3))
+        if not netns.list_netns(base):
+            return base

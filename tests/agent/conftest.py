@@ -7,13 +7,12 @@ deleted afterwards, also on failure; links, nft tables and sysctls go with them.
 
 from __future__ import annotations
 
-import secrets
-import string
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from agent_helpers import AgentHost, run_ok
+from tests_support import fresh_netns_base
 
 from orch.agent.networks import Networks
 from orch.overlay import netns as ns
@@ -22,17 +21,9 @@ from orch.overlay.links import KernelNet
 from orch.overlay.settings import NetworkSettings
 
 
-def _fresh_base() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    while True:
-        base = "orcht" + "".join(secrets.choice(alphabet) for _ in range(3))
-        if not ns.list_netns(base):
-            return base
-
-
 @pytest.fixture
 async def two_hosts(tmp_path: Path) -> AsyncIterator[tuple[AgentHost, AgentHost]]:
-    base = _fresh_base()
+    base = fresh_netns_base()
     try:
         hosts = []
         for i in (1, 2):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from overlay_helpers import Host, cleanup_prefix, run_ok
+from tests_support import fresh_netns_base
 
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
@@ -56,22 +57,13 @@ def manager(settings: NetworkSettings) -> EndpointManager:
     return EndpointManager(settings)
 
 
-def _fresh_base() -> str:
-    """ "orcht" + 3 random characters that no netns of this machine starts with."""
-    alphabet = string.ascii_lowercase + string.digits
-    while True:
-        base = "orcht" + "".join(secrets.choice(alphabet) for _ in range(3))
-        if not ns.list_netns(base):
-            return base
-
-
 @pytest.fixture
 async def underlay(tmp_path: Path) -> AsyncIterator[Callable[[int], Awaitable[list[Host]]]]:
     """A factory of ``count`` hosts on one switch: netns ``<base>h<i>`` with address
     10.99.0.<i>/24 on link ``ul``, veth'd to bridge ``sw`` in netns ``<base>u``; host i's
     agent prefix is ``<base><i>``. Every netns starting with ``<base>`` (hosts, switch,
     containers) is deleted afterwards, which takes links, nft tables and sysctls along."""
-    base = _fresh_base()
+    base = fresh_netns_base()
 
     async def make(count: int) -> list[Host]:
         switch = f"{base}u"

@@ -1,0 +1,45 @@
+"""Fixtures of the manager's tests: the real Control API over gRPC on the session's etcd."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from orch.manager.controlapi import ControlAPI
+from orch.manager.logbroker import LogBroker
+from orch.manager.store import Store
+from orch.manager.view import ClusterView
+from orch.proto import control_pb2_grpc
+
+
+@dataclass
+class Api:
+    stub: control_pb2_grpc.ControlStub
+    store: Store
+    view: ClusterView
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[Api]:
+    """A ControlAPI with its own ClusterView, served on a loopback port."""
+    view = ClusterView(store)
+    feed = asyncio.create_task(view.run())
+    await view.ready()
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(
+        ControlAPI(store=store, view=view, logs=LogBroker()), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Api(control_pb2_grpc.ControlStub(channel), store, view)
+    finally:
+        await channel.close()
+        await server.stop(0)
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)

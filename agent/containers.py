@@ -9,14 +9,24 @@ Networks: the endpoint joins ``Task.networks`` in order (eth0, eth1, ...); on ov
 networks with the address and MAC the manager's allocator wrote into
 ``Task.attachments``, on the built-in ones (bridge/host/none) as the agent decides.
 ``Task.ports`` become published ports (DNAT to the first network's address).
+
+DNS: a container with a netns of its own gets the agent's resolver inside it (agent/dns.py)
+before it starts, and a resolv.conf naming it; a host-network one gets the host's
+resolv.conf. An adopted container (agent restart) gets its resolver back in ``wait``, the
+first call the runner makes for it; ``remove`` closes it before the netns goes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
+from orch.agent.health import CheckConfig, ProbeResult, probe_container
 from orch.agent.taskrunner import ExitResult, Prepared
+from orch.errors import OrchError
+from orch.overlay import netns
 from orch.overlay.endpoints import EndpointInfo, EndpointManager
 from orch.overlay.ports import PortMapping
 from orch.proto import objects_pb2
@@ -41,6 +51,7 @@ class ContainerController:
     async def prepare(self) -> Prepared:
         image = await self._env.images.pull(self._task.container.image)
         endpoint = await setup_endpoint(self._env.endpoints, self._task)
+        await self._env.serve_dns(self._task)
         attachments = [
             objects_pb2.NetworkAttachment(network=a.network, addresses=[a.address], mac=a.mac)
             for a in endpoint.attachments
@@ -58,6 +69,7 @@ class ContainerController:
         return await self._env.runtime.start(self._id)
 
     async def wait(self) -> ExitResult:
+        await self._env.serve_dns(self._task)  # adopted: its resolver comes back here
         status = await self._env.runtime.wait(self._id)
         return ExitResult(
             exit_code=status.exit_code, oom_killed=status.oom_killed, message=status.error or ""
@@ -69,7 +81,13 @@ class ContainerController:
 
     async def remove(self) -> None:
         await self._env.runtime.remove(self._id)
+        await self._env.stop_dns(self._id)
         await self._env.endpoints.teardown(self._id)
+
+    async def probe(self, check: CheckConfig) -> ProbeResult:
+        """One health probe (agent/health.py), at the address its endpoint record names."""
+        endpoint = self._env.endpoints.info(self._id)
+        return await probe_container(self._env.runtime, endpoint, self._id, check)
 
     def _etc_files(self, attachments: list[objects_pb2.NetworkAttachment]) -> list[BindMount]:
         """/etc/hosts naming the container, and a resolv.conf (service discovery DNS
@@ -82,11 +100,21 @@ class ContainerController:
             for addr in a.addresses:
                 lines.append(f"{addr.split('/')[0]}\t{hostname}")
         (folder / "hosts").write_text("\n".join(lines) + "\n")
-        (folder / "resolv.conf").write_text(self._env.resolv_conf)
+        (folder / "resolv.conf").write_text(self._env.resolv_conf_for(self._task))
         return [
             BindMount(str(folder / "hosts"), "/etc/hosts", readonly=True),
             BindMount(str(folder / "resolv.conf"), "/etc/resolv.conf", readonly=True),
         ]
+
+
+class ContainerDns(Protocol):
+    """The agent's DNS server as containers need it (agent/dns.py DnsServer)."""
+
+    async def attach(self, endpoint_id: str, netns_path: str, networks: Sequence[str]) -> None:
+        """Serve a resolver inside the netns for a container on ``networks``."""
+        ...
+
+    async def detach(self, endpoint_id: str) -> None: ...
 
 
 class ContainerEnvironment:
@@ -101,6 +129,8 @@ class ContainerEnvironment:
         node_name: str,
         files_dir: Path,
         resolv_conf: str = "",
+        dns: ContainerDns | None = None,
+        host_resolv_conf: str = "",
     ) -> None:
         self.runtime = runtime
         self.images = images
@@ -108,12 +138,35 @@ class ContainerEnvironment:
         self.node_name = node_name
         self.files_dir = files_dir
         self.resolv_conf = resolv_conf
+        """resolv.conf of containers with a netns of their own."""
+        self.dns = dns
+        self.host_resolv_conf = host_resolv_conf
+        """resolv.conf of host-network containers (the host's own)."""
 
     def __call__(self, task: objects_pb2.Task) -> ContainerController:
         return ContainerController(task, self)
 
+    def resolv_conf_for(self, task: objects_pb2.Task) -> str:
+        return self.host_resolv_conf if networks_of(task) == ["host"] else self.resolv_conf
+
+    async def serve_dns(self, task: objects_pb2.Task) -> None:
+        """The task's resolver inside its netns (idempotent). A failure is logged: the
+        container still runs, only its name lookups fail."""
+        if self.dns is None or networks_of(task) == ["host"]:
+            return
+        path = netns.netns_path(self.endpoints.netns_name(task.id))
+        try:
+            await self.dns.attach(task.id, path, networks_of(task))
+        except OrchError as exc:
+            log.error("task %s: no DNS resolver: %s", task.id, exc)
+
+    async def stop_dns(self, task_id: str) -> None:
+        if self.dns is not None:
+            await self.dns.detach(task_id)
+
     async def forget(self, task_id: str) -> None:
         await self.runtime.remove(task_id)
+        await self.stop_dns(task_id)
         await self.endpoints.teardown(task_id)
         self.runtime.remove_logs(task_id)
         folder = self.files_dir / task_id

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orch import model
+from orch.agent import dns
 from orch.agent.containers import ContainerEnvironment
+from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
 from orch.agent.networks import Networks
 from orch.agent.session import Session, SessionSettings
@@ -70,6 +72,11 @@ class AgentSettings:
     """Memory capacity to report; 0 = what the machine has."""
     registry_mirrors: dict[str, str] = field(default_factory=dict)
     """Registry "host:port" -> mirror "host:port" to pull its images from (ImageSettings.mirrors)."""
+    dns_listen: str | None = None
+    """"ip:port" of the node's own DNS listener (every network of the node); None =
+    <advertise_addr>:53 (none without an advertise address); "" = none."""
+    dns_upstreams: list[str] | None = None
+    """Resolvers for names that are not the cluster's; None = the host's resolv.conf."""
 
 
 def node_id_for(state_dir: Path) -> str:
@@ -140,23 +147,37 @@ class Agent:
             )
         )
         self.networks = Networks(self.endpoints)
+        host_resolv_conf = dns.read_host_resolv_conf()
+        self.dns = dns.DnsServer(
+            dns.node_settings(
+                advertise_addr=s.advertise_addr,
+                listen=s.dns_listen,
+                upstreams=s.dns_upstreams,
+                host_resolv_conf=host_resolv_conf,
+            )
+        )
         self.containers = ContainerEnvironment(
             runtime=self.runtime,
             images=self.images,
             endpoints=self.endpoints,
             node_name=s.hostname,
             files_dir=s.state_dir / "etc",
+            resolv_conf=dns.CONTAINER_RESOLV_CONF,
+            dns=self.dns,
+            host_resolv_conf=host_resolv_conf,
         )
         self.worker = Worker(self.containers, self._report)
         self.logs = LogPublisher(
             node_id=self.node_id, read_logs=self._read_logs, tasks=lambda: self.worker.tasks
         )
+        self.execs = ExecRunner(node_id=self.node_id, runtime=self.runtime)
         self.session = Session(
             node_id=self.node_id,
             description=describe_node(s),
             settings=SessionSettings(managers=s.managers),
             on_assignments=self._assign,
             on_log_subscription=self.logs.handle,
+            on_exec=self.execs.handle,
         )
         self._collected = False
 
@@ -167,6 +188,7 @@ class Agent:
         return self.runtime.read_logs(task_id, tail=tail, follow=follow)
 
     async def _assign(self, msg: dispatcher_pb2.Assignments) -> None:
+        self.dns.apply(msg)  # first: a container started below may ask at once
         await self.networks.apply(msg)  # first: tasks are prepared on these networks
         await self.worker.assign(msg)
         for task_id in msg.removed:
@@ -195,9 +217,12 @@ class Agent:
     async def run(self) -> None:
         log.info("agent %s (node %s) starting", self.settings.hostname, self.node_id)
         try:
+            await self.dns.start()
             await self.session.run()
         finally:
+            await self.dns.close()  # containers' resolvers come back with the next agent
             await self.logs.close()
+            await self.execs.close()  # kills the commands `orch exec` runs
             await self.worker.close()
             await self.runtime.close()  # the shim server; the containers keep running
 
@@ -222,6 +247,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="FROM=TO",
         help="pull images of registry FROM (host:port) from TO instead (repeatable)",
     )
+    p.add_argument(
+        "--dns-listen",
+        default=None,
+        help="ip:port of the node's DNS listener (default <advertise-addr>:53; 'off': none)",
+    )
+    p.add_argument(
+        "--dns-upstream",
+        default=None,
+        help="comma-separated resolvers for other names (default: the host's resolv.conf; "
+        "'none': answer SERVFAIL)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -240,6 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         nano_cpus=int(args.cpus * 1e9),
         memory_bytes=args.memory,
         registry_mirrors=dict(args.registry_mirror),
+        dns_listen="" if args.dns_listen == "off" else args.dns_listen,
+        dns_upstreams=None
+        if args.dns_upstream is None
+        else [u for u in args.dns_upstream.split(",") if u and u != "none"],
     )
     asyncio.run(_serve(Agent(settings)))
 

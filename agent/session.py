@@ -40,6 +40,7 @@ class SessionSettings:
 
 AssignmentHandler = Callable[[dispatcher_pb2.Assignments], Awaitable[None]]
 LogHandler = Callable[[dispatcher_pb2.LogSubscription, dispatcher_pb2_grpc.DispatcherStub], None]
+ExecHandler = Callable[[dispatcher_pb2.ExecCommand, dispatcher_pb2_grpc.DispatcherStub], None]
 
 
 class Session:
@@ -51,12 +52,14 @@ class Session:
         settings: SessionSettings,
         on_assignments: AssignmentHandler,
         on_log_subscription: LogHandler,
+        on_exec: ExecHandler | None = None,
     ) -> None:
         self._node_id = node_id
         self._description = description
         self._settings = settings
         self._on_assignments = on_assignments
         self._on_logs = on_log_subscription
+        self._on_exec = on_exec
         self._latest: dict[str, dispatcher_pb2.TaskStatusUpdate] = {}
         self._unsent: dict[str, dispatcher_pb2.TaskStatusUpdate] = {}
         self._wake = asyncio.Event()
@@ -107,6 +110,8 @@ class Session:
                         self.connected.set()
                 elif kind == "log_subscription":
                     self._on_logs(msg.log_subscription, stub)
+                elif kind == "exec" and self._on_exec is not None:
+                    self._on_exec(msg.exec, stub)
 
     async def _outgoing(self, heartbeat: list[float]) -> AsyncIterator[dispatcher_pb2.AgentMessage]:
         yield dispatcher_pb2.AgentMessage(

@@ -7,6 +7,13 @@ SHUTDOWN. A task the manager marked ORPHANED (its node was declared down) is sto
 same way, without a report: ORPHANED stays its final state. Whatever the end, the runtime objects (container, mounts, netns) are released
 right away; only the log file stays, until the worker forgets the task.
 
+Health: a task whose spec has a health check runs a ``health.Prober`` while RUNNING; each
+change of health is reported at once (a status with the same state and the new health).
+When it turns UNHEALTHY the runner stops the container like a shutdown and reports FAILED
+with the reason ("unhealthy: 3 consecutive http probe failures (last: ...)"), so the
+manager restarts the slot per its restart policy. A task without a check reports
+HEALTH_NONE.
+
 Lifecycle rules the Controller must honour (like Nomad's runner hooks):
 - prepare() is idempotent: called again after an agent restart it finds what exists.
 - start() is only called after prepare(); it returns once the process runs.
@@ -14,6 +21,7 @@ Lifecycle rules the Controller must honour (like Nomad's runner hooks):
   the agent restarted, and returns at once for a container that already ended.
 - stop() is safe to call twice and on a container that never started.
 - remove() is safe to call twice; it releases everything but the logs.
+- probe() is only called while the container runs, for tasks with a health check.
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from orch import model
+from orch.agent.health import CheckConfig, HealthSettings, Prober, ProbeResult, check_config
 from orch.errors import ImageError, OrchError
 from orch.proto import objects_pb2, types_pb2
 
@@ -63,13 +73,24 @@ class Controller(Protocol):
 
     async def remove(self) -> None: ...
 
+    async def probe(self, check: CheckConfig) -> ProbeResult:
+        """Run one health probe against the running container."""
+        ...
+
 
 Report = Callable[[objects_pb2.TaskStatus, list[objects_pb2.NetworkAttachment]], None]
 
 
 class TaskRunner:
-    def __init__(self, task: objects_pb2.Task, controller: Controller, report: Report) -> None:
+    def __init__(
+        self,
+        task: objects_pb2.Task,
+        controller: Controller,
+        report: Report,
+        health: HealthSettings | None = None,
+    ) -> None:
         self.task = task
+        self._check = check_config(task.container.healthcheck, health or HealthSettings())
         self._ctl = controller
         self._report = report
         self._shutdown = asyncio.Event()
@@ -143,6 +164,7 @@ class TaskRunner:
             return False
         self._status.pid = pid
         self._status.started_at.CopyFrom(model.timestamp())
+        self._status.health = self._first_health()
         self._set(types_pb2.RUNNING, "started")
         return True
 
@@ -163,21 +185,75 @@ class TaskRunner:
 
     async def _wait_or_shutdown(self) -> None:
         if self._status.state != types_pb2.RUNNING:
+            self._status.health = self._first_health()
             self._set(types_pb2.RUNNING, "adopted")
         waiter = asyncio.ensure_future(self._ctl.wait())
         stop = asyncio.ensure_future(self._shutdown.wait())
-        done, _ = await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:
-            await self._ctl.stop(self._grace())
-            result = await waiter
-            self._finish(types_pb2.SHUTDOWN, result, "shut down")
+        health = asyncio.ensure_future(self._watch_health())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, stop, health}, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:
+            waiter.cancel()
+            raise
+        finally:
+            # The prober goes first, whatever ended the wait: its probe in flight is
+            # cancelled and cleans up (kills its exec process, closes its socket).
+            for job in (stop, health):
+                job.cancel()
+            await asyncio.gather(stop, health, return_exceptions=True)
+        if waiter in done:
+            result = waiter.result()
+            if result.exit_code == 0:
+                self._finish(types_pb2.COMPLETE, result, "finished")
+            else:
+                self._finish(types_pb2.FAILED, result, "exited", err=_exit_error(result))
             return
-        stop.cancel()
-        result = waiter.result()
-        if result.exit_code == 0:
-            self._finish(types_pb2.COMPLETE, result, "finished")
+        await self._ctl.stop(self._grace())
+        result = await waiter
+        if health in done and not health.cancelled() and health.exception() is None:
+            self._finish(types_pb2.FAILED, result, "unhealthy", err=health.result())
         else:
-            self._finish(types_pb2.FAILED, result, "exited", err=_exit_error(result))
+            self._finish(types_pb2.SHUTDOWN, result, "shut down")
+
+    def _first_health(self) -> int:
+        return types_pb2.HEALTH_NONE if self._check is None else types_pb2.HEALTH_STARTING
+
+    async def _watch_health(self) -> str:
+        """Probe until the task turns unhealthy; returns the error to report. Without a
+        check (or after a prober bug, which is logged) it waits until cancelled."""
+        if self._check is not None:
+            check = self._check
+            prober = Prober(
+                check,
+                probe=lambda: self._ctl.probe(check),
+                on_change=self._health_changed,
+                started_at=self._started_monotonic(),
+                initial=self._status.health
+                if self._status.health == types_pb2.HEALTH_HEALTHY
+                else types_pb2.HEALTH_STARTING,
+            )
+            try:
+                return await prober.run()
+            except Exception:
+                log.exception("task %s: health prober failed; probing stops", self.task.id)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    def _health_changed(self, health: int, last: ProbeResult) -> None:
+        log.info("task %s: %s (%s)", self.task.id, types_pb2.HealthState.Name(health), last.detail)
+        self._status.health = health
+        self._publish()
+
+    def _started_monotonic(self) -> float:
+        """When the container started, on the monotonic clock (from started_at, so an
+        adopted task keeps its start period)."""
+        now = time.monotonic()
+        if not self._status.HasField("started_at"):
+            return now
+        age = time.time() - self._status.started_at.ToNanoseconds() / 1e9
+        return now - max(0.0, age)
 
     def _finish(self, state: int, result: ExitResult, message: str, err: str = "") -> None:
         self._status.exit_code = result.exit_code
@@ -191,6 +267,10 @@ class TaskRunner:
         self._status.message = message
         self._status.err = err
         self._status.timestamp.CopyFrom(model.timestamp())
+        self._publish()
+
+    def _publish(self) -> None:
+        """Report the status as it is now (a state change, or a health change)."""
         status = objects_pb2.TaskStatus()
         status.CopyFrom(self._status)
         self._report(status, list(self._attachments))

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile by nearest rank (p99 of 20 samples is the largest)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def until(cond: Callable[[], Awaitable[Any]], limit: float, what: str) -> Any:
+    """Await ``cond()`` every 20 ms until it returns something truthy; TimeoutError after
+    ``limit`` seconds. For benchmark drivers outside the cluster, which have no watch."""
+    deadline = time.monotonic() + limit
+    while not (value := await cond()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
+    return value

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import grpc
-from benchlib import pct
+from benchlib import pct, until
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
@@ -40,15 +40,6 @@ def runc_ids(cluster: LocalCluster, hostname: str) -> list[str]:
         check=True,
     ).stdout
     return [c["id"] for c in json.loads(out or "null") or [] if c["status"] == "running"]
-
-
-async def until(cond, limit: float, what: str):
-    deadline = time.monotonic() + limit
-    while not (value := await cond()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
-    return value
 
 
 async def trial(cluster: LocalCluster, stub, hostname: dict[str, str]) -> float:

@@ -16,7 +16,17 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from orch.cli.commands import changes, dev, inspect, listings, logs, networks, nodes
+from orch.cli.commands import (
+    changes,
+    dev,
+    execs,
+    inspect,
+    listings,
+    logs,
+    networks,
+    nodes,
+    rollouts,
+)
 from orch.cli.config import ENV_MANAGER, CliSettings
 from orch.cli.context import Context
 from orch.errors import OrchError, ValidationError
@@ -64,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _connection_flags(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (changes, listings, inspect, nodes, networks, logs, dev):
+    for module in (changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev):
         module.register(subparsers, common)
     return parser
 

@@ -10,6 +10,7 @@ clock: ``now`` is passed in.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -170,6 +171,7 @@ def task_record(task: objects_pb2.Task, hostnames: Mapping[str, str]) -> dict[st
         ],
         "ports": [port_text(p) for p in task.ports],
         "exit_code": status.exit_code if status.state in _EXITED else None,
+        "reason": waiting_reason(task) or end_reason(task),
         "error": status.err,
         "message": status.message,
         "image": task.container.image,
@@ -178,6 +180,54 @@ def task_record(task: objects_pb2.Task, hostnames: Mapping[str, str]) -> dict[st
         "created_at": ts_to_rfc3339(task.meta.created_at),
         "updated_at": ts_to_rfc3339(task.meta.updated_at),
     }
+
+
+def waiting_reason(task: objects_pb2.Task) -> str:
+    """Why a task meant to run has no node yet, as the scheduler wrote it ("no suitable
+    node (3 nodes): 3 not matching constraint node.labels.zone==c"); "" otherwise."""
+    status = task.status
+    if task.node_id or task.desired_state != TaskState.RUNNING:
+        return ""
+    return status.err if status.state in (TaskState.NEW, TaskState.PENDING) else ""
+
+
+def end_reason(task: objects_pb2.Task) -> str:
+    """Why the task ended, short enough to read at a glance in `orch ps -a` (why its slot
+    restarted): "exit 1", "OOM killed", "unhealthy", "node down", "shutdown"...; "" while
+    it has not ended. The error column says more."""
+    status = task.status
+    state = status.state
+    if state == TaskState.COMPLETE:
+        return f"exit {status.exit_code}"
+    if state == TaskState.SHUTDOWN:
+        return "shutdown"
+    if state == TaskState.ORPHANED:
+        return "node down"
+    if state == TaskState.REJECTED:
+        return "rejected"
+    if state != TaskState.FAILED:
+        return ""
+    if status.health == types_pb2.HEALTH_UNHEALTHY:
+        return "unhealthy"
+    if status.oom_killed:
+        return "OOM killed"
+    if status.exit_code:
+        return _exit_text(status.exit_code)
+    if status.err == "container disappeared":
+        return "container lost"
+    if not status.HasField("started_at"):
+        return "start failed"
+    return "failed"
+
+
+def _exit_text(code: int) -> str:
+    """ "exit 1"; "exit 137 (SIGKILL)" for a process killed by a signal."""
+    if 128 < code < 128 + 65:
+        try:
+            return f"exit {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit {code}"
 
 
 def port_text(port: specs_pb2.PortConfig) -> str:
@@ -209,6 +259,7 @@ def service_record(info: control_pb2.ServiceInfo) -> dict[str, Any]:
         "id": service.id,
         "name": service.spec.name,
         "image": service.spec.container.image,
+        "mode": "global" if service.spec.mode == specs_pb2.GLOBAL else "replicated",
         "replicas_desired": service.spec.replicas,
         "replicas_running": info.replicas_running,
         "networks": [n.target for n in service.spec.networks],
@@ -272,10 +323,11 @@ def task_name(record: Mapping[str, Any]) -> str:
 def task_table(
     records: Sequence[Mapping[str, Any]], now: datetime, *, truncate: bool = True
 ) -> Table:
-    """ID NAME NODE DESIRED STATE HEALTH ADDRESS PORTS EXIT ERROR. Older tasks of a slot
-    follow its current one, their names marked with ``\\_`` like docker's."""
+    """ID NAME NODE DESIRED STATE HEALTH ADDRESS PORTS REASON ERROR. Older tasks of a slot
+    follow its current one, their names marked with ``\\_`` like docker's; REASON says why
+    a task ended ("exit 1", "unhealthy", "node down": why its slot restarted)."""
     headers = [
-        "ID", "NAME", "NODE", "DESIRED", "STATE", "HEALTH", "ADDRESS", "PORTS", "EXIT", "ERROR"
+        "ID", "NAME", "NODE", "DESIRED", "STATE", "HEALTH", "ADDRESS", "PORTS", "REASON", "ERROR"
     ]  # fmt: skip
     rows = []
     previous_name = None
@@ -284,7 +336,8 @@ def task_table(
         shown_name = f"\\_ {name}" if name == previous_name else name
         previous_name = name
         since = relative_time(r["state_since"], now)
-        error = r["error"]
+        # A waiting task's reason is its error, shown whole in REASON (it says what to fix).
+        error = "" if r["error"] == r["reason"] else r["error"]
         if truncate and len(error) > ERROR_WIDTH:
             error = error[: ERROR_WIDTH - 1] + "…"
         rows.append(
@@ -297,7 +350,7 @@ def task_table(
                 r["health"],
                 ",".join(r["addresses"]),
                 ",".join(r["ports"]),
-                "" if r["exit_code"] is None else str(r["exit_code"]),
+                r["reason"],
                 error,
             ]
         )
@@ -305,12 +358,15 @@ def task_table(
 
 
 def service_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """NAME IMAGE REPLICAS (running/desired) PORTS."""
+    """NAME IMAGE REPLICAS (running/desired; running and "global" for a global service)
+    PORTS."""
     rows = [
         [
             r["name"],
             r["image"],
-            f"{r['replicas_running']}/{r['replicas_desired']}",
+            f"{r['replicas_running']} (global)"
+            if r.get("mode") == "global"
+            else f"{r['replicas_running']}/{r['replicas_desired']}",
             ",".join(r["ports"]),
         ]
         for r in sorted(records, key=lambda r: r["name"])

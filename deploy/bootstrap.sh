@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   etcd-server etcd-client runc crun skopeo umoci busybox-static docker-registry
-  iproute2 iptables nftables iperf3 bind9-dnsutils procps psmisc kmod
+  iproute2 iptables nftables iperf3 bind9-dnsutils dnsperf procps psmisc kmod
   python3 python3-venv python3-dev gcc make git ca-certificates
 )
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: bring up a local cluster of 3 hosts (network namespaces on an underlay
 # bridge), run the example web service, scale it, and fetch its page from two replicas on
-# two different hosts. The cluster stays up; `orch dev down` stops it.
+# two different hosts; then run services on an overlay network and reach one from the
+# other by name (`orch exec` + the containers' DNS). The cluster stays up; `orch dev down`
+# stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -59,7 +61,27 @@ for t in json.load(sys.stdin):
   nsenter --net="/run/netns/$netns" python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())' "http://$ip/"
 done
 
+step "orch apply -f manifests/examples/app.yaml   (an overlay network across the hosts, health-checked api, a client)"
+orch apply -f manifests/examples/app.yaml
+wait_running api 3
+wait_running client 1
+# Running is not yet healthy: DNS answers only healthy replicas (a deadline, not a sleep).
+deadline=$((SECONDS + 60))
+until [ "$(orch ps api -o json | python3 -c 'import json,sys; print(sum(t["health"] == "healthy" for t in json.load(sys.stdin)))')" -ge 3 ]; do
+  if [ $SECONDS -ge $deadline ]; then echo "api did not turn healthy" >&2; orch ps api >&2; exit 1; fi
+  sleep 0.2
+done
+orch ps api
+
+step "orch exec client -- nslookup api   (the container's resolver answers with the healthy replicas)"
+orch exec client -- nslookup api
+
+step "orch exec client -- wget -q -O- http://api/   (three times: round-robin DNS spreads them)"
+for _ in 1 2 3; do
+  orch exec client -- timeout 5 wget -q -O- http://api/
+done
+
 step "the cluster is still up"
-echo "  try:   orch ls; orch ps; orch logs web; orch scale web=2"
+echo "  try:   orch ls; orch ps; orch logs web; orch scale web=2; orch exec web.1 -- hostname"
 echo "  (with PATH=$PWD/.venv/bin:\$PATH, or call .venv/bin/orch)"
 echo "  stop:  $PWD/.venv/bin/orch dev down"

@@ -36,7 +36,7 @@ import grpc
 
 from orch.cli.config import manager_address_file
 from orch.errors import OrchError
-from orch.localcluster import hosts
+from orch.localcluster import etcd, hosts
 from orch.overlay import names
 from orch.overlay.netns import list_netns
 from orch.overlay.settings import bridge_subnet_for
@@ -55,6 +55,9 @@ class ClusterSettings:
     """How many hosts, each a netns with one agent."""
     managers: int = 1
     """How many managers."""
+    etcd_members: int = 1
+    """How many etcd members form the cluster store: 1, or 3 (or 5) to lose members and
+    quorum on purpose (``stop_etcd_member``)."""
     prefix: str = ""
     """Per-run name prefix for kernel objects; empty = "orch" + 3 random characters."""
     registry: bool = True
@@ -82,6 +85,9 @@ class ClusterRecord:
     pids: dict[str, int] = field(default_factory=dict)
     managers: list[str] = field(default_factory=list)
     etcd: str = ""
+    """The etcd client endpoints, comma-separated (what managers take as ``--etcd``)."""
+    etcd_members: list[dict] = field(default_factory=list)
+    """One per etcd member: name, client and peer address, data dir (etcd.py)."""
     registry: str = ""
     """The registry as manifests name it (127.0.0.1:<port>)."""
     registry_mirror: str = ""
@@ -187,6 +193,11 @@ class LocalCluster:
             most = 10 ** (names.PREFIX_MAX - len(self.record.prefix)) - 1
             raise OrchError(f"nodes: at most {most} with prefix {self.record.prefix!r}")
         names.check_prefix(f"{self.record.prefix}{nodes}")
+        if self.settings.etcd_members not in etcd.MEMBER_COUNTS:
+            raise OrchError(
+                f"etcd_members: want one of {', '.join(map(str, etcd.MEMBER_COUNTS))} "
+                f"(odd, for a majority), got {self.settings.etcd_members}"
+            )
 
     async def _make_underlay(self) -> None:
         """Pick a free prefix and subnet and make the bridge, under the cross-run lock."""
@@ -231,25 +242,57 @@ class LocalCluster:
         return proc.pid
 
     async def _start_etcd(self) -> None:
-        ip = self.gateway
-        client, peer = free_port(ip), free_port(ip)
-        self.record.etcd = f"{ip}:{client}"
-        await self._spawn(
-            "etcd",
-            [
-                shutil.which("etcd") or "etcd",
-                "--name", "orch-dev",
-                "--data-dir", str(self.state_dir / "etcd"),
-                "--listen-client-urls", f"http://{ip}:{client}",
-                "--advertise-client-urls", f"http://{ip}:{client}",
-                "--listen-peer-urls", f"http://{ip}:{peer}",
-                "--initial-advertise-peer-urls", f"http://{ip}:{peer}",
-                "--initial-cluster", f"orch-dev=http://{ip}:{peer}",
-                "--log-level", "warn",
-            ],
-            env={"ETCD_UNSUPPORTED_ARCH": ""},
-        )  # fmt: skip
-        await _wait_port(ip, client, "etcd", self.settings.ready_timeout)
+        """Start every etcd member (processes ``etcd-<i>``) and wait until the cluster
+        answers a linearizable read, i.e. has elected a leader."""
+        members = etcd.member_specs(self.gateway, self.settings.etcd_members, self.state_dir)
+        self.record.etcd_members = members
+        self.record.etcd = ",".join(m["client"] for m in members)
+        self.record.save()
+        for i in range(len(members)):
+            await self._spawn_etcd(i, new=True)
+        for i, member in enumerate(members):
+            host, port = member["client"].rsplit(":", 1)
+            await _wait_port(host, int(port), f"etcd member {i}", self.settings.ready_timeout)
+        await etcd.wait_answers(
+            self.record.etcd.split(","), self.settings.ready_timeout, "the etcd cluster"
+        )
+
+    async def _spawn_etcd(self, i: int, *, new: bool) -> None:
+        argv = etcd.member_argv(
+            self.record.etcd_members, i, token=f"orch-{self.record.prefix}", new=new
+        )
+        await self._spawn(f"etcd-{i}", argv, env={"ETCD_UNSUPPORTED_ARCH": ""})
+
+    async def stop_etcd_member(self, i: int, *, crash: bool = True) -> None:
+        """Stop etcd member i (0-based): SIGKILL when ``crash`` (as if its machine died),
+        else SIGTERM. Its data dir stays for ``start_etcd_member``. Managers go on
+        through the other members while a majority is left."""
+        if f"etcd-{i}" not in self.record.pids:
+            raise OrchError(f"etcd member {i} is not running")
+        await self._stop_process(f"etcd-{i}", crash=crash)
+        # A dead pid must not stay recorded: its number may be reused before `down`.
+        del self.record.pids[f"etcd-{i}"]
+        self.record.save()
+
+    async def start_etcd_member(self, i: int, *, wait: bool = True) -> None:
+        """Start a stopped etcd member again with its data dir; it rejoins the cluster.
+        ``wait``: until it answers a linearizable read itself (it caught up with a
+        leader, so a majority is up); else only until it listens."""
+        pid = self.record.pids.get(f"etcd-{i}")
+        if pid is not None and _alive(pid):
+            raise OrchError(f"etcd member {i} is already running (pid {pid})")
+        await self._spawn_etcd(i, new=False)
+        member = self.record.etcd_members[i]
+        host, port = member["client"].rsplit(":", 1)
+        await _wait_port(host, int(port), f"etcd member {i}", self.settings.ready_timeout)
+        if wait:
+            await etcd.wait_answers(
+                [member["client"]], self.settings.ready_timeout, f"etcd member {i}"
+            )
+
+    async def etcd_leader(self) -> int | None:
+        """The index of the etcd member that leads now; None without quorum."""
+        return await etcd.leader_index(self.record.etcd_members)
 
     async def _start_registry(self) -> None:
         ip = self.gateway
@@ -269,8 +312,11 @@ class LocalCluster:
         await push_example_images(self.state_dir / "images", self.record.registry_mirror)
 
     async def _start_manager(self, i: int) -> None:
-        port = free_port(self.gateway)
-        address = f"{self.gateway}:{port}"
+        """Start manager i; a restart keeps its address (agents and the CLI know it)."""
+        if i == len(self.record.managers):
+            self.record.managers.append(f"{self.gateway}:{free_port(self.gateway)}")
+        address = self.record.managers[i]
+        port = int(address.rsplit(":", 1)[1])
         argv = [
             sys.executable, "-m", "orch.manager",
             "--id", f"{self.record.prefix}-m{i}",
@@ -282,7 +328,6 @@ class LocalCluster:
         if self.settings.liveness_ttl is not None:
             argv += ["--liveness-ttl", str(self.settings.liveness_ttl)]
         await self._spawn(f"manager-{i}", argv)
-        self.record.managers.append(address)
         await _wait_port(self.gateway, port, f"manager {i}", self.settings.ready_timeout)
 
     def _agent_spec(self, n: int) -> dict:
@@ -336,9 +381,21 @@ class LocalCluster:
     async def kill_agent(self, hostname: str, *, crash: bool = True) -> None:
         """Stop one agent: SIGKILL when ``crash`` (as if it died), else SIGTERM. Its
         containers keep running under their shims."""
+        await self._stop_process(f"agent-{self._host_number(hostname)}", crash=crash)
+
+    async def kill_manager(self, i: int, *, crash: bool = True) -> None:
+        """Stop manager i (0-based): SIGKILL when ``crash``, else SIGTERM."""
+        await self._stop_process(f"manager-{i}", crash=crash)
+
+    async def start_manager(self, i: int) -> None:
+        """Start a stopped manager again, at the same address."""
+        await self._start_manager(i)
+
+    async def _stop_process(self, name: str, *, crash: bool) -> None:
+        """Signal a recorded process and wait until it is gone (and reaped)."""
         from orch.runtime.containers import wait_pid_exit  # only needed here
 
-        pid = self.record.pids[f"agent-{self._host_number(hostname)}"]
+        pid = self.record.pids[name]
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL if crash else signal.SIGTERM)
         async with asyncio.timeout(self.settings.ready_timeout):
@@ -349,6 +406,15 @@ class LocalCluster:
     async def start_agent(self, hostname: str) -> None:
         """Start a stopped agent again with the same settings; it adopts its containers."""
         await self._start_agent(self._host_number(hostname))
+
+    async def cut_host(self, hostname: str) -> None:
+        """Cut host ``hostname`` off the underlay (its link down, as if its cable was
+        pulled): its agent and containers run on and reach nothing outside the host."""
+        await hosts.set_link_up(self.host(hostname)["veth"], False)
+
+    async def heal_host(self, hostname: str) -> None:
+        """Undo ``cut_host``."""
+        await hosts.set_link_up(self.host(hostname)["veth"], True)
 
     def _host_number(self, hostname: str) -> int:
         return next(i for i, a in enumerate(self.record.agents, 1) if a["hostname"] == hostname)
@@ -426,7 +492,8 @@ async def down(state_dir: Path) -> bool:
     if record is None:
         return False
     agents = sorted(n for n in record.pids if n.startswith("agent"))
-    others = sorted((n for n in record.pids if n not in agents), key=lambda n: n == "etcd")
+    # etcd last ("etcd" in records of one-member runs, "etcd-<i>" since).
+    others = sorted((n for n in record.pids if n not in agents), key=lambda n: n.startswith("etcd"))
     for name in agents:
         await _terminate(record.pids[name])
     from orch.localcluster import cleanup  # runtime and overlay: only needed here

@@ -228,3 +228,8 @@ async def delete_link(name: str) -> None:
     rc, _, err = await run_ip(["link", "delete", name])
     if rc != 0 and "Cannot find device" not in err and "does not exist" not in err:
         raise NetworkError(f"ip link delete {name}: {err.strip() or f'exit {rc}'}")
+
+
+async def set_link_up(name: str, up: bool) -> None:
+    """Set a root-netns link up or down (a host's veth: cutting and healing its underlay)."""
+    await _ip("link", "set", name, "up" if up else "down")

@@ -8,14 +8,25 @@ few times (concurrent applies creating networks race for VNIs and subnets). Netw
 handling lives in controlapi_networks.py, node handling in controlapi_nodes.py. Errors leave here as gRPC status codes with a
 message meant for a person (INVALID_ARGUMENT carries one problem per line,
 FAILED_PRECONDITION says who still uses what is to be removed).
+
+When etcd fails (no quorum, no member reachable) a write fails within the Store's timeout
+(5 s) with UNAVAILABLE, a one-line message that says so, and the trailing metadata
+``orch-error: store-unavailable``: every manager shares that etcd, so the CLI does not try
+the next manager, it reports. Reads answer from the view meanwhile (the state as of the
+outage, which no one can change then); ListManagers leaves the leader blank.
+
+Logs and Exec reach containers through the agents' sessions; forwarding.py serves them
+from any manager (the call goes on to the manager holding the node's session).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -24,9 +35,13 @@ from orch import model
 from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
 from orch.manager import controlapi_networks as networks
 from orch.manager import controlapi_nodes as nodes
+from orch.manager import updater
 from orch.manager.controlapi_networks import InUseError
+from orch.manager.execbroker import ExecBroker
+from orch.manager.forwarding import SessionRouter
 from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
+from orch.manager.sessionroutes import TargetError, exec_task
 from orch.manager.store import Create, Delete, Kind, Op, Store, Update, Versioned
 from orch.manager.view import ClusterView
 from orch.manifests.validate import (
@@ -39,8 +54,16 @@ from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, ty
 
 log = logging.getLogger(__name__)
 
+
+class PreconditionError(ConflictError):
+    """The object is not in a state the request needs (a rollback without a previous
+    spec); FAILED_PRECONDITION."""
+
+
 _STATUS = {
     InUseError: grpc.StatusCode.FAILED_PRECONDITION,  # before ConflictError, its base
+    PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    TargetError: grpc.StatusCode.FAILED_PRECONDITION,  # logs/exec: not running, no session
     ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     ConflictError: grpc.StatusCode.ABORTED,
@@ -48,8 +71,28 @@ _STATUS = {
 }
 
 
+# Trailing metadata of an UNAVAILABLE that comes from etcd rather than from this manager
+# (cli/client.py reads it: no failover to another manager, which shares the same etcd).
+ERROR_KIND = "orch-error"
+STORE_UNAVAILABLE = "store-unavailable"
+
+
+def store_unavailable_message(exc: StoreError) -> str:
+    """The one line a user reads when etcd could not take or confirm a request."""
+    return (
+        f"the cluster store (etcd) is unavailable ({exc}): no quorum, or no member "
+        "reachable; nothing was confirmed, retry once etcd is back"
+    )
+
+
 async def _abort(context: Any, exc: OrchError) -> None:
     """End the call with the status code of ``exc``'s kind and its message."""
+    if isinstance(exc, StoreError):
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            store_unavailable_message(exc),
+            trailing_metadata=((ERROR_KIND, STORE_UNAVAILABLE),),
+        )
     code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), None)
     await context.abort(code or grpc.StatusCode.INTERNAL, str(exc))
 
@@ -93,9 +136,13 @@ class ControlSettings:
     ipam: IpamSettings = dataclasses.field(default_factory=IpamSettings)
     """Where new networks get their subnet and VNI."""
     apply_attempts: int = 8
-    """Times an Apply, a network removal or a node update or removal decides again after
-    its transaction lost a race (another Apply created a network meanwhile, the dispatcher
-    refreshed the node's status); each lost race means another writer made progress."""
+    """Times a write (apply, scale, removal, node update) decides again after its
+    transaction lost a race (another Apply created a network meanwhile, the dispatcher
+    refreshed the node's status, this manager's view trailed a write made through another
+    manager); each lost race means another writer made progress."""
+    catch_up_timeout: float = 1.0
+    """Seconds a write waits for this manager's view to reach etcd's current revision
+    before it decides (see ``_catch_up``)."""
 
 
 class ControlAPI(control_pb2_grpc.ControlServicer):
@@ -107,12 +154,17 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         logs: LogBroker,
         settings: ControlSettings | None = None,
         leader: Callable[[], Awaitable[str | None]] | None = None,
+        router: SessionRouter | None = None,
     ) -> None:
         self._store = store
         self._leader = leader
         self._view = view
         self._logs = logs
         self._settings = settings or ControlSettings()
+        # Logs and exec of nodes connected to another manager go through that manager.
+        self._router = router or SessionRouter(
+            view=view, logs=logs, execs=ExecBroker(), manager_id=""
+        )
 
     # Writes.
 
@@ -147,7 +199,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def _commit_decided(self, decide: Callable[[], list[Op]]) -> None:
         """Commit what ``decide`` (a function of the view) returns; when the transaction
         loses a race, catch up with etcd and decide again, a few times. Returns once the
-        view holds the write."""
+        view holds the write.
+
+        First the view catches up with etcd: it may trail a write just made through
+        another manager (scale through one, then through the other), which must be seen
+        before deciding; one etcd read, the price of linearizable writes."""
+        await self._catch_up()
         for attempt in range(1, self._settings.apply_attempts + 1):
             ops = decide()
             if not ops:
@@ -157,10 +214,20 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             except ConflictError:
                 if attempt == self._settings.apply_attempts:
                     raise
-                await self._view.wait_for(await self._store.revision())
+                await self._catch_up()
                 continue
             await self._view.wait_for(revision)
             return
+
+    async def _catch_up(self) -> None:
+        """Wait until the view has etcd's current revision, for at most
+        ``catch_up_timeout``. The view only learns revisions of keys under orch's prefix;
+        should anything else write to this etcd, the wait ends at the bound and the
+        decision goes ahead on the view as it is (its guarded txn still catches a stale
+        read), instead of stalling every write."""
+        revision = await self._store.revision()
+        with contextlib.suppress(TimeoutError):
+            await self._view.wait_for(revision, timeout=self._settings.catch_up_timeout)
 
     def _decide_apply(
         self, nets: list[specs_pb2.NetworkSpec], services: list[specs_pb2.ServiceSpec]
@@ -182,30 +249,57 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:
-        missing = sorted(n for n in request.replicas if not self._view.get(Kind.SERVICE, n))
-        if missing:
-            raise NotFoundError(f"no such service: {', '.join(missing)}")
-        ops: list[Op] = []
-        changes = []
-        for name, replicas in sorted(request.replicas.items()):
-            current = self._view.get(Kind.SERVICE, name)
-            assert current is not None
-            spec = specs_pb2.ServiceSpec()
-            spec.CopyFrom(current.obj.spec)
-            spec.replicas = replicas
-            ops += self._apply_one(Kind.SERVICE, spec, changes, _new_service)
-        if ops:
-            revision = await self._store.commit(ops)
-            await self._view.wait_for(revision)
-        return control_pb2.ScaleResponse(changes=changes)
+        decided: list[control_pb2.Change] = []
+
+        def decide() -> list[Op]:
+            missing = sorted(n for n in request.replicas if not self._view.get(Kind.SERVICE, n))
+            if missing:
+                raise NotFoundError(f"no such service: {', '.join(missing)}")
+            ops: list[Op] = []
+            changes: list[control_pb2.Change] = []
+            for name, replicas in sorted(request.replicas.items()):
+                current = self._view.get(Kind.SERVICE, name)
+                assert current is not None
+                if current.obj.spec.mode == specs_pb2.GLOBAL:
+                    raise ValidationError(
+                        f"service {name} is global: it runs one task on every eligible "
+                        "node and cannot be scaled (constraints choose its nodes)"
+                    )
+                spec = specs_pb2.ServiceSpec()
+                spec.CopyFrom(current.obj.spec)
+                spec.replicas = replicas
+                ops += self._apply_one(Kind.SERVICE, spec, changes, _new_service)
+            decided[:] = changes
+            return ops
+
+        # This manager's view may trail a write made through another manager: a lost
+        # race catches up and decides again.
+        await self._commit_decided(decide)
+        return control_pb2.ScaleResponse(changes=decided)
+
+    @_grpc_errors
+    async def Rollback(self, request: control_pb2.RollbackRequest, context: Any) -> Any:
+        def decide() -> list[Op]:
+            current = self._service(request.name)
+            if not current.obj.HasField("previous_spec"):
+                raise PreconditionError(
+                    f"service {request.name} has no previous spec to roll back to (it has "
+                    "not been updated since it was created)"
+                )
+            now = model.timestamp().ToDatetime(UTC)
+            service = updater.rolled_back(current.obj, now, "rollback requested")
+            return [Update(Kind.SERVICE, service, current.mod_revision)]
+
+        await self._commit_decided(decide)
+        return self._service_info(self._service(request.name).obj)
 
     @_grpc_errors
     async def RemoveService(self, request: control_pb2.RemoveServiceRequest, context: Any) -> Any:
-        current = self._service(request.name)
-        revision = await self._store.commit(
-            [Delete(Kind.SERVICE, current.key, current.mod_revision)]
-        )
-        await self._view.wait_for(revision)
+        def decide() -> list[Op]:
+            current = self._service(request.name)
+            return [Delete(Kind.SERVICE, current.key, current.mod_revision)]
+
+        await self._commit_decided(decide)
         return control_pb2.RemoveServiceResponse()
 
     def _apply_one(
@@ -227,10 +321,11 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         changes.append(
             control_pb2.Change(kind=label, name=spec.name, action="update", fields=fields)
         )
+        if kind is Kind.SERVICE:  # the previous spec and the rolling update: updater.py
+            service = updater.with_spec(current.obj, spec, model.timestamp().ToDatetime(UTC))
+            return [Update(kind, service, current.mod_revision)]
         updated = type(current.obj)()
         updated.CopyFrom(current.obj)
-        if kind is Kind.SERVICE:
-            updated.previous_spec.CopyFrom(current.obj.spec)
         updated.spec.CopyFrom(spec)
         updated.meta.version += 1
         updated.meta.updated_at.CopyFrom(model.timestamp())
@@ -291,18 +386,23 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def ListServices(self, request: Any, context: Any) -> Any:
-        running = self._running_by_service()
         infos = [
-            control_pb2.ServiceInfo(service=v.obj, replicas_running=running.get(v.obj.id, 0))
+            self._service_info(v.obj)
             for v in sorted(self._view.items(Kind.SERVICE), key=lambda v: v.obj.spec.name)
         ]
         return control_pb2.ListServicesResponse(services=infos)
 
     @_grpc_errors
     async def GetService(self, request: control_pb2.GetServiceRequest, context: Any) -> Any:
-        current = self._service(request.name)
-        running = self._running_by_service().get(current.obj.id, 0)
-        return control_pb2.ServiceInfo(service=current.obj, replicas_running=running)
+        return self._service_info(self._service(request.name).obj)
+
+    def _service_info(self, service: objects_pb2.Service) -> control_pb2.ServiceInfo:
+        tasks = [t for t in self._view.objects(Kind.TASK) if t.service_id == service.id]
+        p = updater.progress(service, tasks, model.timestamp().ToDatetime(UTC))
+        rollout = control_pb2.RolloutProgress(
+            total=p.total, updated=p.updated, running=p.running, healthy=p.healthy, failed=p.failed
+        )
+        return control_pb2.ServiceInfo(service=service, replicas_running=p.running, rollout=rollout)
 
     @_grpc_errors
     async def ListTasks(self, request: control_pb2.ListTasksRequest, context: Any) -> Any:
@@ -322,7 +422,11 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     @_grpc_errors
     async def ListManagers(self, request: Any, context: Any) -> Any:
         managers = sorted(self._view.objects(Kind.MANAGER), key=lambda m: m.id)
-        leader = (await self._leader()) if self._leader else None
+        try:
+            leader = (await self._leader()) if self._leader else None
+        except StoreError as exc:  # etcd cannot tell who leads: list them all the same
+            log.warning("ListManagers: no leader known: %s", exc)
+            leader = None
         return control_pb2.ListManagersResponse(managers=managers, leader=leader or "")
 
     @_grpc_errors
@@ -338,9 +442,29 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         # A stream handler cannot use @_grpc_errors; errors of the broker (a node not
         # connected here) are translated the same way.
         try:
-            tasks = self.resolve_log_target(request.target)
-            async for entry in self._logs.stream(tasks, follow=request.follow, tail=request.tail):
+            if request.task_ids:  # forwarded by another manager: served from sessions here
+                entries = self._router.forwarded_logs(request)
+            else:
+                tasks = self.resolve_log_target(request.target)
+                entries = self._router.logs(tasks, follow=request.follow, tail=request.tail)
+            async for entry in entries:
                 yield entry
+        except OrchError as exc:
+            await _abort(context, exc)
+
+    async def Exec(self, request: control_pb2.ExecRequest, context: Any) -> AsyncIterator:
+        try:
+            if not request.argv or not request.argv[0]:
+                raise ValidationError("exec: no command given")
+            if request.task_id:  # forwarded by another manager: served from sessions here
+                outputs = self._router.forwarded_exec(request)
+            else:
+                services = {v.obj.spec.name for v in self._view.items(Kind.SERVICE)}
+                tasks = list(self._view.objects(Kind.TASK))
+                task = exec_task(request.target, services=services, tasks=tasks)
+                outputs = self._router.exec(task, request.argv, request.env)
+            async for out in outputs:
+                yield out
         except OrchError as exc:
             await _abort(context, exc)
 

@@ -5,7 +5,8 @@ A session starts with the agent's Register: the node object is created or refres
 by the ClusterView (no polling): a task is (re)sent when it is new to the node or its
 desired state changed, and dropped when it is deleted or moved; an overlay network's
 complete peer set is (re)sent when it changes, recomputed only for the networks a batch
-of events touched (netpeers.py). The agent streams status
+of events touched (netpeers.py); the DNS records of every network a task of the node
+is on follow the same way (dnsrecords.py). The agent streams status
 back; the StatusWriter batches those into etcd at most every ``status_flush`` seconds, each
 task a guarded update of the status fields only (the agent is their single writer).
 
@@ -36,7 +37,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from orch import model
 from orch.errors import ConflictError, StoreError
-from orch.manager import netpeers
+from orch.manager import dnsrecords, netpeers
+from orch.manager.execbroker import ExecBroker
 from orch.manager.logbroker import LogBroker
 from orch.manager.store import Create, Event, Kind, Store, Update
 from orch.manager.view import ClusterView
@@ -68,10 +70,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         logs: LogBroker,
         manager_id: str,
         settings: DispatcherSettings | None = None,
+        execs: ExecBroker | None = None,
     ) -> None:
         self._store = store
         self._view = view
         self._logs = logs
+        self._execs = execs or ExecBroker()
         self._manager_id = manager_id
         self._settings = settings or DispatcherSettings()
         self._sessions: dict[str, str] = {}  # node id -> live session id
@@ -93,6 +97,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self._sessions[node_id] = session_id
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
         self._logs.attach(node_id, outbox.put_nowait)
+        self._execs.attach(node_id, outbox.put_nowait)
         changes = self._view.subscribe(Kind.TASK, Kind.NODE, Kind.NETWORK)
         beat = asyncio.Event()
         reader = asyncio.create_task(
@@ -130,6 +135,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 task.cancel()
             self._view.unsubscribe(changes)
             self._logs.detach(node_id, outbox.put_nowait)
+            self._execs.detach(node_id, outbox.put_nowait)
             if self._sessions.get(node_id) == session_id:
                 del self._sessions[node_id]
                 with contextlib.suppress(Exception):
@@ -140,6 +146,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         async for msg in request_iterator:
             if not self._logs.publish(msg):
                 break
+        return empty_pb2.Empty()
+
+    async def PublishExec(self, request_iterator: AsyncIterator, context: Any) -> Any:
+        # Returns (ending the agent's call, which kills the command) once the exec's
+        # caller is gone or the command's end was delivered (execbroker.py).
+        await self._execs.receive(request_iterator)
         return empty_pb2.Empty()
 
     async def _read(self, requests: AsyncIterator, node_id: str, beat: asyncio.Event) -> None:
@@ -171,9 +183,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     ) -> None:
         """Full set first, then changes. ``sent`` remembers what the agent was told, so
         status echoes of the agent's own reports are not sent back; ``sent_networks``
-        the peer set of each overlay network it was told about."""
+        the peer set of each overlay network it was told about; ``dns`` the DNS records."""
         sent: dict[str, int] = {}
         sent_networks: dict[str, dispatcher_pb2.NetworkPeers] = {}
+        dns = dnsrecords.DnsFeed(node_id)
 
         def full_set() -> dispatcher_pb2.ManagerMessage:
             tasks = list(self._view.objects(Kind.TASK))
@@ -183,7 +196,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             fresh = netpeers.peers_for_node(node_id, tasks, self._nodes(), self._networks())
             sent_networks.clear()
             sent_networks.update(fresh)
-            return _assignments(full=True, tasks=mine, networks=fresh.values())
+            return _assignments(
+                full=True,
+                tasks=mine,
+                networks=fresh.values(),
+                dns=dns.full(tasks, self._networks()),
+            )
 
         outbox.put_nowait(full_set())
         while True:
@@ -200,13 +218,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     node_id, self._view.objects(Kind.TASK), self._nodes(), networks, affected
                 )
                 net_changes = netpeers.diff_networks(sent_networks, fresh, affected)
-            if upserts or removed or net_changes.networks or net_changes.removed:
+            dns_changes = dns.changes(batch, self._view.objects(Kind.TASK), networks)
+            if upserts or removed or net_changes.networks or net_changes.removed or dns_changes:
                 outbox.put_nowait(
                     _assignments(
                         tasks=upserts.values(),
                         removed=removed,
                         networks=net_changes.networks,
                         removed_networks=net_changes.removed,
+                        dns=dns_changes,
                     )
                 )
 
@@ -408,8 +428,9 @@ def _assignments(
     removed: Any = (),
     networks: Any = (),
     removed_networks: Any = (),
+    dns: dnsrecords.RecordChanges | None = None,
 ) -> dispatcher_pb2.ManagerMessage:
-    return dispatcher_pb2.ManagerMessage(
+    msg = dispatcher_pb2.ManagerMessage(
         assignments=dispatcher_pb2.Assignments(
             full=full,
             tasks=list(tasks),
@@ -418,6 +439,9 @@ def _assignments(
             removed_networks=sorted(removed_networks),
         )
     )
+    if dns is not None:
+        dns.fill(msg.assignments)
+    return msg
 
 
 def _duration(seconds: float) -> Duration:

@@ -7,6 +7,15 @@ lost etcd) or it resigns. The others watch the key and campaign again when it is
 Holding the key is not a fence by itself (a paused leader may not know it lost): every
 write of a control loop carries :meth:`Election.fence`, a compare on the key's value, in
 the same transaction.
+
+etcd faults: a leader steps down when etcd says its lease is gone, or when no keep-alive
+got an answer for ``keepalive_grace`` seconds. Not at the first failed keep-alive: while
+etcd elects a leader of its own (about 2 s after its leader member died) nothing answers,
+yet no lease expires, and the new etcd leader renews every lease; stepping down then
+would move the leadership for nothing. After a longer outage (etcd lost quorum) the
+manager steps down, campaigns until etcd answers again, and a new term begins (with the
+node monitor's grace period). Every etcd call here is bounded by the Store's timeout, so
+the election never hangs on an etcd without quorum.
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ class ElectionSettings:
     """Seconds between lease keep-alives (a third of the TTL, like etcd's own clients)."""
     retry_interval: float = 0.5
     """Seconds between campaigns while etcd is unreachable."""
+    keepalive_grace: float = 6.0
+    """Seconds a leader goes on leading while no keep-alive gets an answer (etcd electing
+    a new leader member, or without quorum). Longer than etcd's own election (~2 s with
+    its default timings) plus one keep-alive attempt; past it the manager steps down."""
 
 
 class Election:
@@ -52,19 +65,18 @@ class Election:
         return Fence(LEADER_KEY, self._id.encode())
 
     async def leader(self) -> str | None:
-        try:
-            resp = await self._store.client.kv.get(LEADER_KEY)
-        except (EtcdError, grpc.aio.AioRpcError) as exc:
-            raise StoreError(f"etcd get {LEADER_KEY}: {exc}") from exc
-        return resp.kvs[0].value.decode() if resp.kvs else None
+        """The leading manager's id (a linearizable read: StoreError when etcd cannot
+        tell, e.g. without quorum)."""
+        kv = await self._store.get_key(LEADER_KEY)
+        return kv.value.decode() if kv else None
 
     async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
         """Campaign forever; while leading, run ``lead()`` (cancelled on loss)."""
         while True:
             try:
                 lease = await self._campaign()
-            except (EtcdError, grpc.aio.AioRpcError, StoreError) as exc:
-                log.warning("election: %s", exc)
+            except (EtcdError, grpc.aio.AioRpcError, StoreError, TimeoutError) as exc:
+                log.warning("election: %s", str(exc) or "etcd did not answer")
                 await asyncio.sleep(self._settings.retry_interval)
                 continue
             log.info("manager %s is the leader", self._id)
@@ -78,17 +90,25 @@ class Election:
             log.warning("manager %s lost the leadership", self._id)
 
     async def _campaign(self) -> int:
-        kv = self._store.client.kv
+        kv, leases, timeout = self._store.client.kv, self._store.client.lease, self._store.timeout
         while True:
-            lease = (await self._store.client.lease.grant(self._settings.lease_ttl)).ID
+            lease = (await leases.grant(self._settings.lease_ttl, timeout=timeout)).ID
             resp = await kv.txn(
                 [KVService.txn_compare_create_revision(LEADER_KEY, 0)],
                 [KVService.txn_op_put(LEADER_KEY, self._id, lease=lease)],
                 [KVService.txn_op_get(LEADER_KEY)],
+                timeout=timeout,
             )
             if resp.succeeded:
                 return lease
-            await self._store.client.lease.revoke(lease)
+            await leases.revoke(lease, timeout=timeout)
+            holder = resp.responses[0].response_range.kvs
+            if holder and holder[0].value == self._id.encode():
+                # Our own key, from a term whose lease could not be revoked (etcd was
+                # down when we stepped down, or our campaign's answer was lost): end it
+                # now rather than wait out its TTL.
+                await leases.revoke(holder[0].lease, timeout=timeout)
+                continue
             await self._wait_for_vacancy(resp.header.revision)
 
     async def _wait_for_vacancy(self, revision: int) -> None:
@@ -100,10 +120,20 @@ class Election:
         self, lease: int, lead: Callable[[], Awaitable[None]]
     ) -> None:
         leading = asyncio.create_task(lead(), name="leader-loops")
+        loop = asyncio.get_running_loop()
+        answered = loop.time()
         try:
             while not leading.done():
                 ttl = await self._keepalive(lease)
-                if ttl <= 0:
+                if ttl is not None and ttl <= 0:
+                    return  # etcd says the lease is gone: another manager may lead now
+                if ttl is not None:
+                    answered = loop.time()
+                elif loop.time() - answered > self._settings.keepalive_grace:
+                    log.warning(
+                        "election: no keep-alive answered for %.0fs; stepping down",
+                        loop.time() - answered,
+                    )
                     return
                 # asyncio.wait (unlike wait_for on 3.11) never swallows our own cancel.
                 await asyncio.wait({leading}, timeout=self._settings.keepalive_interval)
@@ -113,19 +143,20 @@ class Election:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await leading
 
-    async def _keepalive(self, lease: int) -> int:
+    async def _keepalive(self, lease: int) -> int | None:
+        """The lease's TTL after one refresh (<= 0: it is gone), None without an answer."""
         try:
             call = self._store.client.lease.keep_alive(lease)
             try:
                 async with asyncio.timeout(self._settings.lease_ttl):
                     async for answer in call:
                         return answer.TTL
-                return 0
+                return None
             finally:
                 call.cancel()
         except (EtcdError, grpc.aio.AioRpcError, TimeoutError) as exc:
-            log.warning("election: keep-alive failed: %s", exc)
-            return 0
+            log.warning("election: keep-alive failed: %s", str(exc) or "no answer")
+            return None
 
     async def _resign(self, lease: int) -> None:
-        await self._store.client.lease.revoke(lease)
+        await self._store.client.lease.revoke(lease, timeout=self._store.timeout)

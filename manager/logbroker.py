@@ -41,7 +41,8 @@ class LogBroker:
         self._senders[node_id] = send
 
     def detach(self, node_id: str, send: Send) -> None:
-        if self._senders.get(node_id) is send:
+        # ==, not "is": each ``outbox.put_nowait`` is a new bound-method object.
+        if self._senders.get(node_id) == send:
             del self._senders[node_id]
         for sub_id, sub in self._subs.items():
             if node_id in sub.open_nodes:
@@ -53,6 +54,10 @@ class LogBroker:
                         err=f"node {node_id} disconnected",
                     )
                 )
+
+    def connected(self, node_id: str) -> bool:
+        """Whether this manager holds the node's session."""
+        return node_id in self._senders
 
     def publish(self, msg: dispatcher_pb2.PublishLogsMessage) -> bool:
         """Entries from an agent. False when the reader is gone (the agent should stop)."""

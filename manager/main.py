@@ -29,6 +29,8 @@ from orch.manager.allocator_loop import AllocatorLoop
 from orch.manager.controlapi import ControlAPI, ControlSettings
 from orch.manager.dispatcher import Dispatcher, DispatcherSettings
 from orch.manager.election import Election, ElectionSettings
+from orch.manager.execbroker import ExecBroker, ExecSettings
+from orch.manager.forwarding import ForwardSettings, SessionRouter
 from orch.manager.ipam import IpamSettings
 from orch.manager.logbroker import LogBroker
 from orch.manager.loop import LoopSettings
@@ -59,6 +61,10 @@ class ManagerSettings:
     nodemonitor: NodeMonitorSettings = field(default_factory=NodeMonitorSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     """The Control API's tunables, among them the address pool of networks."""
+    execs: ExecSettings = field(default_factory=ExecSettings)
+    """`orch exec` through the agents' sessions."""
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
+    """Logs and exec calls handed on to the manager holding a node's session."""
 
 
 class Manager:
@@ -72,12 +78,26 @@ class Manager:
         store = await Store.connect(s.etcd)
         view = ClusterView(store)
         logs = LogBroker()
+        execs = ExecBroker(s.execs)
         election = Election(store, s.manager_id, s.election)
         dispatcher = Dispatcher(
-            store=store, view=view, logs=logs, manager_id=s.manager_id, settings=s.dispatcher
+            store=store,
+            view=view,
+            logs=logs,
+            manager_id=s.manager_id,
+            settings=s.dispatcher,
+            execs=execs,
+        )
+        router = SessionRouter(
+            view=view, logs=logs, execs=execs, manager_id=s.manager_id, settings=s.forward
         )
         control = ControlAPI(
-            store=store, view=view, logs=logs, settings=s.control, leader=election.leader
+            store=store,
+            view=view,
+            logs=logs,
+            settings=s.control,
+            leader=election.leader,
+            router=router,
         )
 
         def fence():

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from orch import model
 from orch.manager.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
+
+M = TypeVar("M", bound=Message)
 
 Task = objects_pb2.Task
 
@@ -117,13 +122,13 @@ class NetworkChanges:
     removed: list[str]
 
 
-def diff_networks(
-    sent: dict[str, dispatcher_pb2.NetworkPeers],
-    fresh: Mapping[str, dispatcher_pb2.NetworkPeers],
-    affected: set[str],
-) -> NetworkChanges:
-    """Compare the recomputed ``fresh`` sets of the ``affected`` networks with ``sent``,
-    and update ``sent`` to what the agent will know after the changes are sent."""
+def diff_by_network(
+    sent: dict[str, M], fresh: Mapping[str, M], affected: set[str]
+) -> tuple[list[M], list[str]]:
+    """Compare the recomputed ``fresh`` per-network messages of the ``affected`` networks
+    with ``sent``, and update ``sent`` to what the agent will know after the changes are
+    sent. Returns (changed messages, names of removed networks). Peers and DNS records
+    follow networks the same way."""
     changed, removed = [], []
     for name in sorted(affected):
         new = fresh.get(name)
@@ -133,4 +138,13 @@ def diff_networks(
         elif sent.get(name) != new:
             sent[name] = new
             changed.append(new)
-    return NetworkChanges(changed, removed)
+    return changed, removed
+
+
+def diff_networks(
+    sent: dict[str, dispatcher_pb2.NetworkPeers],
+    fresh: Mapping[str, dispatcher_pb2.NetworkPeers],
+    affected: set[str],
+) -> NetworkChanges:
+    """``diff_by_network`` for peer sets."""
+    return NetworkChanges(*diff_by_network(sent, fresh, affected))

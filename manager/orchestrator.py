@@ -22,9 +22,15 @@ The model, per service with `replicas` = N:
   crash loop). A slot that is not restarted (condition NONE, attempts used up, delay not
   over) keeps the ended task desired RUNNING: that marks the slot as done or waiting, not
   empty. A lost node's tasks are replaced at once (unless NONE); a drained node's tasks are
-  moved at once whatever the policy, and a move is no restart.
+  moved at once whatever the policy, start-first (the old task is shut down once its
+  replacement runs), and a move is no restart.
 * Slots above N and services that no longer exist keep no history: their tasks are shut
   down and deleted once terminal.
+* A task whose spec differs from the service's (replicas aside) is outdated. It keeps
+  running until the rolling-update planner (updater.py) picks its slot for a batch: then
+  start-first creates the replacement at once and keeps the old task until the new one is
+  ready; stop-first shuts the old task down and creates the replacement once it stopped.
+  The planner's update status (and an automatic rollback's spec) is written with the plan.
 
 `restart_count` on tasks counts the slot's restarts: a replacement gets the slot's highest
 count + 1, a move keeps its count, a task made for an empty slot starts at 0. Restarts
@@ -48,7 +54,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 
 from orch import model
-from orch.proto import objects_pb2, types_pb2
+from orch.manager import globalorch, updater
+from orch.proto import objects_pb2, specs_pb2, types_pb2
 
 Task = objects_pb2.Task
 Service = objects_pb2.Service
@@ -98,10 +105,14 @@ class Plan:
     """Earliest future time at which reconcile must run again (a restart delay ends, or a
     restart drops out of the max_attempts window). None: only on the next change."""
 
+    services: list[Service] = field(default_factory=list)
+    """Services whose update status changed (the rolling-update planner, updater.py); for
+    an automatic rollback also their spec. Written guarded by the revision read."""
+
     @property
     def empty(self) -> bool:
         """True when the plan changes nothing (wake_at does not count)."""
-        return not (self.create or self.update or self.delete)
+        return not (self.create or self.update or self.delete or self.services)
 
     def summary(self) -> str:
         """One line for logs and dry runs: 'create 2, update 1, delete 0'."""
@@ -183,6 +194,8 @@ def reconcile(
         service = services.get(service_id)
         if service is None:
             run.clear(by_service[service_id])
+        elif service.spec.mode == specs_pb2.GLOBAL:  # one task per node: globalorch.py
+            globalorch.reconcile_global(run, service, by_service.get(service_id, []))
         else:
             run.service(service, by_service.get(service_id, []))
     return run.plan()
@@ -201,6 +214,8 @@ class _Run:
         self.shutdowns: dict[str, Task] = {}  # id -> task whose desired state becomes SHUTDOWN
         self.deletes: dict[str, None] = {}  # ordered set
         self.wake_at: datetime | None = None
+        self.services: list[Service] = []  # update status (and rollback) writes
+        self.facts = updater.Facts(is_live=self.is_live, node_lost=self.node_lost)
 
     def plan(self) -> Plan:
         updates = []
@@ -211,7 +226,7 @@ class _Run:
             copy.CopyFrom(task)
             copy.desired_state = types_pb2.SHUTDOWN
             updates.append(copy)
-        return Plan(self.creates, updates, list(self.deletes), self.wake_at)
+        return Plan(self.creates, updates, list(self.deletes), self.wake_at, self.services)
 
     # -- node facts --
 
@@ -275,31 +290,76 @@ class _Run:
         by_slot: dict[int, list[Task]] = defaultdict(list)
         for task in tasks:
             by_slot[task.slot].append(task)
+        step = self.update_step(service, by_slot)
+        if step is None:
+            return  # rolled back: the restored spec is planned on the next pass
         out_of_range = sorted(s for s in by_slot if not 1 <= s <= replicas)
         # Highest slots first: a plan applied in several txns scales down from the top.
         for slot in reversed(out_of_range):
             self.clear(by_slot[slot])
         for slot in range(1, replicas + 1):
-            self.slot(service, slot, by_slot.get(slot, []))
+            self.slot(service, slot, by_slot.get(slot, []), step.replace.get(slot))
 
-    def slot(self, service: Service, slot: int, tasks: list[Task]) -> None:
-        # Update planner hook: tasks with service_version < service.meta.version whose spec
-        # differs in more than `replicas` will be replaced here, a few slots at a time, by
-        # the rolling-update planner. Until then they keep running; only tasks created from
-        # now on use the new spec.
+    def update_step(
+        self, service: Service, by_slot: Mapping[int, list[Task]]
+    ) -> updater.Step | None:
+        """The rolling-update planner's step for the service (which outdated slots to
+        replace now), with its status write planned; None when it rolls back: then only the
+        service is written in this pass."""
+        slots = {s: by_slot.get(s, []) for s in range(1, service.spec.replicas + 1)}
+        step = updater.plan(service, slots, self.now, self.facts)
+        if step.wake_at is not None:
+            self.wake(step.wake_at)
+        if step.rollback:
+            reason = step.status.message if step.status else "update failed"
+            self.services.append(updater.rolled_back(service, self.now, reason))
+            return None
+        if step.status is not None:
+            written = Service()
+            written.CopyFrom(service)
+            written.update_status.CopyFrom(step.status)
+            self.services.append(written)
+        return step
+
+    def slot(
+        self, service: Service, slot: int, tasks: list[Task], replace: int | None = None
+    ) -> None:
+        # `replace`: the update planner replaces this slot's outdated task now, in this
+        # order (updater.py). Outdated tasks are otherwise left running.
         wanting = [t for t in tasks if wants_run(t)]
         live = [t for t in wanting if self.is_live(t)]
+        draining = [t for t in wanting if self.draining(t)]
+        # A task of the current spec is the slot's future: while it is not ready, the
+        # outdated task it replaces (start-first) keeps running beside it.
+        fresh = [t for t in live if updater.is_updated(t, service.spec)]
         if live:
-            current = max(live, key=_live_rank)
+            current = max(fresh or live, key=_live_rank)
+        elif draining:
+            current = max(draining, key=_live_rank)  # still runs: the move starts from it
         elif wanting:
             current = max(wanting, key=age_key)
         else:
             current = None
+        # A drain is start-first: a task on a drained node keeps running until the task
+        # that moves it runs (Kubernetes' eviction respects capacity the same way; Swarm
+        # stops first). If no other node can take it, it keeps running where it is.
+        kept = None
+        if draining and current is not None:
+            if current in draining or current.status.state < types_pb2.RUNNING:
+                kept = max(draining, key=_live_rank)
+        replaced = None
+        if fresh and not updater.is_ready(current):
+            stale = [t for t in live if t not in fresh]
+            replaced = max(stale, key=_live_rank) if stale else None
         for task in wanting:
-            if task is not current:
+            if task is not current and task is not kept and task is not replaced:
                 self.shut_down(task)  # duplicates after a node came back, superseded ends
         if current is None:
+            if updater.waits_for_stop(service, tasks, self.facts):
+                return  # stop-first: the replacement starts once the old task stopped
             current = self.create(service, slot, restart_count=0, replaces=None)
+        elif replace is not None and live and not fresh:
+            current = self.replace(service, slot, current, replace)
         elif not live:
             # Restart decisions (attempts, backoff) read the history that survives this
             # plan; otherwise deleting history could flip the decision on the next pass.
@@ -309,6 +369,17 @@ class _Run:
             current = self.restart(service, slot, current, kept, next_count)
         self.deletes.update(dict.fromkeys(self.doomed(service, current, tasks)))
 
+    def replace(self, service: Service, slot: int, old: Task, order: int) -> Task:
+        """Replace an outdated task for a rolling update. start-first: the new task now,
+        the old one keeps running until it is ready; stop-first: the old one is shut down,
+        and its replacement is created once it stopped (see slot())."""
+        if order == updater.UpdateConfig.START_FIRST:
+            new = self.create(service, slot, old.restart_count, replaces=old)
+            new.status.message = f"updates {old.id}"
+            return new
+        self.shut_down(old)
+        return old
+
     def restart(
         self, service: Service, slot: int, ended: Task, tasks: list[Task], next_count: int
     ) -> Task:
@@ -316,11 +387,7 @@ class _Run:
         over; `tasks` is the slot's kept history. Returns the slot's current task afterwards
         (the new one, or `ended`)."""
         if self.draining(ended):
-            # A move, not a restart: whatever the policy, with the same restart count.
-            new = self.create(service, slot, ended.restart_count, replaces=ended)
-            new.status.message = f"moves {ended.id} off drained node {ended.node_id}"
-            self.shut_down(ended)
-            return new
+            return self.move(service, slot, ended, tasks)
         policy = service.spec.restart_policy
         lost = self.node_lost(ended) and not is_terminal(ended.status.state)
         orphaned = lost or ended.status.state == types_pb2.ORPHANED
@@ -335,6 +402,21 @@ class _Run:
                 return ended
         new = self.create(service, slot, restart_count=next_count, replaces=ended)
         self.shut_down(ended)
+        return new
+
+    def move(self, service: Service, slot: int, running: Task, tasks: list[Task]) -> Task:
+        """Move a task off a drained node: whatever the policy, with the same restart count,
+        and while it keeps running (it is shut down once the new task runs). A move whose
+        task failed is retried after the restart delay, so a broken image does not spin."""
+        failed = [t for t in tasks if age_key(t) > age_key(running) and is_terminal(t.status.state)]
+        if failed:
+            last = max(failed, key=age_key)
+            due = ended_at(last) + self.delay(service.spec.restart_policy, last, tasks)
+            if due > self.now:
+                self.wake(due)
+                return running
+        new = self.create(service, slot, running.restart_count, replaces=running)
+        new.status.message = f"moves {running.id} off drained node {running.node_id}"
         return new
 
     def attempts_left(
@@ -408,6 +490,7 @@ class _Run:
         task.restart_policy.CopyFrom(spec.restart_policy)
         task.networks.extend(spec.networks)
         task.ports.extend(spec.ports)
+        task.placement.CopyFrom(spec.placement)
         task.status.state = types_pb2.NEW
         task.status.timestamp.FromDatetime(self.now)
         task.status.message = "created" if replaces is None else f"replaces {replaces.id}"

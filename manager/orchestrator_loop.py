@@ -1,8 +1,10 @@
 """The leader's orchestrator loop: the IO shell around :func:`orchestrator.reconcile`.
 
-Runs on changes to services, tasks and nodes, and when a restart delay is due. The plan's
-creates are create-if-absent, its desired-state changes and deletes are guarded by the
-revision the view holds, all fenced on the leader key.
+Runs on changes to services, tasks and nodes, and when a restart delay (or a rolling
+update's delay or monitor window) is due. The plan's creates are create-if-absent, its
+desired-state changes, deletes and service writes (update status, rollback) are guarded by
+the revision the view holds, all fenced on the leader key. A service write goes first: if
+a user's Apply won the race, the whole pass is decided again over the new spec.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ class OrchestratorLoop(ControlLoop):
         services = {s.id: s for s in self.view.objects(Kind.SERVICE)}
         nodes = {n.id: n for n in self.view.objects(Kind.NODE)}
         plan = reconcile(services, list(self.view.objects(Kind.TASK)), nodes, now, self._core)
-        ops: list[Op] = [Create(Kind.TASK, t) for t in plan.create]
+        ops: list[Op] = []
+        for service in plan.services:
+            current = self.view.get(Kind.SERVICE, service.spec.name)
+            if current and current.obj.id == service.id:
+                ops.append(Update(Kind.SERVICE, service, current.mod_revision))
+        ops += [Create(Kind.TASK, t) for t in plan.create]
         for task in plan.update:
             current = self.view.get(Kind.TASK, task.id)
             if current:

@@ -2,9 +2,13 @@
 for one, or says in one line why no node fits.
 
 Shaped like swarmkit's scheduler: a pipeline of small filters (filter.go), each of which
-can say why a node failed it, then a ranking of the nodes that passed (spread the tasks of
-one service, then balance the total). Placements made earlier in the same call count as
-load and reservations for later ones, so five replicas on three empty nodes land 2/2/1.
+can say why a node failed it, then a ranking of the nodes that passed: the service's spread
+preferences first (the label value with the fewest of its tasks, level by level, nodes
+without the label forming one more group, like swarmkit's nodeset tree), then spread the
+tasks of one service over nodes, then balance the total. Placements made earlier in the
+same call count as load and reservations for later ones, so five replicas on three empty
+nodes land 2/2/1. A task of a global service names its node (``target_node``): only that
+node is asked, and the reason says why it cannot take the task.
 The IO shell (scheduler_loop) writes the decisions back in revision-guarded txns; a
 decision is only as good as the snapshot it was made on, which the txn guard checks.
 """
@@ -16,6 +20,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from orch import model
+from orch.placement import (
+    Attribute,
+    Constraint,
+    PlacementError,
+    first_unmet,
+    parse_constraints,
+    spread_attributes,
+)
 from orch.proto import objects_pb2, types_pb2
 
 Task = objects_pb2.Task
@@ -161,6 +173,44 @@ class PortFilter(Filter):
         return "with port " + ", ".join(port_label(p) for p in sorted(taken)) + " taken"
 
 
+class ConstraintFilter(Filter):
+    """Every placement constraint of the task holds on the node. Constraints are parsed
+    once per distinct list (tasks of one service share theirs)."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[str, ...], list[Constraint] | str] = {}
+
+    def constraints(self, task: Task) -> list[Constraint] | str:
+        """The task's constraints, or the text of an invalid one (a hand-written spec)."""
+        texts = tuple(task.placement.constraints)
+        if texts not in self._parsed:
+            try:
+                self._parsed[texts] = parse_constraints(texts)
+            except PlacementError as exc:
+                self._parsed[texts] = exc.message
+        return self._parsed[texts]
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        if not task.placement.constraints:
+            return None
+        constraints = self.constraints(task)
+        if isinstance(constraints, str):
+            return f"rejecting an invalid constraint ({constraints})"
+        unmet = first_unmet(constraints, info.node)
+        return None if unmet is None else f"not matching constraint {unmet}"
+
+
+class MaxReplicasFilter(Filter):
+    """The service's max_replicas_per_node: a node already holding that many of its
+    non-terminal tasks (stopping ones included) takes no more."""
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        limit = task.placement.max_replicas_per_node
+        if limit and info.tasks_by_service[task.service_id] >= limit:
+            return f"at max_replicas_per_node ({limit})"
+        return None
+
+
 class MaxTasksFilter(Filter):
     """The per-node task limit of the settings, when one is set."""
 
@@ -176,9 +226,15 @@ class MaxTasksFilter(Filter):
 
 def pipeline(settings: SchedulerSettings) -> list[Filter]:
     """The filters in the order they are asked; a node's failure is the first one's."""
-    return [ReadyFilter(), AvailabilityFilter(), MemoryFilter(), CpuFilter(), PortFilter()] + (
-        [MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else []
-    )
+    return [
+        ReadyFilter(),
+        AvailabilityFilter(),
+        ConstraintFilter(),
+        MemoryFilter(),
+        CpuFilter(),
+        PortFilter(),
+        MaxReplicasFilter(),
+    ] + ([MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else [])
 
 
 # -- placement ---------------------------------------------------------------------------
@@ -211,10 +267,14 @@ def schedule(
 
 
 def place(task: Task, infos: Sequence[NodeInfo], filters: Sequence[Filter]) -> Decision:
-    """Pick the best node that passes every filter, or explain why none does."""
+    """Pick the best node that passes every filter, or explain why none does. A task with
+    a target node is asked of that node only."""
+    candidates = infos
+    if task.target_node:
+        candidates = [i for i in infos if i.id == task.target_node]
     fits: list[NodeInfo] = []
     failures: dict[tuple[int, str], list[NodeInfo]] = {}
-    for info in infos:
+    for info in candidates:
         for index, flt in enumerate(filters):
             label = flt.check(info, task)
             if label is not None:
@@ -223,12 +283,55 @@ def place(task: Task, infos: Sequence[NodeInfo], filters: Sequence[Filter]) -> D
         else:
             fits.append(info)
     if not fits:
+        if task.target_node:
+            return Decision(task.id, None, explain_target(task, candidates, failures, filters))
         return Decision(task.id, None, explain(task, len(infos), failures, filters))
-    best = min(fits, key=lambda i: (i.tasks_by_service[task.service_id], i.total_tasks, i.id))
+    spread = Spread(task, infos)
+    best = min(
+        fits,
+        key=lambda i: (spread.rank(i), i.tasks_by_service[task.service_id], i.total_tasks, i.id),
+    )
     same = best.tasks_by_service[task.service_id]
     name = task.service_name or task.service_id
     reason = f"least loaded: {same} of {name} and {best.total_tasks} tasks on {best.id}"
-    return Decision(task.id, best.id, reason)
+    if task.target_node:
+        reason = f"its node: {same} of {name} and {best.total_tasks} tasks on {best.id}"
+    return Decision(task.id, best.id, spread.describe(best) + reason)
+
+
+class Spread:
+    """The spread preferences of one task over the nodes as they are now: how many of its
+    service's tasks each group of nodes (a label value, then a value of the next label
+    within it) holds. A node ranks by those counts, level by level; nodes without the
+    label share the value "" and so form one group."""
+
+    def __init__(self, task: Task, infos: Sequence[NodeInfo]) -> None:
+        self.attributes: list[Attribute] = spread_attributes(task.placement)
+        self.service_id = task.service_id
+        self.counts: Counter[tuple[str, ...]] = Counter()
+        if not self.attributes:
+            return
+        for info in infos:
+            path = self.path(info)
+            held = info.tasks_by_service[task.service_id]
+            for depth in range(1, len(path) + 1):
+                self.counts[path[:depth]] += held
+
+    def path(self, info: NodeInfo) -> tuple[str, ...]:
+        return tuple(a.of(info.node) for a in self.attributes)
+
+    def rank(self, info: NodeInfo) -> tuple[int, ...]:
+        path = self.path(info)
+        return tuple(self.counts[path[:depth]] for depth in range(1, len(path) + 1))
+
+    def describe(self, info: NodeInfo) -> str:
+        """ "spread node.labels.zone=a (1 there); " (the service's tasks in that group
+        before this one), or "" without spread preferences."""
+        if not self.attributes:
+            return ""
+        first = self.attributes[0]
+        value = first.of(info.node) or "(unset)"
+        return f"spread {first}={value} ({self.counts[(first.of(info.node),)]} there); "
 
 
 def explain(
@@ -246,6 +349,23 @@ def explain(
         detail = filters[index].detail(task, failed)
         parts.append(f"{len(failed)} {label}" + (f" ({detail})" if detail else ""))
     return f"{head}: {', '.join(parts)}" if parts else head
+
+
+def explain_target(
+    task: Task,
+    candidates: Sequence[NodeInfo],
+    failures: dict[tuple[int, str], list[NodeInfo]],
+    filters: Sequence[Filter],
+) -> str:
+    """Why the node a global task is for cannot take it: "node host3 cannot take it:
+    insufficient memory (need 512MiB, max free 256MiB)"."""
+    if not candidates:
+        return f"its node {task.target_node} is not known"
+    node = candidates[0].node
+    name = node.description.hostname or node.id
+    ((index, label), failed), *_ = failures.items()
+    detail = filters[index].detail(task, failed)
+    return f"node {name} cannot take it: {label}" + (f" ({detail})" if detail else "")
 
 
 def format_bytes(n: int) -> str:

@@ -9,18 +9,28 @@ through the watch) and decides again. An optional fence compare (the leader key)
 along in the same transaction, so a deposed leader cannot write.
 
 etcd errors are translated to :class:`StoreError` here and nowhere else.
+
+Every call is bounded: it answers or fails with StoreError within ``timeout`` (5 s),
+also when etcd has lost quorum (etcd itself would keep a request waiting for 7 s, and our
+client would retry it). Within that bound a call that got no answer is tried again, each
+attempt at most ``attempt_timeout``: when the etcd leader dies, a request the followers
+had forwarded to it is lost and would wait out the whole timeout, while the same request
+sent again after the election (about 2 s) succeeds at once. The client spreads calls over
+every endpoint (gRPC round robin over ``ipv4:a,b,c``) and skips a member that is down.
+A retried transaction is still guarded: if the lost attempt did land after all, the retry
+fails its compare and the caller sees a ConflictError, never a double write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
-from etcd3aio import Etcd3Client, EtcdError
+from etcd3aio import Etcd3Client, EtcdConnectionError, EtcdError, EtcdTransientError
 from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService, prefix_range_end
 from google.protobuf import json_format
@@ -32,6 +42,8 @@ from orch.proto import objects_pb2
 PREFIX = "/orch/v1/"
 # etcd refuses transactions of more than 128 operations by default (--max-txn-ops).
 MAX_TXN_OPS = 128
+# Seconds before a call that failed at once (no member reachable) is sent again.
+_RETRY_PAUSE = 0.2
 
 
 class Kind(enum.Enum):
@@ -76,6 +88,7 @@ class Kind(enum.Enum):
 _FOLDERS = {k.folder: k for k in Kind}
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,18 @@ class Event:
     key: str
     obj: Message | None
     mod_revision: int
+
+
+class EventBatch(list[Event]):
+    """The object events of one watch response, and ``revision``: the newest etcd revision
+    in it. A response may change only keys that are not objects (the leader key, when the
+    leadership moves), so a batch may be empty and still move its reader's revision on:
+    else a reader waiting for etcd's current revision would wait for the next object
+    write."""
+
+    def __init__(self, events: list[Event], revision: int) -> None:
+        super().__init__(events)
+        self.revision = revision
 
 
 # Operations for commit(). ``mod_revision`` is what the caller read; updates and deletes
@@ -171,44 +196,65 @@ class Fence:
 
 
 class Store:
-    """Typed access to orch's etcd keyspace. One per manager process."""
+    """Typed access to orch's etcd keyspace. One per manager process.
 
-    def __init__(self, client: Etcd3Client, *, timeout: float = 5.0) -> None:
+    ``timeout``: seconds any call may take before it fails with StoreError (the bound a
+    user waits for an answer while etcd has no quorum). ``attempt_timeout``: seconds one
+    attempt of a call waits before it is sent again, within ``timeout``; longer than any
+    healthy call takes, shorter than an etcd leader election plus a retry."""
+
+    def __init__(
+        self, client: Etcd3Client, *, timeout: float = 5.0, attempt_timeout: float = 2.0
+    ) -> None:
         self._client = client
         self._kv: KVService = client.kv
         self._timeout = timeout
+        self._attempt_timeout = min(attempt_timeout, timeout)
 
     @property
     def client(self) -> Etcd3Client:
         return self._client
 
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may take before it fails with StoreError."""
+        return self._timeout
+
     @classmethod
     async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> Store:
+        """A Store on the etcd cluster at ``endpoints`` (all of them: calls go to any
+        member that is up), once one linearizable read went through."""
         client = Etcd3Client(list(endpoints))
         try:
             await client.connect()
-            await client.ping(write_check=False, timeout=timeout)
-        except (EtcdError, grpc.aio.AioRpcError, OSError) as exc:
+            store = cls(client, timeout=timeout)
+            await store.revision()
+        except (StoreError, OSError) as exc:
             await client.close()
             raise StoreError(f"cannot reach etcd at {','.join(endpoints)}: {exc}") from exc
-        return cls(client, timeout=timeout)
+        return store
 
     async def close(self) -> None:
         await self._client.close()
 
     async def get(self, kind: Kind, name: str) -> Versioned | None:
         key = kind.key(name)
-        resp = await self._call("get " + key, self._kv.get(key, timeout=self._timeout))
-        if not resp.kvs:
+        kv = await self.get_key(key)
+        if kv is None:
             return None
-        kv = resp.kvs[0]
         return Versioned(kind, key, decode(kind, kv.value), kv.mod_revision)
+
+    async def get_key(self, key: str) -> Any | None:
+        """The raw etcd KeyValue at ``key`` (value, lease, revisions), or None."""
+        resp = await self._call("get " + key, lambda t: self._kv.get(key, timeout=t))
+        return resp.kvs[0] if resp.kvs else None
 
     async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
         """All objects of one kind and the revision they were read at."""
         resp = await self._call(
             "list " + kind.prefix,
-            self._kv.get(kind.prefix, prefix_range_end(kind.prefix), timeout=self._timeout),
+            lambda t: self._kv.get(kind.prefix, prefix_range_end(kind.prefix), timeout=t),
+            whole=True,
         )
         items = [
             Versioned(kind, kv.key.decode(), decode(kind, kv.value), kv.mod_revision)
@@ -219,7 +265,9 @@ class Store:
     async def snapshot(self) -> tuple[list[Versioned], int]:
         """Every object of every kind, read at one revision (the start of a watch)."""
         resp = await self._call(
-            "snapshot", self._kv.get(PREFIX, prefix_range_end(PREFIX), timeout=self._timeout)
+            "snapshot",
+            lambda t: self._kv.get(PREFIX, prefix_range_end(PREFIX), timeout=t),
+            whole=True,
         )
         items = []
         for kv in resp.kvs:
@@ -232,10 +280,10 @@ class Store:
                 )
         return items, resp.header.revision
 
-    async def watch(self, start_revision: int) -> AsyncIterator[list[Event]]:
-        """Changes to every object from ``start_revision`` on, one list per etcd revision
-        batch. Raises StoreError when etcd compacted past ``start_revision``: the caller
-        must take a new snapshot."""
+    async def watch(self, start_revision: int) -> AsyncIterator[EventBatch]:
+        """Changes to every object from ``start_revision`` on, one batch per etcd watch
+        response (empty when it changed no object). Raises StoreError when etcd compacted
+        past ``start_revision``: the caller must take a new snapshot."""
         stream = self._client.watch.watch(PREFIX, prefix_range_end(PREFIX), start_revision)
         try:
             async for resp in stream:
@@ -250,8 +298,8 @@ class Store:
                     deleted = ev.type == 1  # mvccpb.Event.DELETE
                     obj = None if deleted else decode(parsed[0], ev.kv.value)
                     events.append(Event(parsed[0], key, obj, ev.kv.mod_revision))
-                if events:
-                    yield events
+                if resp.events:
+                    yield EventBatch(events, max(ev.kv.mod_revision for ev in resp.events))
         except (EtcdError, grpc.aio.AioRpcError) as exc:
             raise StoreError(f"watch {PREFIX}: {exc}") from exc
         finally:
@@ -273,7 +321,7 @@ class Store:
                 requests.append(request)
         if len(compares) > MAX_TXN_OPS or len(requests) > MAX_TXN_OPS:
             raise ValueError(f"transaction of {len(compares)} operations exceeds {MAX_TXN_OPS}")
-        resp = await self._call("txn", self._kv.txn(compares, requests, timeout=self._timeout))
+        resp = await self._call("txn", lambda t: self._kv.txn(compares, requests, timeout=t))
         if not resp.succeeded:
             what = ", ".join(_describe(op) for op in ops[:4]) + (" ..." if len(ops) > 4 else "")
             raise ConflictError(f"write lost a race ({what})")
@@ -282,7 +330,7 @@ class Store:
     async def grant_lease(self, ttl: int) -> int:
         """A new etcd lease of ``ttl`` seconds; returns its id."""
         resp = await self._call(
-            f"lease grant {ttl}s", self._client.lease.grant(ttl, timeout=self._timeout)
+            f"lease grant {ttl}s", lambda t: self._client.lease.grant(ttl, timeout=t)
         )
         return resp.ID
 
@@ -290,7 +338,7 @@ class Store:
         """Write ``obj`` unconditionally, attached to ``lease`` (it vanishes with it)."""
         key = kind.key_of(obj)
         resp = await self._call(
-            "put " + key, self._kv.put(key, encode(obj), lease=lease, timeout=self._timeout)
+            "put " + key, lambda t: self._kv.put(key, encode(obj), lease=lease, timeout=t)
         )
         return resp.header.revision
 
@@ -306,12 +354,13 @@ class Store:
             finally:
                 call.cancel()
         except (TimeoutError, EtcdError, grpc.aio.AioRpcError) as exc:
-            raise StoreError(f"etcd keep-alive of lease {lease:x}: {exc or 'timeout'}") from exc
+            detail = str(exc) or f"no answer within {self._timeout:g}s"
+            raise StoreError(f"etcd keep-alive of lease {lease:x}: {detail}") from exc
 
     async def revision(self) -> int:
         """etcd's current revision (what a view must reach to have seen every write so
         far)."""
-        resp = await self._call("revision", self._kv.get(PREFIX + "cluster", timeout=self._timeout))
+        resp = await self._call("revision", lambda t: self._kv.get(PREFIX + "cluster", timeout=t))
         return resp.header.revision
 
     async def commit_groups(
@@ -366,11 +415,27 @@ class Store:
             )
         return _same_mod_revision(op.key, op.mod_revision), kv.txn_op_delete(op.key)
 
-    async def _call(self, what: str, coro: Any) -> Any:
-        try:
-            return await coro
-        except (TimeoutError, EtcdError, grpc.aio.AioRpcError) as exc:
-            raise StoreError(f"etcd {what}: {exc or type(exc).__name__}") from exc
+    async def _call(
+        self, what: str, call: Callable[[float], Awaitable[R]], *, whole: bool = False
+    ) -> R:
+        """``call(attempt_timeout)`` until it answers, for at most ``timeout`` seconds.
+        Unanswered (timed out, or no member reachable) attempts are sent again; ``whole``
+        gives one attempt all the time (reads of a whole folder, which may be slow and
+        are not worth starting over). etcd's refusals are not retried."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        last: BaseException | None = None
+        while (left := deadline - loop.time()) > 0:
+            try:
+                return await call(left if whole else min(left, self._attempt_timeout))
+            except (TimeoutError, EtcdConnectionError, EtcdTransientError) as exc:
+                last = exc
+                if not isinstance(exc, TimeoutError):  # failed fast: do not spin
+                    await asyncio.sleep(min(_RETRY_PAUSE, max(0.0, deadline - loop.time())))
+            except (EtcdError, grpc.aio.AioRpcError) as exc:
+                raise StoreError(f"etcd {what}: {exc}") from exc
+        cause = f" ({last})" if last is not None and not isinstance(last, TimeoutError) else ""
+        raise StoreError(f"etcd {what}: no answer within {self._timeout:g}s{cause}") from last
 
 
 def _same_mod_revision(key: str, mod_revision: int) -> Compare:

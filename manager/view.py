@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from orch.errors import StoreError
-from orch.manager.store import Event, Kind, Store, Versioned
+from orch.manager.store import Event, EventBatch, Kind, Store, Versioned
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,10 @@ class ClusterView:
             mine = [e for e in events if e.kind in sub.kinds]
             if mine:
                 self._offer(sub, mine)
-        await self._set_revision(max(e.mod_revision for e in events))
+        newest = max((e.mod_revision for e in events), default=0)
+        if isinstance(events, EventBatch):  # it also counts keys that are not objects
+            newest = max(newest, events.revision)
+        await self._set_revision(newest)
 
     def _offer(self, sub: _Subscriber, batch: Batch) -> None:
         try:

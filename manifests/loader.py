@@ -183,10 +183,19 @@ class _Decoder:
                 out[f.name] = self._obj(None, f.type, join_key(path, f.name), mark)  # defaults
         if typ.convert is None:
             return out
-        return typ.convert(out) if len(self.problems) == before else _INVALID
+        if len(self.problems) != before:
+            return _INVALID
+        try:
+            return typ.convert(out)
+        except Invalid as exc:
+            return self.report(mark, path, exc.message, exc.accepted)
 
     def _unknown(self, typ: Obj, key: str, path: str, mark: Mark) -> None:
         hint = _suggest(typ, key)
+        if not hint and typ.unknown is not None:
+            explained = typ.unknown(key)
+            self.report(mark, join_key(path, key), explained.message, explained.accepted)
+            return
         if hint:
             hint = f"{path}.{hint}" if path else hint  # hint may be a dotted path itself
         message = "unknown field" + (f"; did you mean {hint!r}?" if hint else "")

@@ -86,6 +86,10 @@ class Obj:
     fields: tuple[Field, ...]
     accepted: str = "a mapping"
     convert: Callable[[dict[str, Any]], Any] | None = None
+    """May raise Invalid about the mapping as a whole (two probes given)."""
+    unknown: Callable[[str], Invalid] | None = None
+    """Says what an unknown key is, when "unknown field" would not (an unknown probe
+    type); used when no known field looks like the key."""
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -312,6 +316,119 @@ def _render_port(port: specs_pb2.PortConfig) -> Any:
     return out
 
 
+PROBE_TYPES = ("exec", "http", "tcp")
+HEALTH_SETTINGS = ("interval", "timeout", "retries", "start_period")
+SHELL = ("/bin/sh", "-c")
+"""A string given as an exec probe runs through the shell (Docker's CMD-SHELL)."""
+
+
+def _unknown_probe(key: str) -> Invalid:
+    """An unknown key under healthcheck: mostly a probe type we do not have (grpc), or a
+    probe's own field written one level too high."""
+    if key in ("port", "path", "scheme"):
+        return Invalid(
+            f"{key!r} belongs inside the probe", "http: {port, path, scheme}, tcp: {port}"
+        )
+    if key in ("type", "command", "test", "cmd"):
+        return Invalid(
+            f"unknown field {key!r}: the probe is given by its type's key",
+            'exec: [cmd, arg] or exec: "shell command", http: {port, path}, tcp: {port}',
+        )
+    return Invalid(
+        f"unknown probe type {key!r}",
+        f"a probe: {', '.join(PROBE_TYPES)}; and the settings {', '.join(HEALTH_SETTINGS)}",
+    )
+
+
+def _shell_command(value: Any, raw: str | None) -> list[str]:
+    text = _string(value, raw)
+    if not text.strip():
+        raise Invalid("the command cannot be empty")
+    return [*SHELL, text]
+
+
+def _http_from(fields: dict[str, Any]) -> specs_pb2.HttpProbe:
+    return specs_pb2.HttpProbe(
+        port=fields.get("port", 0), path=fields.get("path", ""), scheme=fields.get("scheme", "")
+    )
+
+
+def _tcp_from(fields: dict[str, Any]) -> specs_pb2.TcpProbe:
+    return specs_pb2.TcpProbe(port=fields.get("port", 0))
+
+
+def _healthcheck_from(fields: dict[str, Any]) -> specs_pb2.HealthCheck:
+    probes = [k for k in PROBE_TYPES if k in fields]
+    accepted = f"exactly one of {', '.join(PROBE_TYPES)}"
+    if len(probes) > 1:
+        raise Invalid(f"more than one probe given ({', '.join(probes)})", accepted)
+    if not probes:
+        raise Invalid("no probe given", accepted)
+    if "exec" in fields and not fields["exec"]:
+        raise Invalid("exec: the command cannot be empty")
+    check = specs_pb2.HealthCheck()
+    if "exec" in fields:
+        check.exec.command.extend(fields["exec"])
+    elif "http" in fields:
+        check.http.CopyFrom(fields["http"])
+    else:
+        check.tcp.CopyFrom(fields["tcp"])
+    for name in ("interval", "timeout", "start_period"):
+        if name in fields:
+            getattr(check, name).CopyFrom(fields[name])
+    check.retries = fields.get("retries", 0)
+    return check
+
+
+def _render_healthcheck(check: specs_pb2.HealthCheck) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kind = check.WhichOneof("probe")
+    if kind == "exec":
+        command = list(check.exec.command)
+        shell = len(command) == 3 and tuple(command[:2]) == SHELL
+        out["exec"] = command[2] if shell else command
+    elif kind == "http":
+        http: dict[str, Any] = {"port": check.http.port}
+        if check.http.path:
+            http["path"] = check.http.path
+        if check.http.scheme and check.http.scheme != "http":
+            http["scheme"] = check.http.scheme
+        out["http"] = http
+    elif kind == "tcp":
+        out["tcp"] = {"port": check.tcp.port}
+    for name in ("interval", "timeout"):
+        if check.HasField(name):
+            out[name] = _render_duration(getattr(check, name))
+    if check.retries:
+        out["retries"] = check.retries
+    if check.HasField("start_period"):
+        out["start_period"] = _render_duration(check.start_period)
+    return out
+
+
+_MODES = {"replicated": specs_pb2.REPLICATED, "global": specs_pb2.GLOBAL}
+
+
+def _mode(value: Any, raw: str | None) -> int:
+    text = _string(value, raw)
+    found = _MODES.get(text.lower())
+    if found is None:
+        raise Invalid(f"unknown mode {text!r}", ", ".join(_MODES))
+    return found
+
+
+def _render_mode(mode: int) -> str:
+    return {v: k for k, v in _MODES.items()}[mode]
+
+
+def _preference_from(fields: dict[str, Any]) -> specs_pb2.PlacementPreference:
+    return specs_pb2.PlacementPreference(spread=fields.get("spread", ""))
+
+
+def _render_preference(pref: specs_pb2.PlacementPreference) -> dict[str, Any]:
+    return {"spread": pref.spread}
+
+
 # ---- the table --------------------------------------------------------------------------
 
 STRING = Scalar("a string", _string)
@@ -407,6 +524,248 @@ _RESTART_POLICY = Field(
     "What happens when a task's container exits.",
     aliases=("restart", "restartPolicy"),
 )
+
+
+def _probe_port(value: Any, raw: str | None) -> int:
+    """1-65535 here already: a zero port would leave an empty probe message, which the
+    loader prunes as unset (no check at all) before validate.py could object."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise Invalid(f"expected a port 1-65535, got {describe_value(value)}")
+    return value
+
+
+_PROBE_PORT = Field(
+    "port", Scalar("a port 1-65535", _probe_port), "The port to probe.", required=True
+)
+_HEALTHCHECK = Field(
+    "healthcheck",
+    OneOf(
+        "a mapping with one probe (exec, http or tcp) and interval, timeout, retries, start_period",
+        render=_render_healthcheck,
+        map=Obj(
+            (
+                Field(
+                    "exec",
+                    OneOf(
+                        "a command: a list of strings, or a string run by /bin/sh -c",
+                        render=list,
+                        scalar=Scalar("a string", _shell_command),
+                        list=ListOf(TEXT, "a list of strings"),
+                    ),
+                    "Probe: a command run in the container; exit 0 is healthy. A string runs "
+                    "through /bin/sh -c.",
+                ),
+                Field(
+                    "http",
+                    Obj(
+                        (
+                            _PROBE_PORT,
+                            Field("path", STRING, "Path to GET; default /.", default="/"),
+                            Field("scheme", STRING, "http (default) or https.", default="http"),
+                        ),
+                        "a mapping with port, path and scheme",
+                        convert=_http_from,
+                    ),
+                    "Probe: GET the task's address:port/path from its node; 2xx and 3xx are "
+                    "healthy.",
+                ),
+                Field(
+                    "tcp",
+                    Obj((_PROBE_PORT,), "a mapping with port", convert=_tcp_from),
+                    "Probe: connect to the task's address:port from its node.",
+                ),
+                Field(
+                    "interval",
+                    DURATION,
+                    "From the end of one probe to the start of the next; default 30s. The "
+                    "first probe comes one interval after the start.",
+                ),
+                Field("timeout", DURATION, "A probe taking longer fails; default 30s."),
+                Field(
+                    "retries",
+                    Scalar("an integer >= 1", _integer(1, UINT32_MAX)),
+                    "Consecutive failures that make the task unhealthy; default 3.",
+                ),
+                Field(
+                    "start_period",
+                    DURATION,
+                    "Failures in this time after the start do not count, until the first "
+                    "success; default 0s.",
+                ),
+            ),
+            "a mapping with one probe (exec, http or tcp) and interval, timeout, retries, "
+            "start_period",
+            convert=_healthcheck_from,
+            unknown=_unknown_probe,
+        ),
+    ),
+    "How the node probes each task; an unhealthy task is stopped, failed and restarted per "
+    "the restart policy.",
+    "container.healthcheck",
+    aliases=("health_check", "healthCheck", "health"),
+)
+
+_MODE = Field(
+    "mode",
+    Scalar(", ".join(_MODES), _mode, _render_mode),
+    "replicated (default): `replicas` tasks placed by the scheduler; global: one task on "
+    "every eligible node (active, up, matching the constraints), following nodes as they "
+    "join, drain or change labels.",
+    "mode",
+)
+_PLACEMENT = Field(
+    "placement",
+    Obj(
+        (
+            Field(
+                "constraints",
+                ListOf(STRING, "a list of constraints"),
+                "All must hold on a node that runs a task: ATTRIBUTE==VALUE or "
+                "ATTRIBUTE!=VALUE over node.id, node.hostname, node.labels.KEY, "
+                "engine.labels.KEY, node.platform.os, node.platform.arch.",
+                "placement.constraints",
+                aliases=("constraint",),
+            ),
+            Field(
+                "preferences",
+                ListOf(
+                    OneOf(
+                        "a mapping with spread",
+                        render=_render_preference,
+                        map=Obj(
+                            (
+                                Field(
+                                    "spread",
+                                    STRING,
+                                    "A node attribute, e.g. node.labels.zone: tasks go to "
+                                    "the value holding fewest of them first.",
+                                    required=True,
+                                ),
+                            ),
+                            "a mapping with spread",
+                            convert=_preference_from,
+                        ),
+                    ),
+                    "a list of preferences",
+                ),
+                "Spread preferences, in order (replicated services).",
+                "placement.preferences",
+                aliases=("preference", "spread"),
+            ),
+            Field(
+                "max_replicas_per_node",
+                Scalar("an integer >= 0", _integer(0, UINT64_MAX)),
+                "At most this many tasks of the service on one node; 0: no limit "
+                "(replicated services).",
+                "placement.max_replicas_per_node",
+                aliases=("replicas_max_per_node", "maxReplicasPerNode"),
+            ),
+        )
+    ),
+    "Where tasks may run and how they spread over nodes.",
+)
+
+_ORDERS = {
+    "stop-first": specs_pb2.UpdateConfig.STOP_FIRST,
+    "start-first": specs_pb2.UpdateConfig.START_FIRST,
+}
+_ACTIONS = {
+    "pause": specs_pb2.UpdateConfig.PAUSE,
+    "rollback": specs_pb2.UpdateConfig.ROLLBACK,
+    "continue": specs_pb2.UpdateConfig.CONTINUE,
+}
+
+
+def _choice(table: dict[str, int]) -> Callable[[Any, str | None], int]:
+    def parse(value: Any, raw: str | None) -> int:
+        text = _string(value, raw)
+        found = table.get(text.lower().replace("_", "-"))
+        if found is None:
+            raise Invalid(f"unknown value {text!r}", ", ".join(table))
+        return found
+
+    return parse
+
+
+def _ratio(value: Any, raw: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise Invalid(f"expected a number from 0 to 1, got {describe_value(value)}")
+    return float(value)
+
+
+def _update_from(fields: dict[str, Any]) -> specs_pb2.UpdateConfig:
+    cfg = specs_pb2.UpdateConfig(
+        parallelism=fields.get("parallelism", 1),
+        order=fields.get("order", specs_pb2.UpdateConfig.STOP_FIRST),
+        failure_action=fields.get("failure_action", specs_pb2.UpdateConfig.PAUSE),
+        max_failure_ratio=fields.get("max_failure_ratio", 0.0),
+    )
+    for name in ("delay", "monitor"):
+        if name in fields:
+            getattr(cfg, name).CopyFrom(fields[name])
+    return cfg
+
+
+def _render_update(cfg: specs_pb2.UpdateConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"parallelism": cfg.parallelism}
+    if cfg.HasField("delay"):
+        out["delay"] = _render_duration(cfg.delay)
+    out["order"] = {v: k for k, v in _ORDERS.items()}.get(cfg.order, "stop-first")
+    if cfg.HasField("monitor"):
+        out["monitor"] = _render_duration(cfg.monitor)
+    out["failure_action"] = {v: k for k, v in _ACTIONS.items()}.get(cfg.failure_action, "pause")
+    if cfg.max_failure_ratio:
+        out["max_failure_ratio"] = round(cfg.max_failure_ratio, 6)
+    return out
+
+
+def _update_field(name: str, doc: str) -> Field:
+    return Field(
+        name,
+        OneOf(
+            "a mapping with parallelism, delay, order, monitor, failure_action, max_failure_ratio",
+            render=_render_update,
+            map=Obj(
+                (
+                    Field(
+                        "parallelism",
+                        Scalar("an integer >= 0", _integer(0, UINT64_MAX)),
+                        "Tasks replaced at once; 0: all at once; default 1.",
+                    ),
+                    Field("delay", DURATION, "Wait between a batch being ready and the next."),
+                    Field(
+                        "order",
+                        Scalar(", ".join(_ORDERS), _choice(_ORDERS)),
+                        "stop-first (default): stop the old task, then start the new one; "
+                        "start-first: start the new one, stop the old once it is ready.",
+                    ),
+                    Field(
+                        "monitor",
+                        DURATION,
+                        "A new task failing within this time of its start is a failure; "
+                        "default 5s.",
+                    ),
+                    Field(
+                        "failure_action",
+                        Scalar(", ".join(_ACTIONS), _choice(_ACTIONS)),
+                        "What a failure does: pause (default), rollback or continue.",
+                    ),
+                    Field(
+                        "max_failure_ratio",
+                        Scalar("a number from 0 to 1", _ratio),
+                        "Failures tolerated, as a share of the replicas; default 0.",
+                    ),
+                ),
+                "a mapping with parallelism, delay, order, monitor, failure_action, "
+                "max_failure_ratio",
+                convert=_update_from,
+            ),
+        ),
+        doc,
+        name,
+        aliases=(f"{name}_config", f"{name}Config"),
+    )
+
 
 _NETWORK_ITEM = OneOf(
     "a network name, or {name, aliases}",
@@ -511,12 +870,23 @@ SERVICE_SPEC = Obj(
             default=1,
             always=True,
         ),
+        _MODE,
+        _PLACEMENT,
         Field(
             "resources",
             Obj((_resources("limits", True), _resources("reservations", False))),
             "CPU, memory and process limits and reservations.",
         ),
         _RESTART_POLICY,
+        _HEALTHCHECK,
+        _update_field(
+            "update",
+            "How a changed spec replaces the tasks: a rolling update, batch by batch.",
+        ),
+        _update_field(
+            "rollback",
+            "The same settings for rollbacks (automatic, or `orch rollback`).",
+        ),
         Field(
             "networks",
             ListOf(_NETWORK_ITEM, "a list of networks"),

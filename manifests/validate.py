@@ -17,8 +17,9 @@ from collections.abc import Iterable
 
 from google.protobuf.duration_pb2 import Duration
 
+from orch import placement as placement_rules
 from orch.manifests.problems import Problem, join_index, join_key
-from orch.manifests.units import cpus_text, format_duration, size_text
+from orch.manifests.units import DURATION_ACCEPTED, cpus_text, format_duration, size_text
 from orch.proto import specs_pb2, types_pb2
 
 MAX_NAME = 63
@@ -39,6 +40,9 @@ MAX_SUBNET_PREFIX = 29
 PROTOCOLS = ("tcp", "udp")
 PORT_MODES = ("host",)
 MAX_PORT = 65535
+HTTP_SCHEMES = ("http", "https")
+MIN_HEALTH_INTERVAL = 100_000_000
+"""100ms: a typo guard; probing more often costs the node CPU and measures nothing new."""
 RESERVED_ENV_PREFIX = "ORCH_"
 """The agent sets ORCH_TASK_ID, ORCH_SERVICE, ORCH_SLOT and ORCH_NODE in every container."""
 SIGNALS = (
@@ -108,8 +112,14 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
         problems.append(Problem("spec.replicas", msg))
     problems += _resources(spec.resources)
     problems += _restart_policy(spec.restart_policy)
+    if c.HasField("healthcheck"):
+        problems += _healthcheck(c.healthcheck)
+    for name in ("update", "rollback"):
+        if spec.HasField(name):
+            problems += _update_config(getattr(spec, name), f"spec.{name}")
     problems += _attachments(spec.networks)
     problems += _ports(spec.ports, [n.target for n in spec.networks])
+    problems += _mode_and_placement(spec)
     return problems
 
 
@@ -259,6 +269,101 @@ def _restart_policy(policy: types_pb2.RestartPolicy) -> list[Problem]:
                 f"{format_duration(delay)}"
             )
             problems.append(Problem(f"{base}.max_delay", msg, "a max_delay >= delay"))
+    return problems
+
+
+def _update_config(cfg: specs_pb2.UpdateConfig, base: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if cfg.order not in specs_pb2.UpdateConfig.Order.values():
+        problems.append(Problem(f"{base}.order", f"unknown order {cfg.order}"))
+    if cfg.failure_action not in specs_pb2.UpdateConfig.FailureAction.values():
+        msg = f"unknown failure action {cfg.failure_action}"
+        problems.append(Problem(f"{base}.failure_action", msg))
+    if not 0 <= cfg.max_failure_ratio <= 1:
+        msg = f"expected a number from 0 to 1, got {cfg.max_failure_ratio:g}"
+        problems.append(Problem(f"{base}.max_failure_ratio", msg))
+    for field in ("delay", "monitor"):
+        problems += _duration(cfg, field, f"{base}.{field}")
+    return problems
+
+
+def _healthcheck(check: specs_pb2.HealthCheck) -> list[Problem]:
+    base = "spec.healthcheck"
+    problems: list[Problem] = []
+    kind = check.WhichOneof("probe")
+    if kind is None:
+        problems.append(Problem(base, "no probe given", "exactly one of exec, http, tcp"))
+    elif kind == "exec" and not (check.exec.command and check.exec.command[0]):
+        problems.append(Problem(f"{base}.exec", "the command cannot be empty"))
+    elif kind in ("http", "tcp"):
+        port = getattr(check, kind).port
+        if not 1 <= port <= MAX_PORT:
+            msg = f"expected a port 1-{MAX_PORT}, got {port}"
+            problems.append(Problem(f"{base}.{kind}.port", msg))
+    if kind == "http":
+        problems += _http_probe(check.http, f"{base}.http")
+    accepted = f"{DURATION_ACCEPTED}; default 30s"
+    if check.HasField("interval") and check.interval.ToNanoseconds() < MIN_HEALTH_INTERVAL:
+        msg = f"expected at least 100ms, got {format_duration(check.interval.ToNanoseconds())}"
+        problems.append(Problem(f"{base}.interval", msg, accepted))
+    if check.HasField("timeout") and check.timeout.ToNanoseconds() <= 0:
+        msg = f"expected a duration > 0, got {format_duration(check.timeout.ToNanoseconds())}"
+        problems.append(Problem(f"{base}.timeout", msg, accepted))
+    problems += _duration(check, "start_period", f"{base}.start_period")
+    return problems
+
+
+def _http_probe(http: specs_pb2.HttpProbe, path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if http.path and not http.path.startswith("/"):
+        msg = f"expected a path starting with '/', got {http.path!r}"
+        problems.append(Problem(f"{path}.path", msg, f"e.g. /{http.path.lstrip('/')}"))
+    elif any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in http.path):
+        msg = f"the path {http.path!r} contains spaces or control characters"
+        problems.append(Problem(f"{path}.path", msg, "a URL path; escape spaces as %20"))
+    if http.scheme and http.scheme not in HTTP_SCHEMES:
+        msg = f"unknown scheme {http.scheme!r}"
+        problems.append(Problem(f"{path}.scheme", msg, ", ".join(HTTP_SCHEMES)))
+    return problems
+
+
+def _mode_and_placement(spec: specs_pb2.ServiceSpec) -> list[Problem]:
+    """Constraints and spread keys parse (orch/placement.py's grammar, the scheduler's);
+    settings that mean nothing for a global service are refused rather than ignored."""
+    problems: list[Problem] = []
+    base = "spec.placement"
+    for index, text in enumerate(spec.placement.constraints):
+        try:
+            placement_rules.parse_constraint(text)
+        except placement_rules.PlacementError as exc:
+            path = join_index(f"{base}.constraints", index)
+            problems.append(Problem(path, exc.message, exc.accepted))
+    for index, pref in enumerate(spec.placement.preferences):
+        path = join_index(f"{base}.preferences", index) + ".spread"
+        if not pref.spread:
+            accepted = placement_rules.SPREAD_ACCEPTED
+            problems.append(Problem(path, "required: the node attribute to spread over", accepted))
+            continue
+        try:
+            placement_rules.parse_spread(pref.spread)
+        except placement_rules.PlacementError as exc:
+            problems.append(Problem(path, exc.message, exc.accepted))
+    if spec.mode not in specs_pb2.ServiceMode.values():
+        problems.append(Problem("spec.mode", f"unknown mode {spec.mode}", "replicated, global"))
+    if spec.mode != specs_pb2.GLOBAL:
+        return problems
+    per_node = "a global service runs one task on every eligible node"
+    if spec.replicas > 1:
+        msg = f"replicas ({spec.replicas}) does not apply to a global service; {per_node}"
+        problems.append(Problem("spec.replicas", msg, "leave replicas out, or mode: replicated"))
+    if spec.placement.max_replicas_per_node:
+        msg = f"max_replicas_per_node does not apply to a global service; {per_node}"
+        accepted = "leave it out, or mode: replicated"
+        problems.append(Problem(f"{base}.max_replicas_per_node", msg, accepted))
+    if spec.placement.preferences:
+        msg = f"spread preferences do not apply to a global service; {per_node}"
+        accepted = "constraints choose its nodes"
+        problems.append(Problem(f"{base}.preferences", msg, accepted))
     return problems
 
 

@@ -64,12 +64,34 @@ class ListServicesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServiceInfo(_message.Message):
-    __slots__ = ("service", "replicas_running")
+    __slots__ = ("service", "replicas_running", "rollout")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     service: _objects_pb2.Service
     replicas_running: int
-    def __init__(self, service: _Optional[_Union[_objects_pb2.Service, _Mapping]] = ..., replicas_running: _Optional[int] = ...) -> None: ...
+    rollout: RolloutProgress
+    def __init__(self, service: _Optional[_Union[_objects_pb2.Service, _Mapping]] = ..., replicas_running: _Optional[int] = ..., rollout: _Optional[_Union[RolloutProgress, _Mapping]] = ...) -> None: ...
+
+class RolloutProgress(_message.Message):
+    __slots__ = ("total", "updated", "running", "healthy", "failed")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    updated: int
+    running: int
+    healthy: int
+    failed: int
+    def __init__(self, total: _Optional[int] = ..., updated: _Optional[int] = ..., running: _Optional[int] = ..., healthy: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListServicesResponse(_message.Message):
     __slots__ = ("services",)
@@ -209,14 +231,16 @@ class RemoveNodeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("target", "follow", "tail")
+    __slots__ = ("target", "follow", "tail", "task_ids")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     TAIL_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     target: str
     follow: bool
     tail: int
-    def __init__(self, target: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LogEntry(_message.Message):
     __slots__ = ("task_id", "service", "slot", "node_id", "timestamp", "stream", "line")
@@ -235,3 +259,31 @@ class LogEntry(_message.Message):
     stream: str
     line: bytes
     def __init__(self, task_id: _Optional[str] = ..., service: _Optional[str] = ..., slot: _Optional[int] = ..., node_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[str] = ..., line: _Optional[bytes] = ...) -> None: ...
+
+class ExecRequest(_message.Message):
+    __slots__ = ("target", "argv", "env", "task_id")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.RepeatedScalarFieldContainer[str]
+    task_id: str
+    def __init__(self, target: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class ExecOutput(_message.Message):
+    __slots__ = ("task_id", "node_id", "stream", "data", "exited", "exit_code")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    node_id: str
+    stream: str
+    data: bytes
+    exited: bool
+    exit_code: int
+    def __init__(self, task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., stream: _Optional[str] = ..., data: _Optional[bytes] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ...) -> None: ...

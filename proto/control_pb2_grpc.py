@@ -115,6 +115,16 @@ class ControlStub:
                 request_serializer=orch_dot_proto_dot_control__pb2.LogsRequest.SerializeToString,
                 response_deserializer=orch_dot_proto_dot_control__pb2.LogEntry.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_stream(
+                '/orch.v1.Control/Exec',
+                request_serializer=orch_dot_proto_dot_control__pb2.ExecRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.ExecOutput.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/orch.v1.Control/Rollback',
+                request_serializer=orch_dot_proto_dot_control__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.ServiceInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -231,6 +241,26 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Runs a command in a running task's container (no TTY, no stdin) and streams its output,
+        then its exit code. target as for Logs: a service picks its running task of the lowest
+        slot, "service.slot" that slot's running task. FAILED_PRECONDITION when the task is not
+        running or its node is connected to no manager. Any manager serves it (the call goes on
+        to the manager holding the node's session). Cancelling the call kills the command.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Returns a service to its previous spec (the one before the last change of what its
+        tasks run), keeping its replica count, as a rolling update with the `rollback`
+        settings. FAILED_PRECONDITION when it has no previous spec.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +343,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Logs,
                     request_deserializer=orch_dot_proto_dot_control__pb2.LogsRequest.FromString,
                     response_serializer=orch_dot_proto_dot_control__pb2.LogEntry.SerializeToString,
+            ),
+            'Exec': grpc.unary_stream_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.ExecRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.ExecOutput.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.RollbackRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.ServiceInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -747,6 +787,60 @@ class Control:
             '/orch.v1.Control/Logs',
             orch_dot_proto_dot_control__pb2.LogsRequest.SerializeToString,
             orch_dot_proto_dot_control__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orch.v1.Control/Exec',
+            orch_dot_proto_dot_control__pb2.ExecRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.ExecOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/Rollback',
+            orch_dot_proto_dot_control__pb2.RollbackRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.ServiceInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class DispatcherStub:
                 request_serializer=orch_dot_proto_dot_dispatcher__pb2.PublishLogsMessage.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.PublishExec = channel.stream_unary(
+                '/orch.v1.Dispatcher/PublishExec',
+                request_serializer=orch_dot_proto_dot_dispatcher__pb2.PublishExecMessage.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class DispatcherServicer:
@@ -69,6 +74,15 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishExec(self, request_iterator, context):
+        """The agent's answer to an ExecCommand: the command's output tagged with the exec id,
+        ending with the exit code or an error. The manager ending the call (its client left)
+        or the stream breaking kills the command.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +94,11 @@ def add_DispatcherServicer_to_server(servicer, server):
             'PublishLogs': grpc.stream_unary_rpc_method_handler(
                     servicer.PublishLogs,
                     request_deserializer=orch_dot_proto_dot_dispatcher__pb2.PublishLogsMessage.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'PublishExec': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishExec,
+                    request_deserializer=orch_dot_proto_dot_dispatcher__pb2.PublishExecMessage.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -136,6 +155,33 @@ class Dispatcher:
             target,
             '/orch.v1.Dispatcher/PublishLogs',
             orch_dot_proto_dot_dispatcher__pb2.PublishLogsMessage.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishExec(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/orch.v1.Dispatcher/PublishExec',
+            orch_dot_proto_dot_dispatcher__pb2.PublishExecMessage.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

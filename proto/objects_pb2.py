@@ -27,7 +27,7 @@ from orch.proto import specs_pb2 as orch_dot_proto_dot_specs__pb2
 from orch.proto import types_pb2 as orch_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orch/proto/objects.proto\x12\x07orch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16orch/proto/specs.proto\x1a\x16orch/proto/types.proto\"w\n\x04Meta\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.orch.v1.ServiceSpec\x12+\n\rprevious_spec\x18\x04 \x01(\x0b\x32\x14.orch.v1.ServiceSpec\"\xcd\x02\n\nTaskStatus\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.orch.v1.TaskState\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\x12\n\noom_killed\x18\x06 \x01(\x08\x12\x14\n\x0c\x63ontainer_id\x18\x07 \x01(\t\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12$\n\x06health\x18\t \x01(\x0e\x32\x14.orch.v1.HealthState\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x11NetworkAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\"\x8e\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x0c\n\x04slot\x18\x05 \x01(\x04\x12\x17\n\x0fservice_version\x18\x06 \x01(\x04\x12)\n\tcontainer\x18\x07 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x30\n\tresources\x18\x08 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\t \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\n \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x12\x0f\n\x07node_id\x18\x0b \x01(\t\x12)\n\rdesired_state\x18\x0c \x01(\x0e\x32\x12.orch.v1.TaskState\x12#\n\x06status\x18\r \x01(\x0b\x32\x13.orch.v1.TaskStatus\x12/\n\x0b\x61ttachments\x18\x0e \x03(\x0b\x32\x1a.orch.v1.NetworkAttachment\x12\x15\n\rrestart_count\x18\x0f \x01(\r\x12\"\n\x05ports\x18\x10 \x03(\x0b\x32\x13.orch.v1.PortConfig\"\xe0\x01\n\x0fNodeDescription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12%\n\tresources\x18\x03 \x01(\x0b\x32\x12.orch.v1.Resources\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.orch.v1.NodeDescription.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x08NodeSpec\x12/\n\x0c\x61vailability\x18\x01 \x01(\x0e\x32\x19.orch.v1.NodeAvailability\x12-\n\x06labels\x18\x02 \x03(\x0b\x32\x1d.orch.v1.NodeSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\tNodeState\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.orch.v1.NodeStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07manager\x18\x04 \x01(\t\"\xa3\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12-\n\x0b\x64\x65scription\x18\x03 \x01(\x0b\x32\x18.orch.v1.NodeDescription\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.orch.v1.NodeSpec\x12\"\n\x06status\x18\x05 \x01(\x0b\x32\x12.orch.v1.NodeState\"W\n\x0bManagerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x07Network\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.orch.v1.NetworkSpec\x12\x0b\n\x03vni\x18\x04 \x01(\r\x12\x0e\n\x06subnet\x18\x05 \x01(\t\x12\x0f\n\x07gateway\x18\x06 \x01(\t\"A\n\x0c\x41\x64\x64ressLease\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"3\n\x05\x43laim\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18orch/proto/objects.proto\x12\x07orch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16orch/proto/specs.proto\x1a\x16orch/proto/types.proto\"w\n\x04Meta\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x07Service\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.orch.v1.ServiceSpec\x12+\n\rprevious_spec\x18\x04 \x01(\x0b\x32\x14.orch.v1.ServiceSpec\x12,\n\rupdate_status\x18\x05 \x01(\x0b\x32\x15.orch.v1.UpdateStatus\"\xea\x02\n\x0cUpdateStatus\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.orch.v1.UpdateStatus.State\x12.\n\nstarted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x32\n\x0e\x62\x61tch_ready_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPDATING\x10\x01\x12\n\n\x06PAUSED\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\x10\n\x0cROLLING_BACK\x10\x04\x12\x13\n\x0fROLLBACK_PAUSED\x10\x05\x12\x16\n\x12ROLLBACK_COMPLETED\x10\x06\"\xcd\x02\n\nTaskStatus\x12!\n\x05state\x18\x01 \x01(\x0e\x32\x12.orch.v1.TaskState\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x11\n\texit_code\x18\x05 \x01(\x05\x12\x12\n\noom_killed\x18\x06 \x01(\x08\x12\x14\n\x0c\x63ontainer_id\x18\x07 \x01(\t\x12\x0b\n\x03pid\x18\x08 \x01(\x05\x12$\n\x06health\x18\t \x01(\x0e\x32\x14.orch.v1.HealthState\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x11NetworkAttachment\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x11\n\taddresses\x18\x02 \x03(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\"\xca\x04\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\x12\n\nservice_id\x18\x03 \x01(\t\x12\x14\n\x0cservice_name\x18\x04 \x01(\t\x12\x0c\n\x04slot\x18\x05 \x01(\x04\x12\x17\n\x0fservice_version\x18\x06 \x01(\x04\x12)\n\tcontainer\x18\x07 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x30\n\tresources\x18\x08 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\t \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\n \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x12\x0f\n\x07node_id\x18\x0b \x01(\t\x12)\n\rdesired_state\x18\x0c \x01(\x0e\x32\x12.orch.v1.TaskState\x12#\n\x06status\x18\r \x01(\x0b\x32\x13.orch.v1.TaskStatus\x12/\n\x0b\x61ttachments\x18\x0e \x03(\x0b\x32\x1a.orch.v1.NetworkAttachment\x12\x15\n\rrestart_count\x18\x0f \x01(\r\x12\"\n\x05ports\x18\x10 \x03(\x0b\x32\x13.orch.v1.PortConfig\x12%\n\tplacement\x18\x14 \x01(\x0b\x32\x12.orch.v1.Placement\x12\x13\n\x0btarget_node\x18\x15 \x01(\t\"\xe0\x01\n\x0fNodeDescription\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12%\n\tresources\x18\x03 \x01(\x0b\x32\x12.orch.v1.Resources\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x34\n\x06labels\x18\x06 \x03(\x0b\x32$.orch.v1.NodeDescription.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x08NodeSpec\x12/\n\x0c\x61vailability\x18\x01 \x01(\x0e\x32\x19.orch.v1.NodeAvailability\x12-\n\x06labels\x18\x02 \x03(\x0b\x32\x1d.orch.v1.NodeSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x80\x01\n\tNodeState\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.orch.v1.NodeStatus\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07manager\x18\x04 \x01(\t\"\xa3\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12-\n\x0b\x64\x65scription\x18\x03 \x01(\x0b\x32\x18.orch.v1.NodeDescription\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.orch.v1.NodeSpec\x12\"\n\x06status\x18\x05 \x01(\x0b\x32\x12.orch.v1.NodeState\"W\n\x0bManagerInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x84\x01\n\x07Network\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1b\n\x04meta\x18\x02 \x01(\x0b\x32\r.orch.v1.Meta\x12\"\n\x04spec\x18\x03 \x01(\x0b\x32\x14.orch.v1.NetworkSpec\x12\x0b\n\x03vni\x18\x04 \x01(\r\x12\x0e\n\x06subnet\x18\x05 \x01(\t\x12\x0f\n\x07gateway\x18\x06 \x01(\t\"A\n\x0c\x41\x64\x64ressLease\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\"3\n\x05\x43laim\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,31 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_META']._serialized_start=118
   _globals['_META']._serialized_end=237
   _globals['_SERVICE']._serialized_start=240
-  _globals['_SERVICE']._serialized_end=371
-  _globals['_TASKSTATUS']._serialized_start=374
-  _globals['_TASKSTATUS']._serialized_end=707
-  _globals['_NETWORKATTACHMENT']._serialized_start=709
-  _globals['_NETWORKATTACHMENT']._serialized_end=777
-  _globals['_TASK']._serialized_start=780
-  _globals['_TASK']._serialized_end=1306
-  _globals['_NODEDESCRIPTION']._serialized_start=1309
-  _globals['_NODEDESCRIPTION']._serialized_end=1533
-  _globals['_NODEDESCRIPTION_LABELSENTRY']._serialized_start=1488
-  _globals['_NODEDESCRIPTION_LABELSENTRY']._serialized_end=1533
-  _globals['_NODESPEC']._serialized_start=1536
-  _globals['_NODESPEC']._serialized_end=1689
-  _globals['_NODESPEC_LABELSENTRY']._serialized_start=1488
-  _globals['_NODESPEC_LABELSENTRY']._serialized_end=1533
-  _globals['_NODESTATE']._serialized_start=1692
-  _globals['_NODESTATE']._serialized_end=1820
-  _globals['_NODE']._serialized_start=1823
-  _globals['_NODE']._serialized_end=1986
-  _globals['_MANAGERINFO']._serialized_start=1988
-  _globals['_MANAGERINFO']._serialized_end=2075
-  _globals['_NETWORK']._serialized_start=2078
-  _globals['_NETWORK']._serialized_end=2210
-  _globals['_ADDRESSLEASE']._serialized_start=2212
-  _globals['_ADDRESSLEASE']._serialized_end=2277
-  _globals['_CLAIM']._serialized_start=2279
-  _globals['_CLAIM']._serialized_end=2330
+  _globals['_SERVICE']._serialized_end=417
+  _globals['_UPDATESTATUS']._serialized_start=420
+  _globals['_UPDATESTATUS']._serialized_end=782
+  _globals['_UPDATESTATUS_STATE']._serialized_start=648
+  _globals['_UPDATESTATUS_STATE']._serialized_end=782
+  _globals['_TASKSTATUS']._serialized_start=785
+  _globals['_TASKSTATUS']._serialized_end=1118
+  _globals['_NETWORKATTACHMENT']._serialized_start=1120
+  _globals['_NETWORKATTACHMENT']._serialized_end=1188
+  _globals['_TASK']._serialized_start=1191
+  _globals['_TASK']._serialized_end=1777
+  _globals['_NODEDESCRIPTION']._serialized_start=1780
+  _globals['_NODEDESCRIPTION']._serialized_end=2004
+  _globals['_NODEDESCRIPTION_LABELSENTRY']._serialized_start=1959
+  _globals['_NODEDESCRIPTION_LABELSENTRY']._serialized_end=2004
+  _globals['_NODESPEC']._serialized_start=2007
+  _globals['_NODESPEC']._serialized_end=2160
+  _globals['_NODESPEC_LABELSENTRY']._serialized_start=1959
+  _globals['_NODESPEC_LABELSENTRY']._serialized_end=2004
+  _globals['_NODESTATE']._serialized_start=2163
+  _globals['_NODESTATE']._serialized_end=2291
+  _globals['_NODE']._serialized_start=2294
+  _globals['_NODE']._serialized_end=2457
+  _globals['_MANAGERINFO']._serialized_start=2459
+  _globals['_MANAGERINFO']._serialized_end=2546
+  _globals['_NETWORK']._serialized_start=2549
+  _globals['_NETWORK']._serialized_end=2681
+  _globals['_ADDRESSLEASE']._serialized_start=2683
+  _globals['_ADDRESSLEASE']._serialized_end=2748
+  _globals['_CLAIM']._serialized_start=2750
+  _globals['_CLAIM']._serialized_end=2801
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from orch.proto import specs_pb2 as _specs_pb2
 from orch.proto import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -22,16 +23,48 @@ class Meta(_message.Message):
     def __init__(self, version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Service(_message.Message):
-    __slots__ = ("id", "meta", "spec", "previous_spec")
+    __slots__ = ("id", "meta", "spec", "previous_spec", "update_status")
     ID_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SPEC_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     meta: Meta
     spec: _specs_pb2.ServiceSpec
     previous_spec: _specs_pb2.ServiceSpec
-    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., spec: _Optional[_Union[_specs_pb2.ServiceSpec, _Mapping]] = ..., previous_spec: _Optional[_Union[_specs_pb2.ServiceSpec, _Mapping]] = ...) -> None: ...
+    update_status: UpdateStatus
+    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., spec: _Optional[_Union[_specs_pb2.ServiceSpec, _Mapping]] = ..., previous_spec: _Optional[_Union[_specs_pb2.ServiceSpec, _Mapping]] = ..., update_status: _Optional[_Union[UpdateStatus, _Mapping]] = ...) -> None: ...
+
+class UpdateStatus(_message.Message):
+    __slots__ = ("state", "started_at", "completed_at", "message", "batch_ready_at")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[UpdateStatus.State]
+        UPDATING: _ClassVar[UpdateStatus.State]
+        PAUSED: _ClassVar[UpdateStatus.State]
+        COMPLETED: _ClassVar[UpdateStatus.State]
+        ROLLING_BACK: _ClassVar[UpdateStatus.State]
+        ROLLBACK_PAUSED: _ClassVar[UpdateStatus.State]
+        ROLLBACK_COMPLETED: _ClassVar[UpdateStatus.State]
+    STATE_UNSPECIFIED: UpdateStatus.State
+    UPDATING: UpdateStatus.State
+    PAUSED: UpdateStatus.State
+    COMPLETED: UpdateStatus.State
+    ROLLING_BACK: UpdateStatus.State
+    ROLLBACK_PAUSED: UpdateStatus.State
+    ROLLBACK_COMPLETED: UpdateStatus.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_READY_AT_FIELD_NUMBER: _ClassVar[int]
+    state: UpdateStatus.State
+    started_at: _timestamp_pb2.Timestamp
+    completed_at: _timestamp_pb2.Timestamp
+    message: str
+    batch_ready_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[UpdateStatus.State, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., batch_ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
     __slots__ = ("state", "timestamp", "message", "err", "exit_code", "oom_killed", "container_id", "pid", "health", "started_at", "finished_at")
@@ -70,7 +103,7 @@ class NetworkAttachment(_message.Message):
     def __init__(self, network: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., mac: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "meta", "service_id", "service_name", "slot", "service_version", "container", "resources", "restart_policy", "networks", "node_id", "desired_state", "status", "attachments", "restart_count", "ports")
+    __slots__ = ("id", "meta", "service_id", "service_name", "slot", "service_version", "container", "resources", "restart_policy", "networks", "node_id", "desired_state", "status", "attachments", "restart_count", "ports", "placement", "target_node")
     ID_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +120,8 @@ class Task(_message.Message):
     ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     meta: Meta
     service_id: str
@@ -103,7 +138,9 @@ class Task(_message.Message):
     attachments: _containers.RepeatedCompositeFieldContainer[NetworkAttachment]
     restart_count: int
     ports: _containers.RepeatedCompositeFieldContainer[_specs_pb2.PortConfig]
-    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., slot: _Optional[int] = ..., service_version: _Optional[int] = ..., container: _Optional[_Union[_specs_pb2.ContainerSpec, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_specs_pb2.NetworkAttachmentConfig, _Mapping]]] = ..., node_id: _Optional[str] = ..., desired_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., status: _Optional[_Union[TaskStatus, _Mapping]] = ..., attachments: _Optional[_Iterable[_Union[NetworkAttachment, _Mapping]]] = ..., restart_count: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[_specs_pb2.PortConfig, _Mapping]]] = ...) -> None: ...
+    placement: _specs_pb2.Placement
+    target_node: str
+    def __init__(self, id: _Optional[str] = ..., meta: _Optional[_Union[Meta, _Mapping]] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., slot: _Optional[int] = ..., service_version: _Optional[int] = ..., container: _Optional[_Union[_specs_pb2.ContainerSpec, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequirements, _Mapping]] = ..., restart_policy: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[_specs_pb2.NetworkAttachmentConfig, _Mapping]]] = ..., node_id: _Optional[str] = ..., desired_state: _Optional[_Union[_types_pb2.TaskState, str]] = ..., status: _Optional[_Union[TaskStatus, _Mapping]] = ..., attachments: _Optional[_Iterable[_Union[NetworkAttachment, _Mapping]]] = ..., restart_count: _Optional[int] = ..., ports: _Optional[_Iterable[_Union[_specs_pb2.PortConfig, _Mapping]]] = ..., placement: _Optional[_Union[_specs_pb2.Placement, _Mapping]] = ..., target_node: _Optional[str] = ...) -> None: ...
 
 class NodeDescription(_message.Message):
     __slots__ = ("hostname", "addr", "resources", "platform", "runtime", "labels")

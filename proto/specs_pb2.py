@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from orch.proto import types_pb2 as orch_dot_proto_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orch/proto/specs.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16orch/proto/types.proto\"\xa9\x02\n\rContainerSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0f\n\x07workdir\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0c\n\x04user\x18\x07 \x01(\t\x12\x34\n\x11stop_grace_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bstop_signal\x18\t \x01(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".orch.v1.ContainerSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x17NetworkAttachmentConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\"O\n\nPortConfig\x12\x0e\n\x06target\x18\x01 \x01(\r\x12\x11\n\tpublished\x18\x02 \x01(\r\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\xf3\x02\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .orch.v1.ServiceSpec.LabelsEntry\x12)\n\tcontainer\x18\x03 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x10\n\x08replicas\x18\x04 \x01(\x04\x12\x30\n\tresources\x18\x05 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\x06 \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\x07 \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x12\"\n\x05ports\x18\x08 \x03(\x0b\x32\x13.orch.v1.PortConfig\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9c\x01\n\x0bNetworkSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .orch.v1.NetworkSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16orch/proto/specs.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x16orch/proto/types.proto\"\xd4\x02\n\rContainerSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0f\n\x07workdir\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0c\n\x04user\x18\x07 \x01(\t\x12\x34\n\x11stop_grace_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bstop_signal\x18\t \x01(\t\x12\x32\n\x06labels\x18\n \x03(\x0b\x32\".orch.v1.ContainerSpec.LabelsEntry\x12)\n\x0bhealthcheck\x18\x0b \x01(\x0b\x32\x14.orch.v1.HealthCheck\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x02\n\x0bHealthCheck\x12\"\n\x04\x65xec\x18\x01 \x01(\x0b\x32\x12.orch.v1.ExecProbeH\x00\x12\"\n\x04http\x18\x02 \x01(\x0b\x32\x12.orch.v1.HttpProbeH\x00\x12 \n\x03tcp\x18\x03 \x01(\x0b\x32\x11.orch.v1.TcpProbeH\x00\x12+\n\x08interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07retries\x18\x06 \x01(\r\x12/\n\x0cstart_period\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x07\n\x05probe\"\x1c\n\tExecProbe\x12\x0f\n\x07\x63ommand\x18\x01 \x03(\t\"7\n\tHttpProbe\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06scheme\x18\x03 \x01(\t\"\x18\n\x08TcpProbe\x12\x0c\n\x04port\x18\x01 \x01(\r\":\n\x17NetworkAttachmentConfig\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\"O\n\nPortConfig\x12\x0e\n\x06target\x18\x01 \x01(\r\x12\x11\n\tpublished\x18\x02 \x01(\r\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\x8e\x04\n\x0bServiceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06labels\x18\x02 \x03(\x0b\x32 .orch.v1.ServiceSpec.LabelsEntry\x12)\n\tcontainer\x18\x03 \x01(\x0b\x32\x16.orch.v1.ContainerSpec\x12\x10\n\x08replicas\x18\x04 \x01(\x04\x12\x30\n\tresources\x18\x05 \x01(\x0b\x32\x1d.orch.v1.ResourceRequirements\x12.\n\x0erestart_policy\x18\x06 \x01(\x0b\x32\x16.orch.v1.RestartPolicy\x12\x32\n\x08networks\x18\x07 \x03(\x0b\x32 .orch.v1.NetworkAttachmentConfig\x12\"\n\x05ports\x18\x08 \x03(\x0b\x32\x13.orch.v1.PortConfig\x12%\n\x06update\x18\t \x01(\x0b\x32\x15.orch.v1.UpdateConfig\x12\'\n\x08rollback\x18\n \x01(\x0b\x32\x15.orch.v1.UpdateConfig\x12%\n\tplacement\x18\x14 \x01(\x0b\x32\x12.orch.v1.Placement\x12\"\n\x04mode\x18\x15 \x01(\x0e\x32\x14.orch.v1.ServiceMode\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\tPlacement\x12\x13\n\x0b\x63onstraints\x18\x01 \x03(\t\x12\x31\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x1c.orch.v1.PlacementPreference\x12\x1d\n\x15max_replicas_per_node\x18\x03 \x01(\x04\"%\n\x13PlacementPreference\x12\x0e\n\x06spread\x18\x01 \x01(\t\"\x96\x03\n\x0cUpdateConfig\x12\x13\n\x0bparallelism\x18\x01 \x01(\x04\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x05order\x18\x03 \x01(\x0e\x32\x1b.orch.v1.UpdateConfig.Order\x12*\n\x07monitor\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x0e\x66\x61ilure_action\x18\x05 \x01(\x0e\x32#.orch.v1.UpdateConfig.FailureAction\x12\x19\n\x11max_failure_ratio\x18\x06 \x01(\x02\"?\n\x05Order\x12\x15\n\x11ORDER_UNSPECIFIED\x10\x00\x12\x0e\n\nSTOP_FIRST\x10\x01\x12\x0f\n\x0bSTART_FIRST\x10\x02\"V\n\rFailureAction\x12\x1e\n\x1a\x46\x41ILURE_ACTION_UNSPECIFIED\x10\x00\x12\t\n\x05PAUSE\x10\x01\x12\x0c\n\x08ROLLBACK\x10\x02\x12\x0c\n\x08\x43ONTINUE\x10\x03\"\x9c\x01\n\x0bNetworkSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64river\x18\x02 \x01(\t\x12\x0e\n\x06subnet\x18\x03 \x01(\t\x12\x30\n\x06labels\x18\x04 \x03(\x0b\x32 .orch.v1.NetworkSpec.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*)\n\x0bServiceMode\x12\x0e\n\nREPLICATED\x10\x00\x12\n\n\x06GLOBAL\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,20 +39,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERVICESPEC_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_NETWORKSPEC_LABELSENTRY']._loaded_options = None
   _globals['_NETWORKSPEC_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_SERVICEMODE']._serialized_start=2226
+  _globals['_SERVICEMODE']._serialized_end=2267
   _globals['_CONTAINERSPEC']._serialized_start=92
-  _globals['_CONTAINERSPEC']._serialized_end=389
-  _globals['_CONTAINERSPEC_LABELSENTRY']._serialized_start=344
-  _globals['_CONTAINERSPEC_LABELSENTRY']._serialized_end=389
-  _globals['_NETWORKATTACHMENTCONFIG']._serialized_start=391
-  _globals['_NETWORKATTACHMENTCONFIG']._serialized_end=449
-  _globals['_PORTCONFIG']._serialized_start=451
-  _globals['_PORTCONFIG']._serialized_end=530
-  _globals['_SERVICESPEC']._serialized_start=533
-  _globals['_SERVICESPEC']._serialized_end=904
-  _globals['_SERVICESPEC_LABELSENTRY']._serialized_start=344
-  _globals['_SERVICESPEC_LABELSENTRY']._serialized_end=389
-  _globals['_NETWORKSPEC']._serialized_start=907
-  _globals['_NETWORKSPEC']._serialized_end=1063
-  _globals['_NETWORKSPEC_LABELSENTRY']._serialized_start=344
-  _globals['_NETWORKSPEC_LABELSENTRY']._serialized_end=389
+  _globals['_CONTAINERSPEC']._serialized_end=432
+  _globals['_CONTAINERSPEC_LABELSENTRY']._serialized_start=387
+  _globals['_CONTAINERSPEC_LABELSENTRY']._serialized_end=432
+  _globals['_HEALTHCHECK']._serialized_start=435
+  _globals['_HEALTHCHECK']._serialized_end=718
+  _globals['_EXECPROBE']._serialized_start=720
+  _globals['_EXECPROBE']._serialized_end=748
+  _globals['_HTTPPROBE']._serialized_start=750
+  _globals['_HTTPPROBE']._serialized_end=805
+  _globals['_TCPPROBE']._serialized_start=807
+  _globals['_TCPPROBE']._serialized_end=831
+  _globals['_NETWORKATTACHMENTCONFIG']._serialized_start=833
+  _globals['_NETWORKATTACHMENTCONFIG']._serialized_end=891
+  _globals['_PORTCONFIG']._serialized_start=893
+  _globals['_PORTCONFIG']._serialized_end=972
+  _globals['_SERVICESPEC']._serialized_start=975
+  _globals['_SERVICESPEC']._serialized_end=1501
+  _globals['_SERVICESPEC_LABELSENTRY']._serialized_start=387
+  _globals['_SERVICESPEC_LABELSENTRY']._serialized_end=432
+  _globals['_PLACEMENT']._serialized_start=1503
+  _globals['_PLACEMENT']._serialized_end=1617
+  _globals['_PLACEMENTPREFERENCE']._serialized_start=1619
+  _globals['_PLACEMENTPREFERENCE']._serialized_end=1656
+  _globals['_UPDATECONFIG']._serialized_start=1659
+  _globals['_UPDATECONFIG']._serialized_end=2065
+  _globals['_UPDATECONFIG_ORDER']._serialized_start=1914
+  _globals['_UPDATECONFIG_ORDER']._serialized_end=1977
+  _globals['_UPDATECONFIG_FAILUREACTION']._serialized_start=1979
+  _globals['_UPDATECONFIG_FAILUREACTION']._serialized_end=2065
+  _globals['_NETWORKSPEC']._serialized_start=2068
+  _globals['_NETWORKSPEC']._serialized_end=2224
+  _globals['_NETWORKSPEC_LABELSENTRY']._serialized_start=387
+  _globals['_NETWORKSPEC_LABELSENTRY']._serialized_end=432
 # @@protoc_insertion_point(module_scope)

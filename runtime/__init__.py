@@ -2,7 +2,8 @@
 
 Knows nothing of tasks or protobuf; the agent hands in ``model.ContainerConfig`` and an
 ``model.Image``. Read in this order: ``containers`` (the facade: create, start, wait,
-stop, remove, list, read_logs, sweep), ``images`` + ``layers`` (skopeo pulls, layers
+stop, exec, remove, list, read_logs, sweep), ``exec`` (`runc exec` as an asyncio
+process), ``images`` + ``layers`` (skopeo pulls, layers
 unpacked once with overlayfs whiteouts), ``rootfs`` (overlay mounts), ``spec`` (the pure
 config.json builder), ``runc`` (the CLI), ``shim`` (the per-container monitor that keeps
 containers alive across agent restarts), ``logs`` (CRI log reading), ``cgroups``.

@@ -1,5 +1,5 @@
-"""The container runtime facade the agent uses: create, start, wait, stop, remove, list,
-read_logs, sweep. It composes the image layers (images.py), the overlay rootfs
+"""The container runtime facade the agent uses: create, start, wait, stop, exec, remove,
+list, read_logs, sweep. It composes the image layers (images.py), the overlay rootfs
 (rootfs.py), the OCI spec (spec.py), the runc CLI (runc.py) and the per-container shims
 (shim.py), which a shim server forks on request (shims.py). Stopping signals the
 container's init through a pidfd rather than `runc kill`, and mounts are syscalls: a node
@@ -29,6 +29,8 @@ Ordering and idempotency rules (what callers may rely on):
   ended. It returns once the container has ended (or raises if SIGKILL did not help).
 - remove(id) stops (SIGKILL) what still runs, then deletes runc state, mounts, cgroup and
   the container dir; it is idempotent and keeps the log file.
+- exec(id, argv) requires a running container; it may run concurrently with anything
+  but create/start, and a command it started ends at the latest with the container.
 - sweep(prefix) only touches ids with that prefix under this runtime's own roots.
 """
 
@@ -50,6 +52,7 @@ from typing import Any
 
 from orch.errors import ContainerError, NotFoundError
 from orch.runtime import cgroups
+from orch.runtime.exec import ExecProcess, start_exec
 from orch.runtime.logs import read_log
 from orch.runtime.model import ContainerConfig, ContainerRecord, ExitStatus, Image, LogLine
 from orch.runtime.rootfs import mount_overlay, mounts_under, safe_read, unmount
@@ -362,6 +365,36 @@ class ContainerRuntime:
             raise ContainerError(f"kill {container_id} {sig}: {exc}") from exc
         finally:
             os.close(fd)
+
+    # -- exec ------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        container_id: str,
+        argv: list[str],
+        *,
+        env: list[str] | None = None,
+        stdin: bool = False,
+    ) -> ExecProcess:
+        """Run ``argv`` in the running container (its namespaces, cgroup, user and env,
+        ``env`` "KEY=VALUE" entries over the latter; no TTY); see exec.py. Raises
+        ContainerError when the container does not exist or is not running."""
+        d = self.container_dir(container_id)
+        record = self._describe(container_id)
+        if record is None:
+            raise ContainerError(f"container {container_id} does not exist")
+        if record.status != "running":
+            state = "stopped" if record.status == "exited" else record.status
+            raise ContainerError(f"container {container_id} is not running (state: {state})")
+        return await start_exec(
+            binary=self.settings.runtime_binary,
+            root=self.settings.runc_root,
+            container_dir=d,
+            container_id=container_id,
+            argv=argv,
+            env=env,
+            stdin=stdin,
+        )
 
     # -- remove / list / logs / sweep --------------------------------------------------------
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,17 @@ async def store(etcd_endpoint: str):
 class Orch:
     """Runs the real `orch` CLI against a cluster, as a user would."""
 
+    binary = ORCH
+
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.env = {**os.environ, "ORCH_MANAGER": ",".join(cluster.managers)}
+
+    def at(self, address: str) -> Orch:
+        """The CLI pointed at one manager only."""
+        single = Orch(self.cluster)
+        single.env = {**self.env, "ORCH_MANAGER": address}
+        return single
 
     def __call__(
         self, *args: str, check: bool = True, timeout: float = 60
@@ -109,6 +118,15 @@ class Orch:
             if t["state"] == "running" and t["desired_state"] == "running"
         ]
 
+    def tasks_left(self, service: str) -> list[dict]:
+        """Every task of ``service`` still in the store; unlike `orch ps NAME`, this also
+        works once the service is removed (cleanup waits on it)."""
+        return [t for t in self.tasks(all=True) if t["service"] == service]
+
+    def per_host(self, service: str) -> Counter:
+        """Running tasks of ``service`` per hostname."""
+        return Counter(t["node_hostname"] for t in self.running(service))
+
 
 TEST_CLUSTER_PREFIX = "orch-test-cluster-"
 
@@ -124,7 +142,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A real local cluster (etcd, registry, one manager, N hosts with an agent each) for
     a test module. N is 1 unless the module sets ``CLUSTER_NODES = 3`` or parametrizes
     the fixture (``@pytest.mark.parametrize("cluster", [3], indirect=True)``); a module may
-    also set ``CLUSTER_LIVENESS_TTL`` (seconds)."""
+    also set ``CLUSTER_LIVENESS_TTL`` (seconds), ``CLUSTER_MANAGERS`` and
+    ``CLUSTER_ETCD_MEMBERS`` (1 or 3)."""
     missing = [
         b
         for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry", "nsenter")
@@ -138,6 +157,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         state_dir=state,
         nodes=nodes,
         managers=getattr(request.module, "CLUSTER_MANAGERS", 1),
+        etcd_members=getattr(request.module, "CLUSTER_ETCD_MEMBERS", 1),
         registry_port=free_port(),
         restart_delay=0.5,
         liveness_ttl=getattr(request.module, "CLUSTER_LIVENESS_TTL", None),

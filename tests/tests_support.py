@@ -4,14 +4,18 @@ reaching into a local cluster's hosts (network namespaces the root netns cannot 
 
 from __future__ import annotations
 
+import json
 import secrets
+import socket
 import string
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from dnslib import QTYPE, DNSRecord
 
 
 def wait_until(
@@ -61,3 +65,31 @@ def fresh_netns_base() -> str:
         base = "orcht" + "".join(secrets.choice(alphabet) for _ in range(3))
         if not netns.list_netns(base):
             return base
+
+
+def runc_running(cluster, hostname: str) -> set[str]:
+    """Ids of the running containers on a host. A list that races a container's removal
+    may fail; it is asked again."""
+    root = cluster.host(hostname)["runc_root"]
+    for _ in range(5):
+        res = subprocess.run(
+            ["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True
+        )
+        if res.returncode == 0:
+            return {
+                c["id"] for c in json.loads(res.stdout or "null") or [] if c["status"] == "running"
+            }
+    pytest.fail(f"runc list on {hostname}: {res.stderr.strip()}")
+
+
+def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
+    """One UDP query to a host's node listener from this netns: the A records (none on
+    any error)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(DNSRecord.question(name).pack(), (address, 53))
+            reply = DNSRecord.parse(s.recv(4096))
+        except OSError:
+            return set()
+    return {str(r.rdata) for r in reply.rr if r.rtype == QTYPE.A}

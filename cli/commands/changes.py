@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="a manifest file or a directory of them (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="report the changes, write nothing")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="return once the changes are stored; do not follow the rolling updates",
+    )
     p.set_defaults(func=run_apply)
 
     p = subparsers.add_parser("scale", parents=[common], help="set the replicas of services")
@@ -84,7 +90,31 @@ def run_apply(ctx: Context) -> int:
     response = ctx.client().call("Apply", request)
     for change in response.changes:
         ctx.out.write(change_line(change, dry_run=ctx.args.dry_run) + "\n")
-    return 0
+    if ctx.args.dry_run or ctx.args.detach:
+        return 0
+    return follow_rollouts(ctx, response.changes)
+
+
+def follow_rollouts(ctx: Context, changes: Sequence[control_pb2.Change]) -> int:
+    """Follow the rolling updates the changes started (an update of what tasks run; a
+    change of replicas alone starts none) until they end; 1 unless every one completed."""
+    from orch.cli import rollout
+
+    names = [
+        c.name
+        for c in changes
+        if c.kind == "service" and c.action == "update" and rollout.replaces_tasks(c.fields)
+    ]
+    client = ctx.client()
+    active = []
+    for name in names:
+        info = client.call("GetService", control_pb2.GetServiceRequest(name=name))
+        if info.service.update_status.state in rollout.ACTIVE:
+            active.append(name)
+    if not active:
+        return 0
+    records = rollout.follow(client, active, ctx.out, now=ctx.now)
+    return rollout.report_ends(records, ctx.err)
 
 
 def run_scale(ctx: Context) -> int:

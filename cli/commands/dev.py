@@ -27,6 +27,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--nodes", type=_positive, help="hosts to start, each a netns with an agent (default 3)"
     )
     p.add_argument("--managers", type=_positive, help="managers to start")
+    p.add_argument(
+        "--etcd-members",
+        type=_odd,
+        help="etcd members forming the cluster store: 1 (default), or 3 to try member loss",
+    )
     _add_state_dir(p)
     p.set_defaults(func=run_up)
 
@@ -50,6 +55,12 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _odd(text: str) -> int:
+    if not text.isdigit() or int(text) % 2 == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an odd number (1, 3 or 5)")
+    return int(text)
+
+
 def _cluster_module() -> Any:
     try:
         from orch.localcluster import cluster
@@ -60,7 +71,11 @@ def _cluster_module() -> Any:
 
 def run_up(ctx: Context) -> int:
     cluster = _cluster_module()
-    given = {"nodes": ctx.args.nodes, "managers": ctx.args.managers}
+    given = {
+        "nodes": ctx.args.nodes,
+        "managers": ctx.args.managers,
+        "etcd_members": ctx.args.etcd_members,
+    }
     settings = cluster.ClusterSettings(
         state_dir=ctx.args.state_dir or default_state_dir(ctx.env),
         **{k: v for k, v in given.items() if v is not None},
@@ -92,6 +107,7 @@ def up_summary(record: Any) -> str:
     lines = [
         f"local cluster {record.prefix} is up (state in {record.state_dir})",
         f"managers:  {','.join(record.managers)}",
+        *([f"etcd:      {record.etcd}"] if getattr(record, "etcd", "") else []),
         *(f"{'nodes:' if i == 0 else '':11}{h}" for i, h in enumerate(hosts)),
     ]
     underlay = getattr(record, "underlay", None)

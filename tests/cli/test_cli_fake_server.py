@@ -168,7 +168,7 @@ async def test_ps_table_has_short_ids_and_relative_state(orch, fake_server) -> N
         "HEALTH",
         "ADDRESS",
         "PORTS",
-        "EXIT",
+        "REASON",
         "ERROR",
     ]
     assert first.split()[:5] == ["t1aaaaaaaaaa", "web.1", "node1", "running", "running"]
@@ -237,7 +237,9 @@ async def test_apply_prints_one_line_per_change(orch, fake_server, tmp_path, dry
     assert lines[1].startswith("service/web configured (") and "replicas" in lines[1]
     assert lines[1].endswith(f"){suffix}")
     assert lines[2] == f"service/api created{suffix}"
-    [(_, request)] = fake_server.control.requests
+    # Without --dry-run, apply then asks whether web's image change started a rollout.
+    [(_, request), *follow] = fake_server.control.requests
+    assert [m for m, _ in follow] == ([] if dry_run else ["GetService"])
     assert request.dry_run is dry_run
     assert [s.name for s in request.services] == ["web", "api"]
     assert request.services[0].replicas == 5

@@ -244,7 +244,7 @@ def test_task_table_orders_slots_and_marks_history() -> None:
         "HEALTH",
         "ADDRESS",
         "PORTS",
-        "EXIT",
+        "REASON",
         "ERROR",
     ]
     assert [r[:2] for r in rows] == [
@@ -262,7 +262,7 @@ def test_task_table_orders_slots_and_marks_history() -> None:
         "",
     ]
     assert rows[1][3:5] == ["shutdown", "failed 42 seconds ago"]
-    assert rows[1][8] == "2"
+    assert rows[1][8] == "exit 2"
     assert len(rows[1][9]) == views.ERROR_WIDTH and rows[1][9].endswith("…")
     _, full = views.task_table(records, T0, truncate=False)
     assert full[1][0] == "old0000000000000" and full[1][9] == "x" * 100

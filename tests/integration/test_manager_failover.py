@@ -4,13 +4,14 @@ CLI fails over to the other manager) converges."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import time
 
 import pytest
-from tests_support import wait_until
+from tests_support import runc_running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,5 +78,32 @@ def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path)
             lambda: len(orch.running("steady")) == 4 and orch.running("steady"), 30
         )
         assert before <= {t["id"] for t in running}
+    finally:
+        orch("rm", "steady", check=False)
+
+
+def test_agents_keep_their_tasks_while_no_manager_runs(orch, cluster, tmp_path) -> None:
+    """Every manager down for longer than the liveness TTL: the containers run on, and the
+    manager that leads afterwards gives every node a fresh grace period, so nothing is
+    declared down or replaced when the agents come back."""
+    path = tmp_path / "steady.yaml"
+    path.write_text(SERVICE.replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    try:
+        running = wait_until(lambda: len(r := orch.running("steady")) == 2 and r, 60)
+        before = {t["id"] for t in running}
+        for i in range(len(cluster.managers)):
+            asyncio.run(cluster.kill_manager(i, crash=True))
+        outage_ends = time.monotonic() + 4  # twice the liveness TTL
+        while time.monotonic() < outage_ends:
+            for host in ("node1", "node2"):
+                assert runc_running(cluster, host) & before, f"{host} lost its container"
+            time.sleep(0.5)  # sampling through a fixed outage, not waiting for a state
+        for i in range(len(cluster.managers)):
+            asyncio.run(cluster.start_manager(i))
+        wait_until(lambda: all(n["status"] == "ready" for n in orch.json("nodes")), 20)
+        assert {t["id"] for t in orch.running("steady")} == before
+        every = orch.tasks("steady", all=True)
+        assert not [t for t in every if t["state"] == "orphaned"], "a node was declared down"
     finally:
         orch("rm", "steady", check=False)

@@ -228,7 +228,7 @@ def test_removing_the_service_unpublishes_its_port(orch, cluster, deployed) -> N
     nodes = {n["hostname"]: n["addr"] for n in orch.json("nodes")}
     orch("rm", "web")
     wait_until(
-        lambda: not [t for t in orch.tasks(all=True) if t["service"] == "web"],
+        lambda: not orch.tasks_left("web"),
         30,
         what="web's tasks to be gone",
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests_support import wait_until
 
+from orch.cli.views import parse_rfc3339
+
 pytestmark = pytest.mark.integration
 
 CLUSTER_NODES = 3
@@ -32,11 +34,6 @@ spec:
 
 def node(orch, hostname: str) -> dict:
     return next(n for n in orch.json("nodes") if n["hostname"] == hostname)
-
-
-def placement(orch, service: str) -> Counter:
-    """Running tasks of ``service`` per hostname."""
-    return Counter(t["node_hostname"] for t in orch.running(service))
 
 
 @pytest.fixture
@@ -63,27 +60,42 @@ def service(orch, cluster, tmp_path):
         for name in made:
             orch("rm", name, check=False)
         for name in made:
-            wait_until(lambda n=name: not orch.tasks(n, all=True) if _exists(orch, n) else True, 30)
+            wait_until(lambda n=name: not orch.tasks_left(n), 30)
 
 
-def _exists(orch, name: str) -> bool:
-    return any(s["name"] == name for s in orch.json("ls"))
+def every_task(orch, task_id: str, state: str) -> dict | None:
+    """Task ``task_id`` once it is in ``state``."""
+    task = next((t for t in orch.tasks(all=True) if t["id"] == task_id), None)
+    return task if task and task["state"] == state else None
 
 
 def test_drain_moves_tasks_away_and_activate_takes_new_ones(orch, service) -> None:
     name = service("drainee")
-    assert placement(orch, name)["node1"] > 0  # spread: 2 per node
+    assert orch.per_host(name)["node1"] > 0  # spread: 2 per node
 
     res = orch("node", "drain", "node1")
     assert res.stdout.strip().startswith("node/node1 drained")
     assert node(orch, "node1")["availability"] == "drain"
 
     def moved() -> Counter | None:
-        counts = placement(orch, name)
+        counts = orch.per_host(name)
         return counts if sum(counts.values()) == 6 and "node1" not in counts else None
 
     counts = wait_until(moved, 60, what="6 tasks running on node2 and node3 only")
     assert set(counts) == {"node2", "node3"}
+    # Start-first: each old task stopped only after the task that moved it was running.
+    slots = {t["slot"]: t for t in orch.running(name)}
+    old_ids = [
+        t["id"]
+        for t in orch.tasks(all=True)
+        if t["service"] == name and t["node_hostname"] == "node1"
+    ]
+    assert len(old_ids) == 2, f"expected node1's 2 tasks to have moved: {old_ids}"
+    for old_id in old_ids:
+        old = wait_until(lambda i=old_id: every_task(orch, i, "shutdown"), 30)
+        new = slots[old["slot"]]
+        stopped, started = parse_rfc3339(old["state_since"]), parse_rfc3339(new["state_since"])
+        assert stopped >= started, f"{old_id} stopped before {new['id']} ran"
     stayed = {t["id"] for t in orch.running(name)}
 
     res = orch("node", "activate", "node1")
@@ -93,7 +105,7 @@ def test_drain_moves_tasks_away_and_activate_takes_new_ones(orch, service) -> No
     assert {t["id"] for t in orch.running(name)} == stayed
     orch("scale", f"{name}=9")
     counts = wait_until(
-        lambda: (c := placement(orch, name)) and sum(c.values()) == 9 and c,
+        lambda: (c := orch.per_host(name)) and sum(c.values()) == 9 and c,
         60,
         what="9 tasks running",
     )
@@ -103,14 +115,14 @@ def test_drain_moves_tasks_away_and_activate_takes_new_ones(orch, service) -> No
 
 def test_pause_keeps_new_tasks_off_the_node(orch, service) -> None:
     name = service("pausee", replicas=3)
-    before = placement(orch, name)
+    before = orch.per_host(name)
     assert before["node2"] == 1
 
     res = orch("node", "pause", "node2")
     assert res.stdout.strip().startswith("node/node2 paused")
     orch("scale", f"{name}=7")
     counts = wait_until(
-        lambda: (c := placement(orch, name)) and sum(c.values()) == 7 and c,
+        lambda: (c := orch.per_host(name)) and sum(c.values()) == 7 and c,
         60,
         what="7 tasks running",
     )

@@ -13,13 +13,12 @@ doubled.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from tests_support import wait_until
+from tests_support import runc_running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +35,6 @@ spec:
   replicas: 3
   stop_grace_period: 100ms
 """
-
-
-def runc_running(cluster, hostname: str) -> set[str]:
-    """Ids of the running containers on a host. A list that races a container's removal
-    may fail; it is asked again."""
-    root = cluster.host(hostname)["runc_root"]
-    for _ in range(5):
-        res = subprocess.run(
-            ["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True
-        )
-        if res.returncode == 0:
-            return {
-                c["id"] for c in json.loads(res.stdout or "null") or [] if c["status"] == "running"
-            }
-    pytest.fail(f"runc list on {hostname}: {res.stderr.strip()}")
 
 
 def node_status(orch, hostname: str) -> str:
@@ -144,3 +128,31 @@ def test_agent_back_after_its_node_was_down_stops_orphaned_containers(
         assert len(orch.running("survivor")) == 3
     finally:
         orch("rm", "survivor", check=False)
+
+
+def test_cut_off_host_is_replaced_and_after_heal_exactly_replicas_run(
+    orch, cluster, tmp_path: Path
+) -> None:
+    """A partition: the host and its containers keep running but reach nothing. Its tasks
+    are replaced elsewhere; once the link is back the agent reconnects, learns they were
+    orphaned and stops them, so each slot runs exactly once again."""
+    host = ""
+    try:
+        running = apply(orch, cluster, tmp_path, "island")
+        host = running[1]["node_hostname"]
+        old = {t["id"] for t in running if t["node_hostname"] == host}
+
+        asyncio.run(cluster.cut_host(host))
+        wait_until(lambda: replaced(orch, "island", host, old), 30, what="replacements")
+        assert old <= runc_running(cluster, host), "a cut-off host keeps its containers"
+
+        asyncio.run(cluster.heal_host(host))
+        healed_at = datetime.now().timestamp()
+        wait_until(lambda: settled(orch, cluster, "island", host, old), 30, what="the heal")
+        took = datetime.now().timestamp() - healed_at
+        assert took <= LIMIT, f"the duplicates ran {took:.1f}s after the heal"
+        assert len(orch.running("island")) == 3
+    finally:
+        if host:
+            asyncio.run(cluster.heal_host(host))
+        orch("rm", "island", check=False)

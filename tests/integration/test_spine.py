@@ -57,7 +57,7 @@ def web(orch, cluster, tmp_path):
     yield path
     orch("rm", "web", check=False)
     # The next test starts clean: every task of web is stopped and deleted.
-    wait_until(lambda: not [t for t in orch.tasks(all=True) if t["service"] == "web"], 30)
+    wait_until(lambda: not orch.tasks_left("web"), 30)
 
 
 def _exists(orch, name: str) -> bool:

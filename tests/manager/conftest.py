@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,10 +24,11 @@ class Api:
     view: ClusterView
 
 
-@pytest.fixture
-async def api(store: Store) -> AsyncIterator[Api]:
-    """A ControlAPI with its own ClusterView, served on a loopback port."""
-    view = ClusterView(store)
+@contextlib.asynccontextmanager
+async def serve_control_api(store: Store, watched: Store | None = None) -> AsyncIterator[Api]:
+    """A ControlAPI with its own ClusterView (fed by ``watched``, default ``store``), served
+    on a loopback port: one manager's Control API."""
+    view = ClusterView(watched or store)
     feed = asyncio.create_task(view.run())
     await view.ready()
     server = grpc.aio.server()
@@ -43,3 +45,9 @@ async def api(store: Store) -> AsyncIterator[Api]:
         await server.stop(0)
         feed.cancel()
         await asyncio.gather(feed, return_exceptions=True)
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[Api]:
+    async with serve_control_api(store) as served:
+        yield served

@@ -89,10 +89,18 @@ class Harness:
         memory: int = 0,
         networks: Iterable[str] = (),
         ports: Iterable[str] = (),
+        mode: int = specs_pb2.REPLICATED,
+        constraints: Iterable[str] = (),
+        spread: Iterable[str] = (),
+        max_per_node: int = 0,
     ) -> Service:
         """Add (or replace) a service with id == name, version 1. ``ports`` as
-        "8080:80" or "53:53/udp"."""
-        spec = specs_pb2.ServiceSpec(name=name, replicas=replicas)
+        "8080:80" or "53:53/udp"; ``spread`` lists spread preferences ("node.labels.zone")."""
+        spec = specs_pb2.ServiceSpec(name=name, replicas=replicas, mode=mode)
+        spec.placement.constraints.extend(constraints)
+        for key in spread:
+            spec.placement.preferences.add(spread=key)
+        spec.placement.max_replicas_per_node = max_per_node
         spec.container.image = image
         spec.container.command.extend(["sleep", "1d"])
         spec.resources.reservations.nano_cpus = int(cpus * 1e9)
@@ -146,8 +154,10 @@ class Harness:
         availability: int = types_pb2.ACTIVE,
         cpus: float = 4,
         memory: int = 8 * GiB,
+        labels: dict[str, str] | None = None,
     ) -> Node:
         node = Node(id=node_id)
+        node.spec.labels.update(labels or {})
         node.description.hostname = node_id
         node.description.resources.nano_cpus = int(cpus * 1e9)
         node.description.resources.memory_bytes = memory
@@ -197,6 +207,7 @@ class Harness:
             task.container.CopyFrom(svc.spec.container)
             task.resources.CopyFrom(svc.spec.resources)
             task.ports.extend(svc.spec.ports)
+            task.placement.CopyFrom(svc.spec.placement)
         task.meta.created_at.FromDatetime(created or self.now)
         task.status.state = state
         task.status.exit_code = exit_code
@@ -378,6 +389,17 @@ class Harness:
             and node is not None
             and node.status.state != types_pb2.NODE_DOWN
             and node.spec.availability != types_pb2.DRAIN
+        )
+
+    def is_draining(self, task: Task) -> bool:
+        """Still runs on a node that is up and drained: a move keeps it until its
+        replacement runs."""
+        node = self.nodes.get(task.node_id) if task.node_id else None
+        return (
+            model.is_live(task)
+            and node is not None
+            and node.status.state != types_pb2.NODE_DOWN
+            and node.spec.availability == types_pb2.DRAIN
         )
 
     def live(self, service: str) -> list[Task]:

@@ -411,10 +411,55 @@ def test_drained_node_moves_its_tasks_whatever_the_policy(h: Harness) -> None:
     (new,) = plan.create
     assert new.slot == moving.slot and new.restart_count == moving.restart_count
     assert new.status.message == f"moves {moving.id} off drained node n1"
-    assert desired(plan) == {moving.id: T.SHUTDOWN}
     h.converge()
     assert {t.node_id for t in h.live("web")} == {"n2"} and len(h.live("web")) == 2
     assert h.tasks[moving.id].status.state == T.SHUTDOWN  # the agent stopped it
+
+
+def test_a_drain_stops_the_old_task_only_once_its_replacement_runs(h: Harness) -> None:
+    h.service("web", replicas=2)
+    h.converge()
+    (moving,) = h.running_on("n1")
+    h.set_node("n1", availability=T.DRAIN)
+    (new,) = h.step().create
+    assert h.step().empty  # the new one is not placed yet: the old keeps running
+    h.place()
+    assert h.tasks[new.id].node_id == "n2"
+    assert h.step().empty  # assigned, not running: still nothing to stop
+    h.run(new.id)
+    plan = h.step()
+    assert desired(plan) == {moving.id: T.SHUTDOWN} and not plan.create
+
+
+def test_a_drain_with_nowhere_to_go_keeps_the_task_running(h: Harness) -> None:
+    h.service("web", replicas=2)
+    h.converge()
+    h.set_node("n1", availability=T.DRAIN)
+    h.set_node("n2", availability=T.DRAIN)
+    h.converge()
+    waiting = [t for t in h.tasks.values() if t.status.state == T.PENDING]
+    assert len(waiting) == 2  # the moves wait for a node ...
+    running = [t for t in h.tasks.values() if t.status.state == T.RUNNING]
+    assert len(running) == 2 and all(t.desired_state == T.RUNNING for t in running)  # ... and
+    h.set_node("n2", availability=T.ACTIVE)  # the old tasks run until one can take them
+    h.converge()
+    assert {t.node_id for t in h.live("web")} == {"n2"} and len(h.live("web")) == 2
+
+
+def test_a_failed_move_is_retried_after_the_restart_delay(h: Harness) -> None:
+    h.service("web", replicas=1, policy=restart_policy(delay=10))
+    h.converge()
+    (moving,) = h.running_on("n1")
+    h.set_node("n1", availability=T.DRAIN)
+    (new,) = h.step().create
+    h.place()
+    h.fail(new.id)
+    plan = h.step()
+    assert not plan.create and plan.wake_at == h.now + timedelta(seconds=10)
+    assert h.tasks[moving.id].desired_state == T.RUNNING  # still serving meanwhile
+    h.advance(10)
+    (retry,) = h.step().create
+    assert retry.status.message == f"moves {moving.id} off drained node n1"
 
 
 def test_moves_do_not_count_as_restarts(h: Harness) -> None:

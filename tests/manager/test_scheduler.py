@@ -161,8 +161,8 @@ def test_tasks_not_waiting_for_a_node_get_no_decision() -> None:
 
 
 def test_pipeline_includes_the_task_limit_only_when_set() -> None:
-    assert len(pipeline(SchedulerSettings())) == 5
-    assert len(pipeline(SchedulerSettings(max_tasks_per_node=3))) == 6
+    assert len(pipeline(SchedulerSettings())) == 7
+    assert len(pipeline(SchedulerSettings(max_tasks_per_node=3))) == 8
 
 
 def test_formatting() -> None:

@@ -10,6 +10,7 @@ from manifest_helpers import load, problems_of, service
 
 from orch.errors import NotFoundError, ValidationError
 from orch.manifests.loader import load_paths, load_text
+from orch.manifests.validate import validate_service_spec
 from orch.proto import specs_pb2, types_pb2
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
@@ -27,6 +28,17 @@ def test_example_web_manifest_loads() -> None:
     assert web.restart_policy.condition == types_pb2.RESTART_ON_FAILURE
     assert 0 < web.resources.reservations.memory_bytes <= web.resources.limits.memory_bytes
     assert manifest.origin("Service", "web").endswith("web.yaml:5")
+
+
+def test_example_app_manifest_loads_and_validates() -> None:
+    manifest = load_paths([EXAMPLES / "app.yaml"])
+    assert [n.name for n in manifest.networks] == ["front"]
+    api, client = manifest.services
+    assert api.container.healthcheck.http.path == "/index.html"
+    assert api.update.order and api.placement.preferences[0].spread == "node.labels.zone"
+    assert [n.target for n in client.networks] == ["front"]
+    for spec in manifest.services:
+        assert validate_service_spec(spec) == []
 
 
 def test_every_service_field_converts() -> None:

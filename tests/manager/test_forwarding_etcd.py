@@ -1,0 +1,281 @@
+"""Logs and exec through any manager, on a real etcd: two managers' Control and Dispatcher
+APIs on loopback, and an agent made of the real agent code (Session, LogPublisher,
+ExecRunner) whose only stand-in is the container: its "exec" runs the command as a host
+process (an ExecProcess all the same) and its logs come from a dict. The agent holds its
+session with m1; calls to m2 must be forwarded. Containers for real: test_exec.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orch.agent.execs import ExecRunner
+from orch.agent.logs import LogPublisher
+from orch.agent.session import Session, SessionSettings
+from orch.manager.controlapi import ControlAPI
+from orch.manager.dispatcher import Dispatcher, DispatcherSettings
+from orch.manager.execbroker import ExecBroker
+from orch.manager.forwarding import SessionRouter
+from orch.manager.logbroker import LogBroker
+from orch.manager.presence import announce
+from orch.manager.store import Create, Kind, Store
+from orch.manager.view import ClusterView
+from orch.proto import (
+    control_pb2,
+    control_pb2_grpc,
+    dispatcher_pb2_grpc,
+    objects_pb2,
+    specs_pb2,
+    types_pb2,
+)
+from orch.runtime.exec import ExecFiles, ExecProcess
+from orch.runtime.model import LogLine
+
+pytestmark = pytest.mark.integration
+
+NODE = "node0000000000000000000001"
+TASK = "task0000000000000000000001"
+TTL = 2
+
+
+@dataclass
+class Manager:
+    id: str
+    address: str
+    stub: control_pb2_grpc.ControlStub
+    server: grpc.aio.Server
+
+
+class HostRuntime:
+    """The agent's runtime with the container taken out: exec runs argv on the host."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pids: list[int] = []
+
+    async def exec(self, container_id: str, argv: list[str], *, env=None) -> ExecProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **dict(e.split("=", 1) for e in env or [])},
+        )
+        self.pids.append(proc.pid)
+        return ExecProcess(container_id, proc, ExecFiles(self.folder))
+
+
+async def read_logs(task_id: str, tail: int, follow: bool) -> AsyncIterator[LogLine]:
+    for i in (1, 2):
+        yield LogLine("2024-01-01T00:00:00.000000001Z", "stdout", f"line {i} of {task_id}".encode())
+
+
+@dataclass
+class Cluster:
+    m1: Manager
+    m2: Manager
+    runtime: HostRuntime
+    session: asyncio.Task
+    store: Store
+    jobs: list[asyncio.Task] = field(default_factory=list)
+
+
+async def start_manager(store: Store, manager_id: str, jobs: list[asyncio.Task]) -> Manager:
+    view = ClusterView(store)
+    jobs.append(asyncio.create_task(view.run()))
+    await view.ready()
+    logs, execs = LogBroker(), ExecBroker()
+    settings = DispatcherSettings(heartbeat_period=0.3, liveness_ttl=TTL)
+    dispatcher = Dispatcher(
+        store=store, view=view, logs=logs, manager_id=manager_id, settings=settings, execs=execs
+    )
+    router = SessionRouter(view=view, logs=logs, execs=execs, manager_id=manager_id)
+    control = ControlAPI(store=store, view=view, logs=logs, router=router)
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(control, server)
+    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    address = f"127.0.0.1:{port}"
+    jobs.append(asyncio.create_task(dispatcher.status.run()))
+    jobs.append(asyncio.create_task(announce(store, manager_id, address, ttl=TTL)))
+    channel = grpc.aio.insecure_channel(address)
+    return Manager(manager_id, address, control_pb2_grpc.ControlStub(channel), server)
+
+
+async def until(cond, timeout: float = 10.0, what: str = "") -> None:
+    """Wait until ``await cond()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await cond():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or cond}")
+
+
+@pytest.fixture
+async def cluster(store: Store, tmp_path: Path) -> AsyncIterator[Cluster]:
+    jobs: list[asyncio.Task] = []
+    m1 = await start_manager(store, "m1", jobs)
+    m2 = await start_manager(store, "m2", jobs)
+    now = Timestamp(seconds=1_700_000_000)
+    service = objects_pb2.Service(
+        id="svc1",
+        meta=objects_pb2.Meta(version=1, created_at=now),
+        spec=specs_pb2.ServiceSpec(name="web"),
+    )
+    task = objects_pb2.Task(
+        id=TASK, service_id="svc1", service_name="web", slot=1, node_id=NODE,
+        meta=objects_pb2.Meta(version=1, created_at=now),
+        desired_state=types_pb2.RUNNING, status=objects_pb2.TaskStatus(state=types_pb2.RUNNING),
+    )  # fmt: skip
+    await store.commit([Create(Kind.SERVICE, service), Create(Kind.TASK, task)])
+    runtime = HostRuntime(tmp_path)
+    execs = ExecRunner(node_id=NODE, runtime=runtime)
+    logs = LogPublisher(node_id=NODE, read_logs=read_logs, tasks=lambda: {TASK: task})
+
+    async def assigned(msg) -> None:
+        pass
+
+    session = Session(
+        node_id=NODE,
+        description=objects_pb2.NodeDescription(hostname="node1"),
+        settings=SessionSettings(managers=[m1.address]),
+        on_assignments=assigned,
+        on_log_subscription=logs.handle,
+        on_exec=execs.handle,
+    )
+    running = asyncio.create_task(session.run())
+    await asyncio.wait_for(session.connected.wait(), 10)
+    c = Cluster(m1, m2, runtime, running, store, jobs)
+
+    async def routable() -> bool:  # m2's view has the liveness and m1's presence
+        nodes = await m2.stub.ListNodes(control_pb2.ListNodesRequest())
+        managers = await m2.stub.ListManagers(control_pb2.ListManagersRequest())
+        return len(nodes.nodes) == 1 and len(managers.managers) == 2
+
+    await until(routable, 10, "m2 to see the node and m1")
+    try:
+        yield c
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await execs.close()
+        await logs.close()
+        for m in (m1, m2):
+            await m.server.stop(0)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+
+async def exec_via(m: Manager, target: str, *argv: str) -> tuple[bytes, bytes, int | None]:
+    out, err, code = b"", b"", None
+    async for msg in m.stub.Exec(control_pb2.ExecRequest(target=target, argv=argv)):
+        if msg.stream == "stdout":
+            out += msg.data
+        elif msg.stream == "stderr":
+            err += msg.data
+        if msg.exited:
+            code = msg.exit_code
+    return out, err, code
+
+
+async def test_exec_through_either_manager(cluster: Cluster) -> None:
+    script = "echo hi; echo err >&2; exit 3"
+    for m in (cluster.m1, cluster.m2):
+        assert await exec_via(m, "web", "sh", "-c", script) == (b"hi\n", b"err\n", 3)
+
+
+async def test_logs_through_the_manager_without_the_session(cluster: Cluster) -> None:
+    entries = [
+        e async for e in cluster.m2.stub.Logs(control_pb2.LogsRequest(target="web.1", tail=-1))
+    ]
+    assert [e.line for e in entries] == [f"line {i} of {TASK}".encode() for i in (1, 2)]
+    assert {e.node_id for e in entries} == {NODE}
+
+
+async def test_a_forwarded_call_is_never_forwarded_again(cluster: Cluster) -> None:
+    # m2 does not hold the session: a call that names the task ids (as a forwarding
+    # manager sends it) is refused rather than passed on to m1.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in cluster.m2.stub.Logs(control_pb2.LogsRequest(task_ids=[TASK])):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == "node node1 just lost its session with manager m2; retry shortly"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in cluster.m2.stub.Exec(control_pb2.ExecRequest(task_id=TASK, argv=["true"])):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_client_that_leaves_through_the_other_manager_kills_the_command(
+    cluster: Cluster,
+) -> None:
+    call = cluster.m2.stub.Exec(
+        control_pb2.ExecRequest(target="web", argv=["sh", "-c", "echo started; exec sleep 1000"])
+    )
+    stream = call.__aiter__()
+    assert (await anext(stream)).task_id == TASK
+    assert (await anext(stream)).data == b"started\n"
+    [pid] = cluster.runtime.pids
+    call.cancel()
+
+    async def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A killed child the agent has not reaped yet is a zombie: gone all the same.
+        stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 (tiny procfs read)
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+    await until(gone, 10, "the command to be killed")
+
+
+async def test_a_node_without_a_session_anywhere_is_a_clear_error(cluster: Cluster) -> None:
+    cluster.session.cancel()
+
+    async def expired() -> bool:
+        return await cluster.store.get(Kind.LIVENESS, NODE) is None
+
+    await until(expired, TTL + 10, "the liveness to expire")
+    for m in (cluster.m1, cluster.m2):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in m.stub.Logs(control_pb2.LogsRequest(target="web")):
+                pass
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert err.value.details() == (
+            "node node1 is not connected to any manager; its logs stay on the node"
+        )
+
+
+async def test_a_holding_manager_that_does_not_answer_is_not_unavailable(
+    cluster: Cluster,
+) -> None:
+    # m1 stops serving; its presence and the node's liveness outlive it for a moment.
+    await cluster.m1.server.stop(0)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await exec_via(cluster.m2, "web", "true")
+    # Not UNAVAILABLE: the CLI would take that for m2 being down and try elsewhere.
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"the manager at {cluster.m1.address}, which holds the session of node node1" in (
+        err.value.details()
+    )
+
+
+async def test_output_comes_in_chunks_of_at_most_32_kib(cluster: Cluster) -> None:
+    request = control_pb2.ExecRequest(target="web", argv=["head", "-c", "200000", "/dev/zero"])
+    sizes = [len(m.data) async for m in cluster.m2.stub.Exec(request) if m.data]
+    assert sum(sizes) == 200000
+    assert max(sizes) <= 32 * 1024

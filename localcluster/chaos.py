@@ -11,7 +11,7 @@ settle; then the invariants of issue 5 must hold, read from the store and from t
 themselves (never from the agents' own reports):
 
 - every service runs exactly its replicas: one RUNNING task per slot 1..N, desired
-  RUNNING, on a READY node, and none unhealthy;
+  RUNNING, on a READY node, and HEALTHY where the service has a health check;
 - no address is held twice (per overlay network cluster-wide, per node on `bridge`);
 - no task runs that is not wanted (a removed slot, a replaced task);
 - no host keeps a container, netns, veth or rootfs mount that no wanted task owns.
@@ -58,7 +58,8 @@ class ChaosSettings:
     seed: int | None = None
     """Seed of the fault sequence; None picks one (reported, so a run can be replayed)."""
     services: int = 2
-    """How many services run (sleepers on the bridge network)."""
+    """How many services run on the bridge network: sleepers, and every other one an http
+    server with an http health check."""
     max_replicas: int = 5
     """Scales pick a replica count in 1..max_replicas."""
     outage: tuple[float, float] = (0.5, 3.0)
@@ -150,8 +151,10 @@ class Chaos:
         await self._wait(gone, 60, "the chaos services' tasks to go")
 
     def _apply_request(self) -> control_pb2.ApplyRequest:
+        """Sleepers, and every other service an http server with an http health check
+        (so "healthy where checked" is part of the invariants)."""
         specs = []
-        for name in self.services:
+        for i, name in enumerate(self.services):
             spec = specs_pb2.ServiceSpec(
                 name=name,
                 replicas=2,
@@ -160,6 +163,13 @@ class Chaos:
                     command=["sh", "-c", 'trap "exit 0" TERM; while true; do sleep 0.2; done'],
                 ),
             )
+            if i % 2:
+                serve = "mkdir -p /www && echo ok > /www/health && exec httpd -f -p 80 -h /www"
+                spec.container.command[:] = ["sh", "-c", serve]
+                check = spec.container.healthcheck
+                check.http.port, check.http.path, check.retries = 80, "/health", 2
+                check.interval.FromMilliseconds(300)
+                check.timeout.FromSeconds(1)
             spec.container.stop_grace_period.FromMilliseconds(200)
             # Restarts are part of the chaos: keep their backoff short so it settles.
             spec.restart_policy.delay.FromMilliseconds(200)
@@ -370,6 +380,7 @@ def _replica_problems(services, tasks, ready: set[str]) -> list[str]:
             if t.desired_state == types_pb2.RUNNING
             and t.status.state == types_pb2.RUNNING
             and t.node_id in ready
+            and (_healthy(t) or not t.container.HasField("healthcheck"))
         )
         if sorted(running) != list(range(1, replicas + 1)) or any(c > 1 for c in running.values()):
             out.append(f"{name}: running slots {dict(sorted(running.items()))}, want 1..{replicas}")
@@ -384,6 +395,10 @@ def _replica_problems(services, tasks, ready: set[str]) -> list[str]:
             if t.desired_state > types_pb2.RUNNING and t.status.state == types_pb2.RUNNING:
                 out.append(f"{name}.{t.slot}: task {t.id} runs though it is to stop")
     return out
+
+
+def _healthy(task: objects_pb2.Task) -> bool:
+    return task.status.health == types_pb2.HEALTH_HEALTHY
 
 
 def _address_problems(tasks) -> list[str]:

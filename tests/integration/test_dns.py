@@ -1,6 +1,6 @@
 """Service discovery DNS on 3 network-namespace hosts (issue 4, part 2).
 
-Clients are real: busybox nslookup and wget run inside containers (`runc exec`), `dig`
+Clients are real: busybox nslookup and wget run inside containers (`orch exec`), `dig`
 (bind9-dnsutils) runs inside a host's netns against its agent's node listener, and the
 timing probe is a plain UDP query from the machine's netns to a host's underlay address.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import time
 from datetime import datetime
 
@@ -96,21 +95,15 @@ spec:
 """
 
 
-def exec_in(cluster, task: dict, *argv: str, timeout: float = 30) -> tuple[int, str]:
-    """Run a command inside a task's container (runc exec on its node); (rc, output)."""
-    root = cluster.host(task["node_hostname"])["runc_root"]
-    res = subprocess.run(
-        ["runc", "--root", root, "exec", task["id"], *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def exec_in(orch, task: dict, *argv: str, timeout: float = 30) -> tuple[int, str]:
+    """Run a command inside a task's container with `orch exec`; (rc, output)."""
+    res = orch("exec", task["id"], "--", *argv, check=False, timeout=timeout)
     return res.returncode, res.stdout + res.stderr
 
 
-def nslookup(cluster, task: dict, name: str) -> tuple[str, set[str]]:
+def nslookup(orch, task: dict, name: str) -> tuple[str, set[str]]:
     """busybox nslookup inside a container: ("ok" | the error it printed, A addresses)."""
-    rc, out = exec_in(cluster, task, "nslookup", name)
+    rc, out = exec_in(orch, task, "nslookup", name)
     failed = re.search(r"can't find \S+: (\w+)", out)
     if rc != 0 or failed:
         return (failed.group(1) if failed else f"rc {rc}: {out}"), set()
@@ -171,11 +164,11 @@ def test_a_container_resolves_web_to_exactly_the_running_replicas(orch, cluster,
     clients = orch.running("client")
     assert len({c["node_hostname"] for c in clients}) == 3  # one per host
     for client in clients:
-        assert nslookup(cluster, client, "web") == ("ok", want)
-        assert nslookup(cluster, client, "tasks.web") == ("ok", want)
-        assert nslookup(cluster, client, "web.front") == ("ok", want)
+        assert nslookup(orch, client, "web") == ("ok", want)
+        assert nslookup(orch, client, "tasks.web") == ("ok", want)
+        assert nslookup(orch, client, "web.front") == ("ok", want)
     slot2 = next(t for t in orch.running("web") if t["slot"] == 2)
-    assert nslookup(cluster, clients[0], "web.2") == ("ok", {front_ip(slot2)})
+    assert nslookup(orch, clients[0], "web.2") == ("ok", {front_ip(slot2)})
 
 
 def test_only_healthy_replicas_are_answered(orch, cluster, deployed) -> None:
@@ -187,7 +180,7 @@ def test_only_healthy_replicas_are_answered(orch, cluster, deployed) -> None:
     )
     first = gated[0]
     touched = time.time()
-    assert exec_in(cluster, first, "touch", "/tmp/ready")[0] == 0
+    assert exec_in(orch, first, "touch", "/tmp/ready")[0] == 0
     wait_until(
         lambda: all(query(address, "gated") == {front_ip(first)} for address in addresses),
         10,
@@ -199,25 +192,25 @@ def test_only_healthy_replicas_are_answered(orch, cluster, deployed) -> None:
     # Turning healthy takes up to one probe interval (0.1 s) plus the exec probe itself.
     assert took <= LIMIT + 0.5, f"answered {took:.2f} s after its probe could pass"
     client = orch.running("client")[0]
-    assert nslookup(cluster, client, "gated") == ("ok", {front_ip(first)})
+    assert nslookup(orch, client, "gated") == ("ok", {front_ip(first)})
 
 
 def test_wget_fetches_by_service_name(orch, cluster, deployed) -> None:
     client = orch.running("client")[0]
-    rc, out = exec_in(cluster, client, "timeout", "5", "wget", "-q", "-O-", "http://web.2/")
+    rc, out = exec_in(orch, client, "timeout", "5", "wget", "-q", "-O-", "http://web.2/")
     assert (rc, out.strip()) == (0, "web.2"), out
-    rc, out = exec_in(cluster, client, "timeout", "5", "wget", "-q", "-O-", "http://web/")
+    rc, out = exec_in(orch, client, "timeout", "5", "wget", "-q", "-O-", "http://web/")
     assert rc == 0 and re.fullmatch(r"web\.[123]", out.strip()), out
 
 
 def test_a_service_on_another_network_does_not_resolve(orch, cluster, deployed) -> None:
     db = orch.running("db")[0]
     for client in orch.running("client"):
-        assert nslookup(cluster, client, "db")[0] == "NXDOMAIN"
-        assert nslookup(cluster, client, "db.back")[0] == "NXDOMAIN"
-    assert nslookup(cluster, db, "web")[0] == "NXDOMAIN"
+        assert nslookup(orch, client, "db")[0] == "NXDOMAIN"
+        assert nslookup(orch, client, "db.back")[0] == "NXDOMAIN"
+    assert nslookup(orch, db, "web")[0] == "NXDOMAIN"
     [db_ip] = [a["addresses"][0].split("/")[0] for a in db["attachments"]]
-    assert nslookup(cluster, db, "db") == ("ok", {db_ip})
+    assert nslookup(orch, db, "db") == ("ok", {db_ip})
 
 
 def test_bridge_names_stay_on_their_host(orch, cluster, deployed) -> None:
@@ -227,8 +220,8 @@ def test_bridge_names_stay_on_their_host(orch, cluster, deployed) -> None:
     assert len({t["node_hostname"] for t in local}) == 3
     for task in local:
         [own] = [a["addresses"][0].split("/")[0] for a in task["attachments"]]
-        assert nslookup(cluster, task, "local") == ("ok", {own})
-        assert nslookup(cluster, task, "web")[0] == "NXDOMAIN"
+        assert nslookup(orch, task, "local") == ("ok", {own})
+        assert nslookup(orch, task, "web")[0] == "NXDOMAIN"
 
 
 def test_dig_from_a_host_netns(orch, cluster, deployed) -> None:
@@ -257,7 +250,7 @@ def test_other_names_get_servfail_at_once(orch, cluster, deployed) -> None:
     assert took < 500, f"SERVFAIL after {took} ms"
     client = orch.running("client")[0]
     start = time.monotonic()
-    assert nslookup(cluster, client, "example.com")[0] == "SERVFAIL"
+    assert nslookup(orch, client, "example.com")[0] == "SERVFAIL"
     assert time.monotonic() - start < 3.0  # runc exec included
 
 
@@ -286,7 +279,7 @@ def test_scale_up_answers_new_replicas_within_1s_of_running(orch, cluster, deplo
     want = web_ips(orch)
     assert len(want) == 6
     for client in orch.running("client"):
-        assert nslookup(cluster, client, "web") == ("ok", want)
+        assert nslookup(orch, client, "web") == ("ok", want)
 
     orch("scale", "web=2")
     wait_until(lambda: len(orch.running("web")) == 2, 30, what="scale down to 2")
@@ -305,7 +298,7 @@ def test_a_restarted_agent_serves_its_adopted_containers(orch, cluster, deployed
     asyncio.run(cluster.start_agent(host))
     want = web_ips(orch)
     wait_until(
-        lambda: nslookup(cluster, client, "web") == ("ok", want),
+        lambda: nslookup(orch, client, "web") == ("ok", want),
         30,
         what="the adopted client resolving web again",
     )
@@ -351,7 +344,7 @@ def test_a_replica_failing_its_check_leaves_dns_in_time_and_is_replaced(
         wait_until(lambda: all(query(a, "flaky") == ips for a in addresses), 5, 0.02)
         victim = next(t for t in healthy if t["slot"] == 2)
         broken_at = time.time()
-        assert exec_in(cluster, victim, "rm", "/www/health")[0] == 0
+        assert exec_in(orch, victim, "rm", "/www/health")[0] == 0
         wait_until(
             lambda: all(front_ip(victim) not in query(a, "flaky") for a in addresses),
             10,

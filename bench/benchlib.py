@@ -14,12 +14,15 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def until(cond: Callable[[], Awaitable[Any]], limit: float, what: str) -> Any:
-    """Await ``cond()`` every 20 ms until it returns something truthy; TimeoutError after
-    ``limit`` seconds. For benchmark drivers outside the cluster, which have no watch."""
+async def until(
+    cond: Callable[[], Awaitable[Any]], limit: float, what: str, poll: float = 0.02
+) -> Any:
+    """Await ``cond()`` every ``poll`` seconds until it returns something truthy;
+    TimeoutError after ``limit`` seconds. For benchmark drivers outside the cluster, which
+    have no watch."""
     deadline = time.monotonic() + limit
     while not (value := await cond()):
         if time.monotonic() > deadline:
             raise TimeoutError(what)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(poll)
     return value

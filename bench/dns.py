@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import grpc
-from benchlib import pct
+from benchlib import pct, until
 from dnslib import QTYPE, DNSRecord
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
@@ -83,15 +83,6 @@ async def running(stub, name: str) -> list:
         for t in reply.tasks
         if t.status.state == types_pb2.RUNNING and t.desired_state == types_pb2.RUNNING
     ]
-
-
-async def until(cond, limit: float, what: str, poll: float = 0.02):
-    deadline = time.monotonic() + limit
-    while not (value := await cond()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(poll)
-    return value
 
 
 def address_of(task) -> str:

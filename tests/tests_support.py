@@ -4,6 +4,8 @@ reaching into a local cluster's hosts (network namespaces the root netns cannot 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import secrets
 import socket
@@ -93,3 +95,22 @@ def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
         except OSError:
             return set()
     return {str(r.rdata) for r in reply.rr if r.rtype == QTYPE.A}
+
+
+async def eventually(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.05
+) -> Any:
+    """The async tests' wait_until: ``cond()`` (a value, or an awaitable of one) until it
+    is neither None nor False, then that value (so 0 and [] count); the test fails after
+    ``timeout`` seconds. For state with no event to wait on (a pid file, an etcd member's
+    own status); where a watch or subscription serves, wait on that instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or cond}; last: {value!r}")
+        await asyncio.sleep(interval)

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 from etcd3aio.kv import prefix_range_end
+from tests_support import eventually
 
 from orch.errors import StoreError
 from orch.localcluster import etcd as local_etcd
@@ -75,20 +76,7 @@ class Trio:
         await self.restart(0, 1, 2)
 
     async def leader(self) -> int:
-        return await until(lambda: local_etcd.leader_index(self.members), 15, "an etcd leader")
-
-
-async def until(cond: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    """cond()'s first value that is not None or False (cond is awaited); fails after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await cond()
-        if last is not None and last is not False:
-            return last
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        return await eventually(lambda: local_etcd.leader_index(self.members), 15, "an etcd leader")
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +293,11 @@ async def test_the_leader_steps_down_without_quorum_and_a_leader_returns_after(
         trio.kill(0)
         trio.kill(1)
         # m1 gives up within the grace plus one keep-alive attempt; no one else can lead.
-        await until(lambda: _false(e1.is_leader), settings.keepalive_grace + 5, "a step-down")
+        await eventually(lambda: not e1.is_leader, settings.keepalive_grace + 5, "a step-down")
         assert not e2.is_leader
         await trio.restart(0, 1)
         # A leader again, soon: m1 revokes the key its failed resignation left behind.
-        await until(lambda: _true(e1.is_leader or e2.is_leader), 10, "a new term")
+        await eventually(lambda: e1.is_leader or e2.is_leader, 10, "a new term")
         kv = await store3.get_key(LEADER_KEY)
         assert kv is not None and kv.value.decode() in ("m1", "m2")
         assert len(terms) == 2
@@ -319,14 +307,6 @@ async def test_the_leader_steps_down_without_quorum_and_a_leader_returns_after(
             if t is not None:
                 t.cancel()
                 await asyncio.gather(t, return_exceptions=True)
-
-
-async def _true(value: bool) -> bool | None:
-    return True if value else None
-
-
-async def _false(value: bool) -> bool | None:
-    return True if not value else None
 
 
 # --- what recovery relies on --------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from tests_support import eventually
 
 from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
@@ -112,16 +112,6 @@ async def start_manager(store: Store, manager_id: str, jobs: list[asyncio.Task])
     return Manager(manager_id, address, control_pb2_grpc.ControlStub(channel), server)
 
 
-async def until(cond, timeout: float = 10.0, what: str = "") -> None:
-    """Wait until ``await cond()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await cond():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or cond}")
-
-
 @pytest.fixture
 async def cluster(store: Store, tmp_path: Path) -> AsyncIterator[Cluster]:
     jobs: list[asyncio.Task] = []
@@ -163,7 +153,7 @@ async def cluster(store: Store, tmp_path: Path) -> AsyncIterator[Cluster]:
         managers = await m2.stub.ListManagers(control_pb2.ListManagersRequest())
         return len(nodes.nodes) == 1 and len(managers.managers) == 2
 
-    await until(routable, 10, "m2 to see the node and m1")
+    await eventually(routable, 10, "m2 to see the node and m1")
     try:
         yield c
     finally:
@@ -240,7 +230,7 @@ async def test_a_client_that_leaves_through_the_other_manager_kills_the_command(
         stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 (tiny procfs read)
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
-    await until(gone, 10, "the command to be killed")
+    await eventually(gone, 10, "the command to be killed")
 
 
 async def test_a_node_without_a_session_anywhere_is_a_clear_error(cluster: Cluster) -> None:
@@ -249,7 +239,7 @@ async def test_a_node_without_a_session_anywhere_is_a_clear_error(cluster: Clust
     async def expired() -> bool:
         return await cluster.store.get(Kind.LIVENESS, NODE) is None
 
-    await until(expired, TTL + 10, "the liveness to expire")
+    await eventually(expired, TTL + 10, "the liveness to expire")
     for m in (cluster.m1, cluster.m2):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in m.stub.Logs(control_pb2.LogsRequest(target="web")):

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests_support import eventually
 
 from orch.errors import ContainerError
 from orch.runtime.containers import ContainerRuntime
@@ -163,7 +164,9 @@ async def test_kill_leaves_nothing_running_in_the_container(
     async with asyncio.timeout(30):
         assert await proc.stdout.readline() == b"started\n"
     assert any("sleep 1001" in p for p in processes_in(runtime, cid))
-    assert proc.pid is not None
+    # runc writes the command's pid file just after starting it: the command may have
+    # printed already.
+    await eventually(lambda: proc.pid, 5, "runc's pid file", interval=0.01)
     began = time.monotonic()
     proc.kill()
     proc.kill()  # twice is fine

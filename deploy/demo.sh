@@ -73,13 +73,14 @@ until [ "$(orch ps api -o json | python3 -c 'import json,sys; print(sum(t["healt
 done
 orch ps api
 
-step "orch exec client -- nslookup api   (the container's resolver answers with the healthy replicas)"
-orch exec client -- nslookup api
+step "orch exec client -- nslookup api   (twice: the resolver answers the healthy replicas, rotating their order)"
+orch exec client -- nslookup api | grep '^Address: '
+echo "  --"
+orch exec client -- nslookup api | grep '^Address: '
 
-step "orch exec client -- wget -q -O- http://api/   (three times: round-robin DNS spreads them)"
-for _ in 1 2 3; do
-  orch exec client -- timeout 5 wget -q -O- http://api/
-done
+step "orch exec client -- wget -q -O- http://api/ ; ... http://api.2/   (a service, and one slot of it, by name)"
+orch exec client -- timeout 5 wget -q -O- http://api/
+orch exec client -- timeout 5 wget -q -O- http://api.2/
 
 step "the cluster is still up"
 echo "  try:   orch ls; orch ps; orch logs web; orch scale web=2; orch exec web.1 -- hostname"

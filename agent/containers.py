@@ -94,7 +94,7 @@ class ContainerController:
         will point it at the agent's resolver)."""
         folder = self._env.files_dir / self._id
         folder.mkdir(parents=True, exist_ok=True)
-        hostname = hostname_of(self._task)
+        hostname = hostname_of(self._task, self._env.node_name)
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for a in attachments:
             for addr in a.addresses:
@@ -213,8 +213,14 @@ async def setup_endpoint(endpoints: EndpointManager, task: objects_pb2.Task) -> 
     )
 
 
-def hostname_of(task: objects_pb2.Task) -> str:
-    return task.container.hostname or f"{task.service_name}-{task.slot}"
+def hostname_of(task: objects_pb2.Task, node_name: str) -> str:
+    """The spec's hostname, else ``<service>-<slot>``; a global service's task (slot 0,
+    one per node) is ``<service>-<node>`` (the node name's first label)."""
+    if task.container.hostname:
+        return task.container.hostname
+    if task.slot == 0:
+        return f"{task.service_name}-{node_name.split('.')[0]}"
+    return f"{task.service_name}-{task.slot}"
 
 
 def container_config(
@@ -242,7 +248,7 @@ def container_config(
         args=list(spec.args) or None,
         env=env,
         workdir=spec.workdir or None,
-        hostname=hostname_of(task),
+        hostname=hostname_of(task, node_name),
         user=spec.user or None,
         labels={
             **dict(spec.labels),

@@ -4,6 +4,11 @@ Containers outlive the agent: on start it finds the containers an earlier agent 
 left (the runtime's state dir), and once the first full assignment set arrives it adopts
 those still assigned and removes the ones that are not (garbage from tasks deleted while
 it was away). The node id is kept in the state dir so a restarted agent is the same node.
+
+SIGTERM is a graceful stop, most often a restart (an upgrade): the agent first tells its
+manager it is leaving and will be back (session.py, at most ``leave_timeout``, 1 s), so
+the node is kept for the restart grace instead of counting as lost after the short
+liveness TTL; then it stops, leaving its containers running. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -77,6 +82,9 @@ class AgentSettings:
     <advertise_addr>:53 (none without an advertise address); "" = none."""
     dns_upstreams: list[str] | None = None
     """Resolvers for names that are not the cluster's; None = the host's resolv.conf."""
+    restart_grace: float = 0.0
+    """Seconds a graceful stop asks the manager to wait for this agent's return before
+    the node counts as lost (the manager caps it); 0 = the manager's default."""
 
 
 def node_id_for(state_dir: Path) -> str:
@@ -174,7 +182,7 @@ class Agent:
         self.session = Session(
             node_id=self.node_id,
             description=describe_node(s),
-            settings=SessionSettings(managers=s.managers),
+            settings=SessionSettings(managers=s.managers, restart_grace=s.restart_grace),
             on_assignments=self._assign,
             on_log_subscription=self.logs.handle,
             on_exec=self.execs.handle,
@@ -213,6 +221,14 @@ class Agent:
             return
         for error in report.errors:
             log.warning("network sweep: %s", error)
+
+    async def leave(self) -> None:
+        """The start of a graceful stop: ask the manager to keep the node while the agent
+        restarts. Bounded (SessionSettings.leave_timeout); cancel run() after it."""
+        if await self.session.leave():
+            log.info("stopping; the manager keeps node %s for the agent's restart", self.node_id)
+        else:
+            log.info("stopping; no manager took note (the node counts as lost after its TTL)")
 
     async def run(self) -> None:
         log.info("agent %s (node %s) starting", self.settings.hostname, self.node_id)
@@ -258,6 +274,13 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated resolvers for other names (default: the host's resolv.conf; "
         "'none': answer SERVFAIL)",
     )
+    p.add_argument(
+        "--restart-grace",
+        type=float,
+        default=0.0,
+        help="seconds the manager keeps the node after a graceful stop, waiting for the "
+        "agent's return (default 0: the manager's default; the manager caps it)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -280,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         dns_upstreams=None
         if args.dns_upstream is None
         else [u for u in args.dns_upstream.split(",") if u and u != "none"],
+        restart_grace=args.restart_grace,
     )
     asyncio.run(_serve(Agent(settings)))
 
@@ -297,10 +321,26 @@ async def _serve(agent: Agent) -> None:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
+    stopping: list[asyncio.Task] = []
+
+    def stop() -> None:
+        if stopping:  # a second signal: no more waiting
+            main_task.cancel()
+        else:
+            stopping.append(asyncio.create_task(_stop(agent, main_task), name="agent-stop"))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, main_task.cancel)
+        loop.add_signal_handler(sig, stop)
     with contextlib.suppress(asyncio.CancelledError):
         await agent.run()
+
+
+async def _stop(agent: Agent, main_task: asyncio.Task) -> None:
+    """A graceful stop: Leaving first (bounded), then the agent's ordered shutdown."""
+    try:
+        await agent.leave()
+    finally:
+        main_task.cancel()
 
 
 def _use_pidfd_child_watcher() -> None:

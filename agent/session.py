@@ -6,6 +6,12 @@ task it holds (the manager may have missed reports while the agent was away). St
 reports are batched (everything reported within ``status_batch`` seconds goes in one
 message). When the stream breaks the agent tries the next manager address, backing off
 exponentially; its containers keep running all the while.
+
+A graceful stop (SIGTERM) calls :meth:`Session.leave`: the last message on the stream is
+Leaving, asking the manager to keep the node's liveness for a restart grace instead of the
+short TTL, so an agent restart (an upgrade) does not count as a lost node. The manager
+ends the stream once the grace is in place; the agent waits for that at most
+``leave_timeout``, and not at all when it has no session (no manager to tell).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 
@@ -36,6 +43,12 @@ class SessionSettings:
     """Longest reconnect delay (seconds)."""
     heartbeat_default: float = 1.0
     """Heartbeat period until the manager says otherwise."""
+    restart_grace: float = 0.0
+    """Seconds a graceful stop asks the manager to keep the node for the agent's return
+    (the manager caps it); 0: the manager's default."""
+    leave_timeout: float = 1.0
+    """Seconds a graceful stop waits for the manager to acknowledge Leaving; the agent
+    must still exit promptly on SIGTERM."""
 
 
 AssignmentHandler = Callable[[dispatcher_pb2.Assignments], Awaitable[None]]
@@ -65,6 +78,10 @@ class Session:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self.manager: str | None = None
+        self._leaving = asyncio.Event()
+        self._leave_sent = False
+        self._acknowledged = False
+        self._stopped = asyncio.Event()
 
     def report(self, update: dispatcher_pb2.TaskStatusUpdate) -> None:
         self._latest[update.task_id] = update
@@ -75,7 +92,23 @@ class Session:
         self._latest.pop(task_id, None)
         self._unsent.pop(task_id, None)
 
+    async def leave(self) -> bool:
+        """Send Leaving on the live session and wait (at most ``leave_timeout``) for the
+        manager to end it. Returns whether the manager acknowledged, i.e. keeps the node
+        for the restart grace; False at once without a live session. Afterwards run()
+        starts no new session; the caller cancels it. Safe to call twice."""
+        self._leaving.set()
+        self._wake.set()
+        if not self.connected.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.leave_timeout):
+                await self._stopped.wait()
+        return self._acknowledged
+
     async def run(self) -> None:
+        """Hold a session with some manager until cancelled. After leave() no new session
+        is started: run() waits to be cancelled (the agent's ordered shutdown)."""
         delay = self._settings.backoff_initial
         for address in itertools.cycle(self._settings.managers):
             try:
@@ -86,6 +119,9 @@ class Session:
             finally:
                 self.connected.clear()
                 self.manager = None
+            if self._leaving.is_set():
+                self._stopped.set()
+                await asyncio.Future()  # parked until the agent cancels it
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._settings.backoff_max)
 
@@ -112,12 +148,15 @@ class Session:
                     self._on_logs(msg.log_subscription, stub)
                 elif kind == "exec" and self._on_exec is not None:
                     self._on_exec(msg.exec, stub)
+            # The manager ended the stream cleanly: after our Leaving, that means it
+            # has put the restart grace in place.
+            self._acknowledged = self._leave_sent
 
     async def _outgoing(self, heartbeat: list[float]) -> AsyncIterator[dispatcher_pb2.AgentMessage]:
         yield dispatcher_pb2.AgentMessage(
             register=dispatcher_pb2.Register(node_id=self._node_id, description=self._description)
         )
-        while True:
+        while not self._leaving.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), heartbeat[0])
             if not self._wake.is_set():
@@ -128,3 +167,9 @@ class Session:
             batch, self._unsent = list(self._unsent.values()), {}
             if batch:
                 yield dispatcher_pb2.AgentMessage(status=dispatcher_pb2.StatusBatch(updates=batch))
+        # Last news first (sent by the loop above), then Leaving; ending the iterator
+        # closes our side of the stream.
+        grace = Duration()
+        grace.FromNanoseconds(int(self._settings.restart_grace * 1e9))
+        self._leave_sent = True
+        yield dispatcher_pb2.AgentMessage(leaving=dispatcher_pb2.Leaving(restart_grace=grace))

@@ -110,16 +110,23 @@ class TaskRunner:
             self._shutdown.set()
 
     async def run(self) -> None:
+        """Until the task has ended here; then its container is removed. Cancelled (the
+        agent is stopping), a running container is left to run on: the next agent
+        process adopts it. One not running (half made, or ended) is removed all the same."""
+        ended = False
         try:
             await self._run()
+            ended = True
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not leave the task silently stuck
+            ended = True
             log.exception("task %s: runner failed", self.task.id)
             self._set(types_pb2.FAILED, "runner error", err=f"agent error: {exc}")
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._ctl.remove())
+            if ended or self._status.state != types_pb2.RUNNING:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._ctl.remove())
             self.finished.set()
 
     async def _run(self) -> None:

@@ -403,12 +403,21 @@ def manager_table(records: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def node_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """ID HOSTNAME ADDR STATUS AVAILABILITY."""
+    """ID HOSTNAME ADDR STATUS AVAILABILITY LABELS MESSAGE. The message says why a node
+    is not ready ("agent restarting (grace 30s)"); a ready node's is left out."""
     rows = [
-        [r["id"], r["hostname"], r["addr"], r["status"], r["availability"]]
+        [
+            r["id"],
+            r["hostname"],
+            r["addr"],
+            r["status"],
+            r["availability"],
+            ",".join(f"{k}={v}" for k, v in r["labels"].items()),
+            "" if r["status"] == "ready" else r["status_message"],
+        ]
         for r in sorted(records, key=lambda r: (r["hostname"], r["id"]))
     ]
-    return ["ID", "HOSTNAME", "ADDR", "STATUS", "AVAILABILITY"], rows
+    return ["ID", "HOSTNAME", "ADDR", "STATUS", "AVAILABILITY", "LABELS", "MESSAGE"], rows
 
 
 # -- apply / scale ------------------------------------------------------------------------

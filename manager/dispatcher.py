@@ -20,6 +20,14 @@ still lives (a long stall), the session is ended so the agent registers afresh.
 
 When the stream ends the node is marked DISCONNECTED; deciding it is DOWN (and orphaning
 its tasks) is the node monitor's job (nodemonitor.py), once the liveness key is gone.
+
+A graceful agent restart (SIGTERM during an upgrade) is not a lost node: the agent's last
+message is Leaving, and the dispatcher moves the liveness key onto a lease of
+``restart_grace`` seconds (a guarded write: only while the key is still this session's),
+then ends the session; the node is DISCONNECTED with the message "agent restarting". The
+node monitor sees the key and waits. The agent's next Register puts the key back on a
+short lease; if it does not come, the grace lease expires and the node goes DOWN as after
+any other loss. A crash sends nothing, so it is still seen within ``liveness_ttl``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,10 +64,38 @@ class DispatcherSettings:
     """Seconds a node's liveness lease lives after the agent's last message: the bulk of
     the time to detect a dead node. Whole seconds (etcd leases), at least 2 (etcd's
     minimum TTL is 1.5 s with its default timings, rounded up); four heartbeats fit in."""
+    restart_grace: int = 30
+    """Seconds a node keeps its liveness after its agent said it is restarting (Leaving):
+    how long a graceful agent restart may take before the node counts as lost. Also the
+    most an agent may ask for. 0: no grace (a graceful stop counts like a crash)."""
     status_flush: float = 0.1
     """Seconds status updates are gathered before one write to etcd (swarmkit: 100 ms)."""
     write_retries: int = 5
     """Attempts at a guarded node or status write that keeps losing races."""
+
+
+RESTART_GRACE_MAX = 600
+"""Upper bound of ``restart_grace`` (seconds): a node stopped for good stays hidden that long."""
+
+
+def restart_grace(settings: DispatcherSettings, requested: float) -> int:
+    """The grace (whole seconds) a Leaving agent gets: what it asked for (0: the manager's
+    ``restart_grace``), at most ``restart_grace``, at least one liveness TTL; 0 when the
+    manager gives none."""
+    if settings.restart_grace <= 0:
+        return 0
+    wanted = min(settings.restart_grace, math.ceil(requested)) if requested > 0 else 0
+    return max(settings.liveness_ttl, wanted or settings.restart_grace)
+
+
+@dataclass
+class _Liveness:
+    """One session's liveness record: its lease, the revision the session wrote it at
+    (what a guarded move compares), and the node's status message for the session's end."""
+
+    lease: int
+    revision: int
+    ending: str = ""
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -93,7 +130,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             return
         node_id = first.register.node_id
         session_id = model.new_id()
-        lease = await self._register(first.register, session_id)
+        live = await self._register(first.register, session_id)
         self._sessions[node_id] = session_id
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
         self._logs.attach(node_id, outbox.put_nowait)
@@ -101,13 +138,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         changes = self._view.subscribe(Kind.TASK, Kind.NODE, Kind.NETWORK)
         beat = asyncio.Event()
         reader = asyncio.create_task(
-            self._read(requests, node_id, beat), name=f"session-read-{node_id}"
+            self._read(requests, node_id, beat, live), name=f"session-read-{node_id}"
         )
         feeder = asyncio.create_task(
             self._feed(node_id, changes, outbox), name=f"session-feed-{node_id}"
         )
         keeper = asyncio.create_task(
-            self._keep_alive(node_id, lease, beat), name=f"session-lease-{node_id}"
+            self._keep_alive(node_id, live.lease, beat), name=f"session-lease-{node_id}"
         )
         log.info("node %s: session %s started", node_id, session_id)
         try:
@@ -139,7 +176,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if self._sessions.get(node_id) == session_id:
                 del self._sessions[node_id]
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._set_node_state(node_id, types_pb2.NODE_DISCONNECTED))
+                    await asyncio.shield(
+                        self._set_node_state(node_id, types_pb2.NODE_DISCONNECTED, live.ending)
+                    )
             log.info("node %s: session %s ended", node_id, session_id)
 
     async def PublishLogs(self, request_iterator: AsyncIterator, context: Any) -> Any:
@@ -154,11 +193,44 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         await self._execs.receive(request_iterator)
         return empty_pb2.Empty()
 
-    async def _read(self, requests: AsyncIterator, node_id: str, beat: asyncio.Event) -> None:
+    async def _read(
+        self, requests: AsyncIterator, node_id: str, beat: asyncio.Event, live: _Liveness
+    ) -> None:
         async for msg in requests:
             beat.set()  # any message shows the agent is alive, not only a heartbeat
-            if msg.WhichOneof("msg") == "status":
+            kind = msg.WhichOneof("msg")
+            if kind == "status":
                 self.status.add(node_id, msg.status.updates)
+            elif kind == "leaving":
+                # Shielded: the agent may hang up right after sending it. Returning ends
+                # the session, which is the agent's acknowledgement.
+                requested = msg.leaving.restart_grace.ToTimedelta().total_seconds()
+                live.ending = await asyncio.shield(self._leave(node_id, live, requested))
+                return
+
+    async def _leave(self, node_id: str, live: _Liveness, requested: float) -> str:
+        """Move the node's liveness record onto a lease of the restart grace, guarded on
+        the record still being this session's (a newer session, or an expiry, wins).
+        Returns the node's status message for the session's end ("" if nothing moved)."""
+        grace = restart_grace(self._settings, requested)
+        if not grace:
+            return ""
+        message = f"agent restarting (grace {grace}s)"
+        record = objects_pb2.Node(
+            id=node_id,
+            # No manager holds a session: logs and exec say the node is not connected.
+            status=objects_pb2.NodeState(
+                state=types_pb2.NODE_DISCONNECTED, message=message, timestamp=model.timestamp()
+            ),
+        )
+        try:
+            lease = await self._store.grant_lease(grace)
+            await self._store.commit([Update(Kind.LIVENESS, record, live.revision, lease=lease)])
+        except (ConflictError, StoreError) as exc:
+            log.warning("node %s: restart grace not given: %s", node_id, exc)
+            return ""
+        log.info("node %s: agent restarting; liveness kept for %ds", node_id, grace)
+        return message
 
     async def _keep_alive(self, node_id: str, lease: int, beat: asyncio.Event) -> None:
         """Refresh the liveness lease once per agent message (at most one refresh in
@@ -236,14 +308,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def _networks(self) -> dict[str, objects_pb2.Network]:
         return {n.spec.name: n for n in self._view.objects(Kind.NETWORK)}
 
-    async def _register(self, reg: dispatcher_pb2.Register, session_id: str) -> int:
-        """Grant the session's liveness lease and put the liveness key, then mark the node
-        READY (in that order: the node monitor never sees READY without the key of the
-        new session). Returns the lease."""
+    async def _register(self, reg: dispatcher_pb2.Register, session_id: str) -> _Liveness:
+        """Grant the session's liveness lease and put the liveness key (replacing a record
+        on a restart grace lease), then mark the node READY (in that order: the node
+        monitor never sees READY without the key of the new session). Returns the
+        session's liveness record."""
         lease = await self._store.grant_lease(self._settings.liveness_ttl)
         liveness = objects_pb2.Node(id=reg.node_id, status=self._node_state(types_pb2.NODE_READY))
         liveness.status.message = f"session {session_id}"
-        await self._store.put_leased(Kind.LIVENESS, liveness, lease)
+        revision = await self._store.put_leased(Kind.LIVENESS, liveness, lease)
         for _ in range(self._settings.write_retries):
             current = await self._store.get(Kind.NODE, reg.node_id)
             node = objects_pb2.Node(id=reg.node_id)
@@ -262,12 +335,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             )
             try:
                 await self._view.wait_for(await self._store.commit([op]))
-                return lease
+                return _Liveness(lease, revision)
             except ConflictError:
                 continue
         raise StoreError(f"could not register node {reg.node_id}: too many conflicting writes")
 
-    async def _set_node_state(self, node_id: str, state: int) -> None:
+    async def _set_node_state(self, node_id: str, state: int, message: str = "") -> None:
         for _ in range(self._settings.write_retries):
             current = await self._store.get(Kind.NODE, node_id)
             status = current.obj.status if current else None
@@ -281,6 +354,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             node = objects_pb2.Node()
             node.CopyFrom(current.obj)
             node.status.CopyFrom(self._node_state(state))
+            node.status.message = message
             try:
                 await self._store.commit([Update(Kind.NODE, node, current.mod_revision)])
                 return

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from orch.manager.allocator_loop import AllocatorLoop
 from orch.manager.controlapi import ControlAPI, ControlSettings
-from orch.manager.dispatcher import Dispatcher, DispatcherSettings
+from orch.manager.dispatcher import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
 from orch.manager.election import Election, ElectionSettings
 from orch.manager.execbroker import ExecBroker, ExecSettings
 from orch.manager.forwarding import ForwardSettings, SessionRouter
@@ -177,6 +177,14 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help=f"seconds a dead node keeps its liveness (default {DispatcherSettings.liveness_ttl})",
     )
+    p.add_argument(
+        "--restart-grace",
+        type=int,
+        default=None,
+        help="seconds a node whose agent stops gracefully keeps its liveness, waiting for the "
+        f"agent to come back (default {DispatcherSettings.restart_grace}, "
+        f"at most {RESTART_GRACE_MAX}; 0: none)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -192,6 +200,12 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--liveness-ttl: at least 2 seconds (etcd's shortest lease)")
         settings.dispatcher = dataclasses.replace(
             settings.dispatcher, liveness_ttl=args.liveness_ttl
+        )
+    if args.restart_grace is not None:
+        if not 0 <= args.restart_grace <= RESTART_GRACE_MAX:
+            p.error(f"--restart-grace: 0 to {RESTART_GRACE_MAX} seconds")
+        settings.dispatcher = dataclasses.replace(
+            settings.dispatcher, restart_grace=args.restart_grace
         )
     if args.address_pool:
         try:

@@ -136,6 +136,9 @@ class Update:
     kind: Kind
     obj: Message
     mod_revision: int
+    lease: int = 0
+    """The etcd lease the key is attached to after the write (0: none). A put replaces
+    the key's lease, so this moves a leased record onto another lease."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +414,7 @@ class Store:
             key = op.kind.key_of(op.obj)
             return (
                 _same_mod_revision(key, op.mod_revision),
-                kv.txn_op_put(key, encode(op.obj)),
+                kv.txn_op_put(key, encode(op.obj), lease=op.lease),
             )
         return _same_mod_revision(op.key, op.mod_revision), kv.txn_op_delete(op.key)
 

@@ -28,7 +28,7 @@ from orch.proto import control_pb2 as orch_dot_proto_dot_control__pb2
 from orch.proto import objects_pb2 as orch_dot_proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1borch/proto/dispatcher.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x18orch/proto/control.proto\x1a\x18orch/proto/objects.proto\"J\n\x08Register\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12-\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x18.orch.v1.NodeDescription\"\x0b\n\tHeartbeat\"y\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0b\x32\x13.orch.v1.TaskStatus\x12/\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x1a.orch.v1.NetworkAttachment\"9\n\x0bStatusBatch\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.orch.v1.TaskStatusUpdate\"\x8d\x01\n\x0c\x41gentMessage\x12%\n\x08register\x18\x01 \x01(\x0b\x32\x11.orch.v1.RegisterH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.orch.v1.HeartbeatH\x00\x12&\n\x06status\x18\x03 \x01(\x0b\x32\x14.orch.v1.StatusBatchH\x00\x42\x05\n\x03msg\"~\n\x0eSessionStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nmanager_id\x18\x03 \x01(\t\x12\x33\n\x10heartbeat_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"H\n\x04Peer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x11\n\tnode_addr\x18\x04 \x01(\t\"O\n\x0cNetworkPeers\x12!\n\x07network\x18\x01 \x01(\x0b\x32\x10.orch.v1.Network\x12\x1c\n\x05peers\x18\x02 \x03(\x0b\x32\r.orch.v1.Peer\"b\n\x0b\x44nsEndpoint\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\x04\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x12\n\nanswerable\x18\x05 \x01(\x08\"F\n\nDnsRecords\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\'\n\tendpoints\x18\x02 \x03(\x0b\x32\x14.orch.v1.DnsEndpoint\" \n\x0f\x44nsNetworkNames\x12\r\n\x05names\x18\x01 \x03(\t\"\xf9\x01\n\x0b\x41ssignments\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.orch.v1.Task\x12\x0f\n\x07removed\x18\x03 \x03(\t\x12\'\n\x08networks\x18\x04 \x03(\x0b\x32\x15.orch.v1.NetworkPeers\x12\x18\n\x10removed_networks\x18\x05 \x03(\t\x12 \n\x03\x64ns\x18\x06 \x03(\x0b\x32\x13.orch.v1.DnsRecords\x12\x13\n\x0bremoved_dns\x18\x07 \x03(\t\x12\x33\n\x11\x64ns_network_names\x18\x08 \x01(\x0b\x32\x18.orch.v1.DnsNetworkNames\"\\\n\x0fLogSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\x12\r\n\x05\x63lose\x18\x05 \x01(\x08\"S\n\x0b\x45xecCommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0c\n\x04kill\x18\x05 \x01(\x08\"\xcc\x01\n\x0eManagerMessage\x12*\n\x07started\x18\x01 \x01(\x0b\x32\x17.orch.v1.SessionStartedH\x00\x12+\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x14.orch.v1.AssignmentsH\x00\x12\x34\n\x10log_subscription\x18\x03 \x01(\x0b\x32\x18.orch.v1.LogSubscriptionH\x00\x12$\n\x04\x65xec\x18\x04 \x01(\x0b\x32\x14.orch.v1.ExecCommandH\x00\x42\x05\n\x03msg\"~\n\x12PublishLogsMessage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\"\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x11.orch.v1.LogEntry\x12\r\n\x05\x63lose\x18\x03 \x01(\x08\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x0f\n\x07node_id\x18\x05 \x01(\t\"h\n\x12PublishExecMessage\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12#\n\x06output\x18\x03 \x01(\x0b\x32\x13.orch.v1.ExecOutput\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t2\xd7\x01\n\nDispatcher\x12=\n\x07Session\x12\x15.orch.v1.AgentMessage\x1a\x17.orch.v1.ManagerMessage(\x01\x30\x01\x12\x44\n\x0bPublishLogs\x12\x1b.orch.v1.PublishLogsMessage\x1a\x16.google.protobuf.Empty(\x01\x12\x44\n\x0bPublishExec\x12\x1b.orch.v1.PublishExecMessage\x1a\x16.google.protobuf.Empty(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1borch/proto/dispatcher.proto\x12\x07orch.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x18orch/proto/control.proto\x1a\x18orch/proto/objects.proto\"J\n\x08Register\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12-\n\x0b\x64\x65scription\x18\x02 \x01(\x0b\x32\x18.orch.v1.NodeDescription\"\x0b\n\tHeartbeat\";\n\x07Leaving\x12\x30\n\rrestart_grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"y\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0b\x32\x13.orch.v1.TaskStatus\x12/\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x1a.orch.v1.NetworkAttachment\"9\n\x0bStatusBatch\x12*\n\x07updates\x18\x01 \x03(\x0b\x32\x19.orch.v1.TaskStatusUpdate\"\xb2\x01\n\x0c\x41gentMessage\x12%\n\x08register\x18\x01 \x01(\x0b\x32\x11.orch.v1.RegisterH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.orch.v1.HeartbeatH\x00\x12&\n\x06status\x18\x03 \x01(\x0b\x32\x14.orch.v1.StatusBatchH\x00\x12#\n\x07leaving\x18\x04 \x01(\x0b\x32\x10.orch.v1.LeavingH\x00\x42\x05\n\x03msg\"~\n\x0eSessionStarted\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nmanager_id\x18\x03 \x01(\t\x12\x33\n\x10heartbeat_period\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"H\n\x04Peer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x11\n\tnode_addr\x18\x04 \x01(\t\"O\n\x0cNetworkPeers\x12!\n\x07network\x18\x01 \x01(\x0b\x32\x10.orch.v1.Network\x12\x1c\n\x05peers\x18\x02 \x03(\x0b\x32\r.orch.v1.Peer\"b\n\x0b\x44nsEndpoint\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\x04\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x12\n\nanswerable\x18\x05 \x01(\x08\"F\n\nDnsRecords\x12\x0f\n\x07network\x18\x01 \x01(\t\x12\'\n\tendpoints\x18\x02 \x03(\x0b\x32\x14.orch.v1.DnsEndpoint\" \n\x0f\x44nsNetworkNames\x12\r\n\x05names\x18\x01 \x03(\t\"\xf9\x01\n\x0b\x41ssignments\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.orch.v1.Task\x12\x0f\n\x07removed\x18\x03 \x03(\t\x12\'\n\x08networks\x18\x04 \x03(\x0b\x32\x15.orch.v1.NetworkPeers\x12\x18\n\x10removed_networks\x18\x05 \x03(\t\x12 \n\x03\x64ns\x18\x06 \x03(\x0b\x32\x13.orch.v1.DnsRecords\x12\x13\n\x0bremoved_dns\x18\x07 \x03(\t\x12\x33\n\x11\x64ns_network_names\x18\x08 \x01(\x0b\x32\x18.orch.v1.DnsNetworkNames\"\\\n\x0fLogSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\x12\r\n\x05\x63lose\x18\x05 \x01(\x08\"S\n\x0b\x45xecCommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\x0b\n\x03\x65nv\x18\x04 \x03(\t\x12\x0c\n\x04kill\x18\x05 \x01(\x08\"\xcc\x01\n\x0eManagerMessage\x12*\n\x07started\x18\x01 \x01(\x0b\x32\x17.orch.v1.SessionStartedH\x00\x12+\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x14.orch.v1.AssignmentsH\x00\x12\x34\n\x10log_subscription\x18\x03 \x01(\x0b\x32\x18.orch.v1.LogSubscriptionH\x00\x12$\n\x04\x65xec\x18\x04 \x01(\x0b\x32\x14.orch.v1.ExecCommandH\x00\x42\x05\n\x03msg\"~\n\x12PublishLogsMessage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\"\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x11.orch.v1.LogEntry\x12\r\n\x05\x63lose\x18\x03 \x01(\x08\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t\x12\x0f\n\x07node_id\x18\x05 \x01(\t\"h\n\x12PublishExecMessage\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12#\n\x06output\x18\x03 \x01(\x0b\x32\x13.orch.v1.ExecOutput\x12\x0b\n\x03\x65rr\x18\x04 \x01(\t2\xd7\x01\n\nDispatcher\x12=\n\x07Session\x12\x15.orch.v1.AgentMessage\x1a\x17.orch.v1.ManagerMessage(\x01\x30\x01\x12\x44\n\x0bPublishLogs\x12\x1b.orch.v1.PublishLogsMessage\x1a\x16.google.protobuf.Empty(\x01\x12\x44\n\x0bPublishExec\x12\x1b.orch.v1.PublishExecMessage\x1a\x16.google.protobuf.Empty(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +39,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTER']._serialized_end=227
   _globals['_HEARTBEAT']._serialized_start=229
   _globals['_HEARTBEAT']._serialized_end=240
-  _globals['_TASKSTATUSUPDATE']._serialized_start=242
-  _globals['_TASKSTATUSUPDATE']._serialized_end=363
-  _globals['_STATUSBATCH']._serialized_start=365
-  _globals['_STATUSBATCH']._serialized_end=422
-  _globals['_AGENTMESSAGE']._serialized_start=425
-  _globals['_AGENTMESSAGE']._serialized_end=566
-  _globals['_SESSIONSTARTED']._serialized_start=568
-  _globals['_SESSIONSTARTED']._serialized_end=694
-  _globals['_PEER']._serialized_start=696
-  _globals['_PEER']._serialized_end=768
-  _globals['_NETWORKPEERS']._serialized_start=770
-  _globals['_NETWORKPEERS']._serialized_end=849
-  _globals['_DNSENDPOINT']._serialized_start=851
-  _globals['_DNSENDPOINT']._serialized_end=949
-  _globals['_DNSRECORDS']._serialized_start=951
-  _globals['_DNSRECORDS']._serialized_end=1021
-  _globals['_DNSNETWORKNAMES']._serialized_start=1023
-  _globals['_DNSNETWORKNAMES']._serialized_end=1055
-  _globals['_ASSIGNMENTS']._serialized_start=1058
-  _globals['_ASSIGNMENTS']._serialized_end=1307
-  _globals['_LOGSUBSCRIPTION']._serialized_start=1309
-  _globals['_LOGSUBSCRIPTION']._serialized_end=1401
-  _globals['_EXECCOMMAND']._serialized_start=1403
-  _globals['_EXECCOMMAND']._serialized_end=1486
-  _globals['_MANAGERMESSAGE']._serialized_start=1489
-  _globals['_MANAGERMESSAGE']._serialized_end=1693
-  _globals['_PUBLISHLOGSMESSAGE']._serialized_start=1695
-  _globals['_PUBLISHLOGSMESSAGE']._serialized_end=1821
-  _globals['_PUBLISHEXECMESSAGE']._serialized_start=1823
-  _globals['_PUBLISHEXECMESSAGE']._serialized_end=1927
-  _globals['_DISPATCHER']._serialized_start=1930
-  _globals['_DISPATCHER']._serialized_end=2145
+  _globals['_LEAVING']._serialized_start=242
+  _globals['_LEAVING']._serialized_end=301
+  _globals['_TASKSTATUSUPDATE']._serialized_start=303
+  _globals['_TASKSTATUSUPDATE']._serialized_end=424
+  _globals['_STATUSBATCH']._serialized_start=426
+  _globals['_STATUSBATCH']._serialized_end=483
+  _globals['_AGENTMESSAGE']._serialized_start=486
+  _globals['_AGENTMESSAGE']._serialized_end=664
+  _globals['_SESSIONSTARTED']._serialized_start=666
+  _globals['_SESSIONSTARTED']._serialized_end=792
+  _globals['_PEER']._serialized_start=794
+  _globals['_PEER']._serialized_end=866
+  _globals['_NETWORKPEERS']._serialized_start=868
+  _globals['_NETWORKPEERS']._serialized_end=947
+  _globals['_DNSENDPOINT']._serialized_start=949
+  _globals['_DNSENDPOINT']._serialized_end=1047
+  _globals['_DNSRECORDS']._serialized_start=1049
+  _globals['_DNSRECORDS']._serialized_end=1119
+  _globals['_DNSNETWORKNAMES']._serialized_start=1121
+  _globals['_DNSNETWORKNAMES']._serialized_end=1153
+  _globals['_ASSIGNMENTS']._serialized_start=1156
+  _globals['_ASSIGNMENTS']._serialized_end=1405
+  _globals['_LOGSUBSCRIPTION']._serialized_start=1407
+  _globals['_LOGSUBSCRIPTION']._serialized_end=1499
+  _globals['_EXECCOMMAND']._serialized_start=1501
+  _globals['_EXECCOMMAND']._serialized_end=1584
+  _globals['_MANAGERMESSAGE']._serialized_start=1587
+  _globals['_MANAGERMESSAGE']._serialized_end=1791
+  _globals['_PUBLISHLOGSMESSAGE']._serialized_start=1793
+  _globals['_PUBLISHLOGSMESSAGE']._serialized_end=1919
+  _globals['_PUBLISHEXECMESSAGE']._serialized_start=1921
+  _globals['_PUBLISHEXECMESSAGE']._serialized_end=2025
+  _globals['_DISPATCHER']._serialized_start=2028
+  _globals['_DISPATCHER']._serialized_end=2243
 # @@protoc_insertion_point(module_scope)

@@ -24,6 +24,12 @@ class Heartbeat(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Leaving(_message.Message):
+    __slots__ = ("restart_grace",)
+    RESTART_GRACE_FIELD_NUMBER: _ClassVar[int]
+    restart_grace: _duration_pb2.Duration
+    def __init__(self, restart_grace: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class TaskStatusUpdate(_message.Message):
     __slots__ = ("task_id", "status", "attachments")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -41,14 +47,16 @@ class StatusBatch(_message.Message):
     def __init__(self, updates: _Optional[_Iterable[_Union[TaskStatusUpdate, _Mapping]]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("register", "heartbeat", "status")
+    __slots__ = ("register", "heartbeat", "status", "leaving")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     status: StatusBatch
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
+    leaving: Leaving
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
     __slots__ = ("node_id", "session_id", "manager_id", "heartbeat_period")

@@ -184,7 +184,11 @@ def test_node_record_contract() -> None:
         "labels": {"zone": "a"},
         "resources": {"nano_cpus": 4_000_000_000, "memory_bytes": 8 << 30},
     }
-    assert views.node_table([record])[1] == [["n1", "node1", "10.99.0.1", "ready", "pause"]]
+    assert views.node_table([record])[1] == [
+        ["n1", "node1", "10.99.0.1", "ready", "pause", "zone=a", ""]
+    ]
+    restarting = {**record, "status": "disconnected", "status_message": "agent restarting"}
+    assert views.node_table([restarting])[1][0][-1] == "agent restarting"
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,9 @@ def test_a_node_that_leaves_keeps_no_task_and_gets_one_when_it_joins(orch, clust
     apply("follow")
     every = {"node1": 1, "node2": 1, "node3": 1}
     wait_until(lambda: settled(orch, "follow", every), 90, what="one per node")
-    asyncio.run(cluster.kill_agent("node3", crash=False))
+    # SIGKILL: a graceful stop would keep the node for the restart grace (30 s; see
+    # test_agent_graceful_restart.py) before it counts as gone.
+    asyncio.run(cluster.kill_agent("node3", crash=True))
     try:
         wait_until(
             lambda: any(

@@ -1,7 +1,9 @@
 """Node liveness on a real etcd: the dispatcher's leased liveness key lives while the
 agent sends messages and expires when it stops (a silent but open stream, as with a cut
 link, included); the leader's node monitor then marks the node DOWN and orphans its tasks;
-a new session makes the node READY again. Agents are played by gRPC clients."""
+a new session makes the node READY again. A graceful agent restart (Leaving) moves the key
+onto a longer lease, so the node outlives the short TTL, and a new session puts it back on
+the short one. Agents are played by gRPC clients, and by the agent's own Session."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from orch.agent.session import Session, SessionSettings
 from orch.manager.dispatcher import Dispatcher, DispatcherSettings
 from orch.manager.logbroker import LogBroker
 from orch.manager.nodemonitor import NodeMonitorLoop, NodeMonitorSettings
@@ -26,6 +29,7 @@ from orch.proto import types_pb2 as T
 pytestmark = pytest.mark.integration
 
 TTL = 2
+GRACE = 30  # the manager's restart grace (and the most an agent may ask for)
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Env:
     view: ClusterView
     stub: dispatcher_pb2_grpc.DispatcherStub
     monitor: NodeMonitorLoop
+    address: str
 
 
 @pytest.fixture
@@ -42,7 +47,7 @@ async def env(store: Store) -> AsyncIterator[Env]:
     tasks = [asyncio.create_task(view.run())]
     await view.ready()
     server = grpc.aio.server()
-    settings = DispatcherSettings(heartbeat_period=0.5, liveness_ttl=TTL)
+    settings = DispatcherSettings(heartbeat_period=0.5, liveness_ttl=TTL, restart_grace=GRACE)
     dispatcher = Dispatcher(
         store=store, view=view, logs=LogBroker(), manager_id="m1", settings=settings
     )
@@ -59,7 +64,9 @@ async def env(store: Store) -> AsyncIterator[Env]:
     tasks.append(asyncio.create_task(monitor.run()))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Env(store, view, dispatcher_pb2_grpc.DispatcherStub(channel), monitor)
+        yield Env(
+            store, view, dispatcher_pb2_grpc.DispatcherStub(channel), monitor, f"127.0.0.1:{port}"
+        )
     finally:
         await channel.close()
         await server.stop(0)
@@ -156,3 +163,167 @@ async def test_new_leader_gives_a_grace_period(env: Env) -> None:
     marked = env.view.get(Kind.NODE, "n3").obj.status.timestamp.ToDatetime(tzinfo=UTC)
     assert marked >= env.monitor.grace_until - timedelta(milliseconds=50)
     assert marked <= datetime.now(UTC)
+
+
+async def liveness_lease(env: Env, node_id: str) -> tuple[int, int]:
+    """(lease id, granted TTL) of the node's liveness key."""
+    kv = await env.store.get_key(Kind.LIVENESS.key(node_id))
+    assert kv is not None and kv.lease
+    ttl = await env.store.client.lease.time_to_live(kv.lease)
+    return kv.lease, ttl.grantedTTL
+
+
+async def add_task(env: Env, task_id: str, node_id: str) -> None:
+    task = objects_pb2.Task(
+        id=task_id, service_id="s", slot=1, node_id=node_id, desired_state=T.RUNNING
+    )
+    task.status.state = T.RUNNING
+    await env.view.wait_for(await env.store.commit([Create(Kind.TASK, task)]))
+
+
+def leaving(seconds: float) -> dispatcher_pb2.AgentMessage:
+    msg = dispatcher_pb2.AgentMessage(leaving=dispatcher_pb2.Leaving())
+    msg.leaving.restart_grace.FromTimedelta(timedelta(seconds=seconds))
+    return msg
+
+
+async def ended(call: grpc.aio.Call) -> None:
+    """The manager ends the stream (cleanly) within 2 s; assignments before that are read."""
+    async with asyncio.timeout(2):
+        while (msg := await call.read()) is not grpc.aio.EOF:
+            assert msg.WhichOneof("msg") == "assignments"
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def hold_no_down(env: Env, node_id: str, task_id: str, seconds: float) -> None:
+    """For ``seconds``, on every change the view sees (and at least every 0.2 s): the
+    node is not DOWN, its liveness key is there, its task is not orphaned."""
+    changes = env.view.subscribe(Kind.NODE, Kind.LIVENESS, Kind.TASK)
+    try:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            assert node_state(env, node_id) != T.NODE_DOWN
+            assert alive(env, node_id)
+            assert env.view.get(Kind.TASK, task_id).obj.status.state == T.RUNNING
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 0.2)):
+                    await changes.get()
+    finally:
+        env.view.unsubscribe(changes)
+
+
+async def test_leaving_keeps_the_node_until_it_registers_again(env: Env) -> None:
+    call = await register(env.stub, "n4")
+    await until(env, lambda: alive(env, "n4") and node_state(env, "n4") == T.NODE_READY)
+    await add_task(env, "t4", "n4")
+    short, granted = await liveness_lease(env, "n4")
+    assert granted == TTL
+
+    # Leaving (0: the manager's default grace); the manager ends the session once the
+    # liveness key sits on the grace lease.
+    await call.write(leaving(0))
+    await call.done_writing()
+    await ended(call)
+    moved, granted = await liveness_lease(env, "n4")
+    assert moved != short and granted == GRACE
+    await until(env, lambda: node_state(env, "n4") == T.NODE_DISCONNECTED, 2)
+    status = env.view.get(Kind.NODE, "n4").obj.status
+    assert status.message == f"agent restarting (grace {GRACE}s)"
+    assert env.view.get(Kind.LIVENESS, "n4").obj.status.manager == ""  # no session holder
+
+    # Well past the short TTL (and etcd's expiry check): nothing is declared lost.
+    await hold_no_down(env, "n4", "t4", TTL + 2)
+
+    # The agent is back: READY, on a fresh short lease, and the task was never touched.
+    again = await register(env.stub, "n4")
+    await until(env, lambda: node_state(env, "n4") == T.NODE_READY)
+    back, granted = await liveness_lease(env, "n4")
+    assert back not in (short, moved) and granted == TTL
+    assert env.view.get(Kind.NODE, "n4").obj.status.message == ""
+    assert env.view.get(Kind.TASK, "t4").obj.status.state == T.RUNNING
+
+    # The short lease really is back: silence now makes the node DOWN within the TTL.
+    silent = time.monotonic()
+    await until(env, lambda: node_state(env, "n4") == T.NODE_DOWN, TTL + 2)
+    assert time.monotonic() - silent <= TTL + 1.5
+    again.cancel()
+
+
+async def test_leaving_without_return_goes_down_when_the_grace_ends(env: Env) -> None:
+    call = await register(env.stub, "n5")
+    await until(env, lambda: alive(env, "n5") and node_state(env, "n5") == T.NODE_READY)
+    await add_task(env, "t5", "n5")
+    await call.write(leaving(4))  # asks for less than the manager's grace: gets that
+    await call.done_writing()
+    left = time.monotonic()
+    await ended(call)
+    assert (await liveness_lease(env, "n5"))[1] == 4
+    await hold_no_down(env, "n5", "t5", TTL + 1)
+    await until(env, lambda: node_state(env, "n5") == T.NODE_DOWN, 5)
+    assert time.monotonic() - left >= 4
+    assert env.view.get(Kind.NODE, "n5").obj.status.message == "liveness lease expired"
+    await until(env, lambda: env.view.get(Kind.TASK, "t5").obj.status.state == T.ORPHANED, 2)
+
+
+async def test_a_stale_sessions_leaving_moves_nothing(env: Env) -> None:
+    # The agent already holds a newer session (it reconnected); the old stream's Leaving
+    # must not put the new session's key on a long lease.
+    old = await register(env.stub, "n6")
+    await until(env, lambda: alive(env, "n6"))
+    new = await register(env.stub, "n6")
+    await until(env, lambda: node_state(env, "n6") == T.NODE_READY)
+    current, _ = await liveness_lease(env, "n6")
+    await old.write(leaving(0))
+    await old.done_writing()
+    await ended(old)
+    assert await liveness_lease(env, "n6") == (current, TTL)
+    new.cancel()
+    await until(env, lambda: node_state(env, "n6") == T.NODE_DOWN, TTL + 2)
+
+
+async def test_agent_session_leave_is_acknowledged_and_bounded(env: Env) -> None:
+    # The agent's own Session: leave() sends Leaving and returns once the manager ended the
+    # stream (well within its 1 s bound).
+    session = Session(
+        node_id="n7",
+        description=objects_pb2.NodeDescription(hostname="n7"),
+        settings=SessionSettings(managers=[env.address], restart_grace=5),
+        on_assignments=_ignore,
+        on_log_subscription=lambda *_: None,
+    )
+    running = asyncio.create_task(session.run())
+    try:
+        async with asyncio.timeout(5):
+            await session.connected.wait()
+        started = time.monotonic()
+        assert await session.leave()
+        assert time.monotonic() - started < 1
+        assert (await liveness_lease(env, "n7"))[1] == 5
+        await until(env, lambda: node_state(env, "n7") == T.NODE_DISCONNECTED, 2)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_agent_session_leave_without_a_manager_returns_at_once() -> None:
+    # No manager listens on port 1: nobody to tell, the agent just stops.
+    session = Session(
+        node_id="n8",
+        description=objects_pb2.NodeDescription(hostname="n8"),
+        settings=SessionSettings(managers=["127.0.0.1:1"]),
+        on_assignments=_ignore,
+        on_log_subscription=lambda *_: None,
+    )
+    running = asyncio.create_task(session.run())
+    try:
+        await asyncio.sleep(0.3)  # let it fail a connection attempt or two
+        started = time.monotonic()
+        assert not await session.leave()
+        assert time.monotonic() - started < 0.1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def _ignore(_msg: dispatcher_pb2.Assignments) -> None:
+    return None

@@ -1,0 +1,96 @@
+"""A graceful agent restart is not a node loss (the default 2 s liveness TTL).
+
+The agent of one host of a two-host cluster is stopped with SIGTERM, as `systemctl
+restart` does during an upgrade. It tells its manager it is restarting (Leaving) and exits
+within about a second; the manager keeps the node for the restart grace (30 s by default):
+well past the 2 s TTL the node is "disconnected" with the message "agent restarting", not
+down, and no task is orphaned or replaced on the other host. Started again, the agent
+adopts the same containers (same runc pids) and the node is READY.
+
+A SIGKILLed agent still goes down within the TTL: test_node_loss.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tests_support import wait_until
+
+pytestmark = pytest.mark.integration
+
+CLUSTER_NODES = 2  # a lost node's tasks would be replaced on the other host at once
+HOLD = 4.0  # seconds the node must stay un-lost: twice the default TTL
+
+SERVICE = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: steady}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
+  replicas: 2
+  stop_grace_period: 100ms
+"""
+
+
+def runc_pids(cluster, hostname: str) -> dict[str, int]:
+    root = cluster.host(hostname)["runc_root"]
+    out = subprocess.run(
+        ["runc", "--root", root, "list", "--format", "json"], capture_output=True, text=True
+    ).stdout
+    return {c["id"]: c["pid"] for c in json.loads(out or "null") or [] if c["status"] == "running"}
+
+
+def node(orch, hostname: str) -> dict:
+    return next(n for n in orch.json("nodes") if n["hostname"] == hostname)
+
+
+def test_sigterm_restart_keeps_the_node_and_its_tasks(orch, cluster, tmp_path: Path) -> None:
+    path = tmp_path / "svc.yaml"
+    path.write_text(SERVICE.replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    try:
+        running = wait_until(
+            lambda: len(orch.running("steady")) == 2 and orch.running("steady"), 60
+        )
+        assert {t["node_hostname"] for t in running} == {"node1", "node2"}
+        before = {t["id"] for t in running}
+        mine = {t["id"] for t in running if t["node_hostname"] == "node1"}
+        pids = runc_pids(cluster, "node1")
+        assert mine <= set(pids)
+
+        started = time.monotonic()
+        asyncio.run(cluster.kill_agent("node1", crash=False))  # SIGTERM; waits for the exit
+        exited = time.monotonic() - started
+        assert exited < 3, f"the agent took {exited:.1f}s to stop on SIGTERM"
+
+        # Well past the TTL: not down, nothing orphaned or replaced.
+        end = time.monotonic() + HOLD
+        while time.monotonic() < end:
+            n = node(orch, "node1")
+            assert n["status"] == "disconnected", n
+            assert n["status_message"].startswith("agent restarting"), n
+            tasks = orch.tasks("steady", all=True)
+            assert {t["id"] for t in tasks} == before, "a task was replaced"
+            assert all(t["state"] == "running" for t in tasks), tasks
+        assert time.monotonic() - started >= HOLD
+
+        asyncio.run(cluster.start_agent("node1"))
+        wait_until(lambda: node(orch, "node1")["status"] == "ready", 30, what="node1 ready")
+        assert node(orch, "node1")["status_message"] == ""
+
+        # Same tasks, same containers, same processes; no history of a replacement.
+        wait_until(lambda: len(orch.running("steady")) == 2, 30)
+        tasks = orch.tasks("steady", all=True)
+        assert {t["id"] for t in tasks} == before, json.dumps(tasks, indent=1)
+        assert all(t["state"] == "running" and t["restart_count"] == 0 for t in tasks)
+        still = runc_pids(cluster, "node1")
+        for task_id in mine:
+            assert still.get(task_id) == pids[task_id], "the container was restarted"
+    finally:
+        orch("rm", "steady", check=False)

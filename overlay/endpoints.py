@@ -385,7 +385,10 @@ class EndpointManager:
         for net, host_ifname in rec.host_ifnames.items():
             driver = self.drivers.get(net)
             if driver is None:
-                errors.append(f"no driver for network {net} to unplug {host_ifname}")
+                # No driver registered for the network (a cleanup without the agent's
+                # session, or a network gone): the veth goes with its host end; the
+                # network's own devices are swept by this agent's prefix.
+                await self._attempt(errors, self.net.delete_link(host_ifname))
                 continue
             try:
                 await driver.detach(endpoint_id, host_ifname)

@@ -49,6 +49,21 @@ spec:
   command: [sleep, '1000']
   networks: [host]
   stop_grace_period: 100ms
+---
+apiVersion: orch/v1
+kind: Network
+metadata: {{name: lcnet}}
+spec: {{driver: overlay}}
+---
+apiVersion: orch/v1
+kind: Service
+metadata: {{name: overlaid}}
+spec:
+  image: {registry}/busybox:latest
+  command: [sleep, '1000']
+  replicas: 3
+  networks: [lcnet]
+  stop_grace_period: 100ms
 """
 
 
@@ -207,6 +222,7 @@ def test_three_hosts_pull_through_the_mirror_and_down_leaves_nothing(tmp_path) -
         orch(c, "apply", "-f", str(tmp_path / "web.yaml"))
         web = wait_running(c, "web", 3)
         wait_running(c, "hostnet", 1)
+        wait_running(c, "overlaid", 3)  # overlay endpoints and devices for `down` to take
         # One replica per host, each pulled 127.0.0.1:<port>/busybox through the mirror
         # (inside a host nothing listens on 127.0.0.1:<port>, see _check_host_network).
         assert {t["node_hostname"] for t in web} == {"node1", "node2", "node3"}

@@ -234,6 +234,22 @@ async def test_sweep_and_remove_all_take_overlay_devices(underlay) -> None:
     assert ns.list_netns(h1.settings.prefix + "-") == []
 
 
+async def test_remove_all_without_the_drivers_takes_recorded_overlay_endpoints(underlay) -> None:
+    """The local cluster's `down` after the agent stopped (its containers live on): a
+    fresh manager on the same state knows the endpoints' records but no overlay driver
+    (those come from the session). The endpoints, their veths and the overlay devices
+    must all go, without errors."""
+    (h1,) = await underlay(1)
+    h1.join(FRONT)
+    await h1.manager.setup("a", ["front"], addresses={"front": "10.10.0.2"})
+    await h1.manager.setup("b", ["front"], addresses={"front": "10.10.0.3"})
+    stopped_agent_state = EndpointManager(h1.settings)
+    await stopped_agent_state.remove_all()
+    assert await link_names(h1.netns) == {"lo", "ul"}
+    assert ns.list_netns(h1.settings.prefix + "-") == []
+    assert stopped_agent_state.records() == {}
+
+
 async def test_tcp_across_hosts_with_full_size_segments(underlay, tmp_path: Path) -> None:
     """A page (large enough for full 1450-byte frames) fetched over the overlay from
     two other hosts' containers; a client on another network gets nothing."""

@@ -23,7 +23,8 @@ The model, per service with `replicas` = N:
   over) keeps the ended task desired RUNNING: that marks the slot as done or waiting, not
   empty. A lost node's tasks are replaced at once (unless NONE); a drained node's tasks are
   moved at once whatever the policy, start-first (the old task is shut down once its
-  replacement runs), and a move is no restart.
+  replacement is ready: running, and healthy where checked, as in a start-first rolling
+  update), and a move is no restart.
 * Slots above N and services that no longer exist keep no history: their tasks are shut
   down and deleted once terminal.
 * A task whose spec differs from the service's (replicas aside) is outdated. It keeps
@@ -340,19 +341,18 @@ class _Run:
             current = max(wanting, key=age_key)
         else:
             current = None
-        # A drain is start-first: a task on a drained node keeps running until the task
-        # that moves it runs (Kubernetes' eviction respects capacity the same way; Swarm
-        # stops first). If no other node can take it, it keeps running where it is.
+        # Start-first, for drains and rolling updates alike: the task a new one supersedes
+        # (on a drained node, or of an outdated spec) keeps running until the new one is
+        # ready. For drains this guards capacity as Kubernetes' eviction does (Swarm stops
+        # first); a move that no node can take leaves the old task where it is.
+        superseded = [t for t in draining if t is not current]
+        if fresh:
+            superseded += [t for t in live if t not in fresh]
         kept = None
-        if draining and current is not None:
-            if current in draining or current.status.state < types_pb2.RUNNING:
-                kept = max(draining, key=_live_rank)
-        replaced = None
-        if fresh and not updater.is_ready(current):
-            stale = [t for t in live if t not in fresh]
-            replaced = max(stale, key=_live_rank) if stale else None
+        if superseded and current is not None and not updater.is_ready(current):
+            kept = max(superseded, key=_live_rank)
         for task in wanting:
-            if task is not current and task is not kept and task is not replaced:
+            if task is not current and task is not kept:
                 self.shut_down(task)  # duplicates after a node came back, superseded ends
         if current is None:
             if updater.waits_for_stop(service, tasks, self.facts):

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from tests_support import eventually
 
 from orch.agent.health import (
     CheckConfig,
@@ -158,8 +159,7 @@ async def test_exec_probe_cancelled_midway_leaves_nothing(
     job = asyncio.create_task(exec_probe(run, exec_check("sleep", "3600"), HealthSettings()))
     async with asyncio.timeout(10):
         await started.wait()
-        while not sleepers(rt, cid):  # noqa: ASYNC110 (runc is still starting it)
-            await asyncio.sleep(0.01)
+    await eventually(lambda: sleepers(rt, cid) or None, 10, "runc to start the probe", 0.01)
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
@@ -323,9 +323,11 @@ async def test_http_and_tcp_inside_a_container_netns(netns_server: tuple[str, in
     own loopback (from this netns nothing listens on that port)."""
     name, port = netns_server
     inside = ProbeTarget("127.0.0.1", name)
-    async with asyncio.timeout(20):  # httpd needs a moment to listen
-        while not (await tcp_probe(inside, tcp_check(port))).ok:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+
+    async def listening() -> bool:
+        return (await tcp_probe(inside, tcp_check(port))).ok
+
+    await eventually(listening, 20, "httpd to listen")
     assert await http_probe(inside, http_check(port, "/ok")) == ProbeResult(
         True, f"GET http://127.0.0.1:{port}/ok -> 200"
     )

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from runtime_helpers import cleanup_runtime, needs, runtime_settings, wait_until
+from runtime_helpers import cleanup_runtime, needs, runtime_settings
+from tests_support import wait_until
 
 from orch.runtime.containers import ContainerRuntime
 from orch.runtime.images import ImageStore
@@ -93,7 +94,7 @@ def registry(tmp_path: Path, image_dir: Path) -> Iterator[str]:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
-        wait_until(listening, 20, "the registry to listen")
+        wait_until(listening, 20, what="the registry to listen")
         host = f"127.0.0.1:{port}"
         subprocess.run(
             ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",

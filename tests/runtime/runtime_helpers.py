@@ -7,8 +7,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
-from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -61,18 +59,6 @@ def _rmdir_tree(top: Path) -> None:
             os.rmdir(dirpath)
         except OSError:
             pass
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
-    """cond()'s first truthy value; fail after ``timeout`` (for sync conditions)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what or cond}; last: {last!r}")
 
 
 def tar_layer(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> bytes:

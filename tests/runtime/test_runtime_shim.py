@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_helpers import wait_until
+from tests_support import wait_until
 
 from orch.runtime import shim
 from orch.runtime.containers import ContainerRuntime, _signal_number, wait_pid_exit
@@ -177,7 +177,7 @@ async def test_shim_complaints_land_in_shim_log(
             await runtime.start(cid)
         text = (runtime.container_dir(cid) / "shim.log").read_text()
         assert "Traceback" in text and str(runtime.log_path(cid)) in text
-        pid = wait_until(lambda: _pid_or_none(runtime.container_dir(cid)), 10, "shim.pid")
+        pid = wait_until(lambda: _pid_or_none(runtime.container_dir(cid)), 10, what="shim.pid")
         await asyncio.wait_for(wait_pid_exit(int(pid)), 10)
         assert runtime.shim_pid(cid) is None
     finally:

@@ -27,6 +27,12 @@ TERMINAL_STATES = frozenset(
 )
 
 
+TASK_TEMPLATE_FIELDS = ("container", "resources", "networks", "ports", "placement")
+"""ServiceSpec fields copied into every task: a change of any of them needs new tasks (a
+rolling update); replicas, labels and the restart policy do not. The updater decides
+with it and the CLI tells from it whether an apply started a rollout."""
+
+
 def new_id() -> str:
     """A 25-character lowercase id, like swarmkit's (random, base-36)."""
     n = secrets.randbits(128)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from orch import model
 from orch.cli.client import ControlClient
 from orch.cli.views import human_duration, ts_to_datetime
 from orch.proto import control_pb2, objects_pb2
@@ -23,14 +24,10 @@ ACTIVE = (UpdateStatus.UPDATING, UpdateStatus.ROLLING_BACK)
 BAR_WIDTH = 12
 
 
-TASK_FIELDS = ("container", "resources", "networks", "ports", "placement")
-"""Spec fields whose change replaces tasks (manager/updater.py's template)."""
-
-
 def replaces_tasks(fields: Sequence[str]) -> bool:
     """Whether an Apply that changed these spec fields ("replicas", "container.image")
     started a rolling update."""
-    return any(f.split(".")[0] in TASK_FIELDS for f in fields)
+    return any(f.split(".")[0] in model.TASK_TEMPLATE_FIELDS for f in fields)
 
 
 def state_name(state: int) -> str:

@@ -54,9 +54,6 @@ ACTIVE = (UpdateStatus.UPDATING, UpdateStatus.ROLLING_BACK)
 """Update states in which the planner replaces tasks."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TEMPLATE_FIELDS = ("container", "resources", "networks", "ports", "placement")
-"""ServiceSpec fields copied into tasks whose change needs new tasks (if this version of
-the protos has them)."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +111,16 @@ def _has(msg: Message, name: str) -> bool:
 
 def template_changed(old: ServiceSpec, new: ServiceSpec) -> bool:
     """Whether going from `old` to `new` needs new tasks (not just more or fewer)."""
-    return any(getattr(old, f) != getattr(new, f) for f in _TEMPLATE_FIELDS if _has(new, f))
+    return any(
+        getattr(old, f) != getattr(new, f) for f in model.TASK_TEMPLATE_FIELDS if _has(new, f)
+    )
 
 
 def is_updated(task: Task, spec: ServiceSpec) -> bool:
     """The task runs what `spec` asks for (replicas aside)."""
     return all(
         getattr(task, f) == getattr(spec, f)
-        for f in _TEMPLATE_FIELDS
+        for f in model.TASK_TEMPLATE_FIELDS
         if _has(task, f) and _has(spec, f)
     )
 

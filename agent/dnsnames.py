@@ -2,7 +2,7 @@
 gets for a given asker. Pure: no sockets, no clock.
 
 The table holds, per network one of the node's tasks is on, every endpoint of that
-network (``DnsRecords`` from the session, see manager/dnsrecords.py), replaced whole per
+network (``DnsRecords`` from the session, see manager/dispatcher/dnsrecords.py), replaced whole per
 network as updates arrive. An asker is the list of networks it is on, in its interface
 order (a container), or None for the node's own listener, which sees every network of
 the node.

@@ -32,8 +32,8 @@ import grpc
 from benchlib import pct, until
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
-from orch.manager.election import LEADER_KEY, ElectionSettings
-from orch.manager.store import Store
+from orch.manager.state.election import LEADER_KEY, ElectionSettings
+from orch.manager.state.store import Store
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2
 
 

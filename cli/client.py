@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 _DEFAULT = object()  # "use settings.timeout"; None means no deadline
 
-# What manager/controlapi.py puts in the trailing metadata of an etcd failure.
+# What manager/controlapi/server.py puts in the trailing metadata of an etcd failure.
 _ERROR_KIND = "orch-error"
 _STORE_UNAVAILABLE = "store-unavailable"
 

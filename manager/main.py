@@ -25,22 +25,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orch.manager.allocator_loop import AllocatorLoop
-from orch.manager.controlapi import ControlAPI, ControlSettings
-from orch.manager.dispatcher import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
-from orch.manager.election import Election, ElectionSettings
-from orch.manager.execbroker import ExecBroker, ExecSettings
-from orch.manager.forwarding import ForwardSettings, SessionRouter
-from orch.manager.ipam import IpamSettings
-from orch.manager.logbroker import LogBroker
+from orch.manager.allocator.ipam import IpamSettings
+from orch.manager.allocator.loop import AllocatorLoop
+from orch.manager.controlapi.server import ControlAPI, ControlSettings
+from orch.manager.dispatcher.server import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
 from orch.manager.loop import LoopSettings
-from orch.manager.nodemonitor import NodeMonitorLoop, NodeMonitorSettings
-from orch.manager.orchestrator import OrchestratorSettings
-from orch.manager.orchestrator_loop import OrchestratorLoop
-from orch.manager.presence import announce
-from orch.manager.scheduler_loop import SchedulerLoop
-from orch.manager.store import Store
-from orch.manager.view import ClusterView
+from orch.manager.nodes.monitor import NodeMonitorLoop, NodeMonitorSettings
+from orch.manager.orchestrator.core import OrchestratorSettings
+from orch.manager.orchestrator.loop import OrchestratorLoop
+from orch.manager.scheduler.loop import SchedulerLoop
+from orch.manager.state.election import Election, ElectionSettings
+from orch.manager.state.presence import announce
+from orch.manager.state.store import Store
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.execbroker import ExecBroker, ExecSettings
+from orch.manager.streams.forwarding import ForwardSettings, SessionRouter
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 
 log = logging.getLogger("orch.manager")

@@ -68,7 +68,7 @@ async def store(etcd_endpoint: str):
     """A Store on the session's etcd, with the orch keyspace emptied before each test."""
     from etcd3aio.kv import prefix_range_end
 
-    from orch.manager.store import PREFIX, Store
+    from orch.manager.state.store import PREFIX, Store
 
     s = await Store.connect([etcd_endpoint])
     await s.client.kv.delete(PREFIX, prefix_range_end(PREFIX))

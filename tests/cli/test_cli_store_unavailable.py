@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from orch.errors import StoreError
-from orch.manager.controlapi import (
+from orch.manager.controlapi.server import (
     ERROR_KIND,
     STORE_UNAVAILABLE,
     store_unavailable_message,

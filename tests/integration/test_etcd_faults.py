@@ -34,7 +34,7 @@ CLUSTER_ETCD_MEMBERS = 3
 CLUSTER_NODES = 2
 CLUSTER_MANAGERS = 2
 
-STORE_TIMEOUT = 5.0  # manager/store.py: what a write waits for etcd before it fails
+STORE_TIMEOUT = 5.0  # manager/state/store.py: what a write waits for etcd before it fails
 ANSWER_BOUND = STORE_TIMEOUT + 3.0  # plus the CLI's own start, on a busy 2-core machine
 UNAVAILABLE = "orch: the cluster store (etcd) is unavailable ("
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from orch.manager.controlapi import ControlAPI
-from orch.manager.logbroker import LogBroker
-from orch.manager.store import Store
-from orch.manager.view import ClusterView
+from orch.manager.controlapi.server import ControlAPI
+from orch.manager.state.store import Store
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2_grpc
 
 

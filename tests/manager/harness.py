@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 
 from orch import model
-from orch.manager.orchestrator import OrchestratorSettings, Plan, reconcile
-from orch.manager.scheduler import Decision, SchedulerSettings, schedule
+from orch.manager.orchestrator.core import OrchestratorSettings, Plan, reconcile
+from orch.manager.scheduler.core import Decision, SchedulerSettings, schedule
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T
 

@@ -13,11 +13,11 @@ import pytest
 from etcd3aio.kv import prefix_range_end
 
 from orch import model
-from orch.manager import ipam
-from orch.manager.allocator_loop import AllocatorLoop
+from orch.manager.allocator import ipam
+from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.loop import LoopSettings
-from orch.manager.store import Create, Delete, Kind, Store, Update, decode
-from orch.manager.view import ClusterView
+from orch.manager.state.store import Create, Delete, Kind, Store, Update, decode
+from orch.manager.state.view import ClusterView
 from orch.proto import objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 

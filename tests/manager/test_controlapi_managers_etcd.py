@@ -8,8 +8,8 @@ import asyncio
 import secrets
 import time
 
-from orch.manager.controlapi import ControlSettings
-from orch.manager.store import Store
+from orch.manager.controlapi.server import ControlSettings
+from orch.manager.state.store import Store
 from orch.proto import control_pb2, specs_pb2
 
 from .conftest import Api, serve_control_api

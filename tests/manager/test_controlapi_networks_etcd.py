@@ -11,7 +11,7 @@ import grpc
 import pytest
 from etcd3aio.kv import prefix_range_end
 
-from orch.manager.store import Create, Delete, Kind, Store, decode
+from orch.manager.state.store import Create, Delete, Kind, Store, decode
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 from .conftest import Api

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from orch.manager.store import Create, Kind, Update
+from orch.manager.state.store import Create, Kind, Update
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
 from .conftest import Api

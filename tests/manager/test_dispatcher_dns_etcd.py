@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from orch.manager.store import Create, Kind, Update
+from orch.manager.state.store import Create, Kind, Update
 from orch.proto import dispatcher_pb2, objects_pb2
 from orch.proto import types_pb2 as T
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from orch.manager.dispatcher import Dispatcher, merge_attachments
-from orch.manager.logbroker import LogBroker
-from orch.manager.store import Create, Delete, Kind, Store, Update
-from orch.manager.view import ClusterView
+from orch.manager.dispatcher.server import Dispatcher, merge_attachments
+from orch.manager.state.store import Create, Delete, Kind, Store, Update
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 

@@ -28,11 +28,11 @@ from tests_support import eventually
 
 from orch.errors import StoreError
 from orch.localcluster import etcd as local_etcd
-from orch.manager.controlapi import ERROR_KIND, STORE_UNAVAILABLE, ControlAPI
-from orch.manager.election import LEADER_KEY, Election, ElectionSettings
-from orch.manager.logbroker import LogBroker
-from orch.manager.store import PREFIX, Create, Kind, Store
-from orch.manager.view import ClusterView
+from orch.manager.controlapi.server import ERROR_KIND, STORE_UNAVAILABLE, ControlAPI
+from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
+from orch.manager.state.store import PREFIX, Create, Kind, Store
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2
 
 TIMEOUT = 5.0  # the Store's default timeout: the bound a call may take

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from orch.manager.execbroker import ExecBroker, ExecSettings
-from orch.manager.sessionroutes import TargetError
+from orch.manager.streams.execbroker import ExecBroker, ExecSettings
+from orch.manager.streams.sessionroutes import TargetError
 from orch.proto import control_pb2, dispatcher_pb2, objects_pb2, types_pb2
 
 TASK = objects_pb2.Task(

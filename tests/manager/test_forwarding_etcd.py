@@ -21,14 +21,14 @@ from tests_support import eventually
 from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
 from orch.agent.session import Session, SessionSettings
-from orch.manager.controlapi import ControlAPI
-from orch.manager.dispatcher import Dispatcher, DispatcherSettings
-from orch.manager.execbroker import ExecBroker
-from orch.manager.forwarding import SessionRouter
-from orch.manager.logbroker import LogBroker
-from orch.manager.presence import announce
-from orch.manager.store import Create, Kind, Store
-from orch.manager.view import ClusterView
+from orch.manager.controlapi.server import ControlAPI
+from orch.manager.dispatcher.server import Dispatcher, DispatcherSettings
+from orch.manager.state.presence import announce
+from orch.manager.state.store import Create, Kind, Store
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.execbroker import ExecBroker
+from orch.manager.streams.forwarding import SessionRouter
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import (
     control_pb2,
     control_pb2_grpc,

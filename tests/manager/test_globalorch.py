@@ -12,7 +12,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from orch import model
-from orch.manager.globalorch import GLOBAL_SLOT, eligible_nodes
+from orch.manager.orchestrator.global_mode import GLOBAL_SLOT, eligible_nodes
 from orch.proto import specs_pb2
 from orch.proto import types_pb2 as T
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orch.errors import ValidationError
-from orch.manager import ipam
+from orch.manager.allocator import ipam
 from orch.proto import objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 

@@ -18,11 +18,11 @@ import grpc
 import pytest
 
 from orch.agent.session import Session, SessionSettings
-from orch.manager.dispatcher import Dispatcher, DispatcherSettings
-from orch.manager.logbroker import LogBroker
-from orch.manager.nodemonitor import NodeMonitorLoop, NodeMonitorSettings
-from orch.manager.store import Create, Kind, Store
-from orch.manager.view import ClusterView
+from orch.manager.dispatcher.server import Dispatcher, DispatcherSettings
+from orch.manager.nodes.monitor import NodeMonitorLoop, NodeMonitorSettings
+from orch.manager.state.store import Create, Kind, Store
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from orch.proto import types_pb2 as T
 

@@ -9,7 +9,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orch.manager import updater
+from orch.manager.orchestrator import updater
 from orch.proto import types_pb2
 
 from .update_harness import UpdateConfig, UpdateHarness, update_config

@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from orch.manager.scheduler import (
+from orch.manager.scheduler.core import (
     NodeInfo,
     SchedulerSettings,
     format_bytes,

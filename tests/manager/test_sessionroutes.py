@@ -10,8 +10,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orch.errors import NotFoundError, ValidationError
-from orch.manager.forwarding import merge
-from orch.manager.sessionroutes import TargetError, exec_task, plan_routes
+from orch.manager.streams.forwarding import merge
+from orch.manager.streams.sessionroutes import TargetError, exec_task, plan_routes
 from orch.proto import objects_pb2, types_pb2
 
 RUNNING, COMPLETE, SHUTDOWN = types_pb2.RUNNING, types_pb2.COMPLETE, types_pb2.SHUTDOWN

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orch.errors import ConflictError
-from orch.manager.store import (
+from orch.manager.state.store import (
     Create,
     Delete,
     Kind,

@@ -1,4 +1,4 @@
-"""Unit tests of the rolling-update planner (manager/updater.py) on in-memory state: one
+"""Unit tests of the rolling-update planner (manager/orchestrator/updater.py) on in-memory state: one
 rule per test, calling `updater.plan` directly on a service and its slots."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from orch.manager import updater
+from orch.manager.orchestrator import updater
 from orch.proto import objects_pb2, types_pb2
 
 from .harness import T0

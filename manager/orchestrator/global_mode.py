@@ -29,11 +29,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from orch import placement
-from orch.manager import orchestrator  # a cycle: only its attributes are used, at call time
+from orch.manager.orchestrator import (
+    core as orchestrator,  # a cycle: only its attributes are used, at call time
+)
 from orch.proto import objects_pb2, types_pb2
 
 if TYPE_CHECKING:
-    from orch.manager.orchestrator import _Run  # the plan builder both modules add to
+    from orch.manager.orchestrator.core import _Run  # the plan builder both modules add to
 
 Task = objects_pb2.Task
 Service = objects_pb2.Service

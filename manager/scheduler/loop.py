@@ -13,8 +13,8 @@ from datetime import datetime
 
 from orch import model
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.scheduler import schedule
-from orch.manager.store import Kind, Op, Update
+from orch.manager.scheduler.core import schedule
+from orch.manager.state.store import Kind, Op, Update
 from orch.proto import objects_pb2, types_pb2
 
 

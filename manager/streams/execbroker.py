@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orch import model
-from orch.manager.sessionroutes import SHORT_ID, TargetError, task_name
+from orch.manager.streams.sessionroutes import SHORT_ID, TargetError, task_name
 from orch.proto import control_pb2, dispatcher_pb2, objects_pb2
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from orch import model
-from orch.manager.store import Event, Kind
+from orch.manager.state.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
 M = TypeVar("M", bound=Message)

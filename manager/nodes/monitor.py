@@ -29,7 +29,7 @@ from typing import Any
 
 from orch import model
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.store import Kind, Op, Unmodified, Update, Versioned
+from orch.manager.state.store import Kind, Op, Unmodified, Update, Versioned
 from orch.proto import objects_pb2, types_pb2
 
 # Statuses a node leaves for DOWN once its liveness record is gone.

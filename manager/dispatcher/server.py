@@ -46,11 +46,11 @@ from google.protobuf.duration_pb2 import Duration
 
 from orch import model
 from orch.errors import ConflictError, StoreError
-from orch.manager import dnsrecords, netpeers
-from orch.manager.execbroker import ExecBroker
-from orch.manager.logbroker import LogBroker
-from orch.manager.store import Create, Event, Kind, Store, Update
-from orch.manager.view import ClusterView
+from orch.manager.dispatcher import dnsrecords, netpeers
+from orch.manager.state.store import Create, Event, Kind, Store, Update
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.execbroker import ExecBroker
+from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.message import Message
 
 from orch import model
-from orch.manager import globalorch, updater
+from orch.manager.orchestrator import global_mode as globalorch
+from orch.manager.orchestrator import updater
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 
 Task = objects_pb2.Task

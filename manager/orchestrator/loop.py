@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.orchestrator import OrchestratorSettings, reconcile
-from orch.manager.store import Create, Delete, Kind, Op, Update
+from orch.manager.orchestrator.core import OrchestratorSettings, reconcile
+from orch.manager.state.store import Create, Delete, Kind, Op, Update
 
 
 class OrchestratorLoop(ControlLoop):

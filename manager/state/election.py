@@ -31,7 +31,7 @@ from etcd3aio import EtcdError
 from etcd3aio.kv import KVService
 
 from orch.errors import StoreError
-from orch.manager.store import PREFIX, Fence, Store
+from orch.manager.state.store import PREFIX, Fence, Store
 
 log = logging.getLogger(__name__)
 

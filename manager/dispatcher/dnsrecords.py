@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orch import model
-from orch.manager.netpeers import diff_by_network, takes_part
-from orch.manager.store import Event, Kind
+from orch.manager.dispatcher.netpeers import diff_by_network, takes_part
+from orch.manager.state.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
 Task = objects_pb2.Task

@@ -31,9 +31,11 @@ from typing import Any, TypeVar
 import grpc
 
 from orch.errors import ConflictError, NotFoundError, OrchError, ValidationError
-from orch.manager.execbroker import ExecBroker
-from orch.manager.logbroker import LogBroker
-from orch.manager.sessionroutes import (
+from orch.manager.state.store import Kind
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.execbroker import ExecBroker
+from orch.manager.streams.logbroker import LogBroker
+from orch.manager.streams.sessionroutes import (
     SHORT_ID,
     Routes,
     TargetError,
@@ -41,8 +43,6 @@ from orch.manager.sessionroutes import (
     not_running,
     plan_routes,
 )
-from orch.manager.store import Kind
-from orch.manager.view import ClusterView
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2
 
 log = logging.getLogger(__name__)

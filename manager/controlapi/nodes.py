@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping
 
 from orch import model
 from orch.errors import NotFoundError, ValidationError
-from orch.manager.controlapi_networks import InUseError
-from orch.manager.store import Delete, Kind, Op, Update, Versioned
-from orch.manager.view import ClusterView
+from orch.manager.controlapi.networks import InUseError
+from orch.manager.state.store import Delete, Kind, Op, Update, Versioned
+from orch.manager.state.view import ClusterView
 from orch.manifests.validate import LABEL_KEY_ACCEPTED
 from orch.proto import control_pb2, objects_pb2, types_pb2
 

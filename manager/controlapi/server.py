@@ -33,17 +33,16 @@ import grpc
 
 from orch import model
 from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
-from orch.manager import controlapi_networks as networks
-from orch.manager import controlapi_nodes as nodes
-from orch.manager import updater
-from orch.manager.controlapi_networks import InUseError
-from orch.manager.execbroker import ExecBroker
-from orch.manager.forwarding import SessionRouter
-from orch.manager.ipam import IpamSettings
-from orch.manager.logbroker import LogBroker
-from orch.manager.sessionroutes import TargetError, exec_task
-from orch.manager.store import Create, Delete, Kind, Op, Store, Update, Versioned
-from orch.manager.view import ClusterView
+from orch.manager.allocator.ipam import IpamSettings
+from orch.manager.controlapi import networks, nodes
+from orch.manager.controlapi.networks import InUseError
+from orch.manager.orchestrator import updater
+from orch.manager.state.store import Create, Delete, Kind, Op, Store, Update, Versioned
+from orch.manager.state.view import ClusterView
+from orch.manager.streams.execbroker import ExecBroker
+from orch.manager.streams.forwarding import SessionRouter
+from orch.manager.streams.logbroker import LogBroker
+from orch.manager.streams.sessionroutes import TargetError, exec_task
 from orch.manifests.validate import (
     port_clashes,
     port_text,

@@ -21,9 +21,9 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orch import model
-from orch.manager import ipam
+from orch.manager.allocator import ipam
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.store import Create, Delete, Kind, Op, Update
+from orch.manager.state.store import Create, Delete, Kind, Op, Update
 from orch.proto import objects_pb2, types_pb2
 
 WAITING_MESSAGE = "waiting for an address"

@@ -26,9 +26,9 @@ from typing import Any
 
 from orch import model
 from orch.errors import ConflictError, NotFoundError, ValidationError
-from orch.manager import ipam
-from orch.manager.store import Create, Delete, Kind, Op, QuietSince, Unmodified
-from orch.manager.view import ClusterView
+from orch.manager.allocator import ipam
+from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified
+from orch.manager.state.view import ClusterView
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 DEFAULT_DRIVER = "overlay"

@@ -1,0 +1,1 @@
+"""NEW tasks -> overlay addresses: the pure IPAM core and its loop."""

@@ -1,0 +1,1 @@
+"""The Control API the CLI talks to: one module per resource."""

@@ -1,0 +1,1 @@
+"""The agents' sessions: assignments, overlay peers, DNS records, status back into etcd."""

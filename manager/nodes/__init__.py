@@ -1,0 +1,1 @@
+"""Node liveness: which nodes go DOWN and which tasks are orphaned."""

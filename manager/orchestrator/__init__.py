@@ -1,0 +1,1 @@
+"""Services -> tasks: the pure reconcile core (replicated, global, rolling updates) and its loop."""

@@ -1,0 +1,1 @@
+"""PENDING tasks -> nodes: the pure scheduling core and its loop."""

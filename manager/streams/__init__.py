@@ -1,0 +1,1 @@
+"""Logs and exec: brokers on the node's manager and forwarding between managers."""

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_ROOT := build/protoroot
 
-.PHONY: demo test proto proto-check lint bootstrap unit integration clean
+.PHONY: demo test test-stress proto proto-check lint bootstrap unit integration clean
 
 bootstrap:
 	bash deploy/bootstrap.sh
@@ -33,10 +33,21 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Every run leaves build/test-results/junit.xml and the 30 slowest durations; a failing
+# integration module keeps its cluster's logs under build/test-artifacts (.ci/run tails them).
+PYTEST_REPORTS := -ra --durations=30 --junitxml=build/test-results/junit.xml
+
 test: bootstrap
 	$(MAKE) proto-check
 	$(MAKE) lint
-	$(VENV)/bin/pytest -ra
+	rm -rf build/test-results build/test-artifacts
+	$(VENV)/bin/pytest $(PYTEST_REPORTS)
+
+# The integration tests with both cores kept busy and the tests of each module shuffled:
+# flushes out timing assumptions and tests that lean on another test's state.
+test-stress: bootstrap
+	rm -rf build/test-results build/test-artifacts
+	bash tests/stress.sh $(VENV)/bin/pytest $(PYTEST_REPORTS) -m integration -p random_order --random-order-bucket=module
 
 demo: bootstrap
 	bash deploy/demo.sh

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import wait_until
+from tests_support import ARTIFACTS, wait_until
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port, sweep_stale
 
@@ -129,6 +129,54 @@ class Orch:
 
 
 TEST_CLUSTER_PREFIX = "orch-test-cluster-"
+# A cluster comes up in 5-15 s on this 2-core VM (more under `make test-stress`); its
+# set-up has its own bound so a hang there is named as such, not as the test's timeout.
+CLUSTER_UP_TIMEOUT = 180.0
+# Each kept log is cut to its last bytes: enough to see the end, bounded on disk.
+KEPT_LOG_BYTES = 2 << 20
+_failed_modules: dict[str, list[str]] = {}
+_kept: list[Path] = []
+
+
+async def _bounded(coro: Any, timeout: float, what: str) -> Any:
+    try:
+        async with asyncio.timeout(timeout):
+            return await coro
+    except TimeoutError:
+        pytest.fail(f"{what} took longer than {timeout:g}s", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Remember which tests failed, per module, so module fixtures can keep their logs."""
+    report = yield
+    if report.failed:
+        _failed_modules.setdefault(item.module.__name__, []).append(item.nodeid)
+    return report
+
+
+def keep_logs_if_failed(node: pytest.Item | pytest.Collector, logs: Path) -> None:
+    """Copy ``logs`` (a cluster's managers, agents, etcd, registry) to the artifacts dir
+    when a test of ``node``'s module failed: the cluster's state dir is removed next."""
+    module = getattr(node, "module", None)
+    failed = _failed_modules.get(module.__name__ if module else "", [])
+    if not failed or not logs.is_dir():
+        return
+    dest = ARTIFACTS / module.__name__.rpartition(".")[2] / logs.parent.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in sorted(logs.glob("*.log")):
+        with log.open("rb") as src:
+            src.seek(max(0, log.stat().st_size - KEPT_LOG_BYTES))
+            (dest / log.name).write_bytes(src.read())
+    (dest / "FAILED").write_text("".join(f"{nodeid}\n" for nodeid in failed))
+    _kept.append(dest)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _kept:
+        terminalreporter.section("logs of failing integration tests")
+        for dest in _kept:
+            terminalreporter.write_line(f"kept: {dest}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -164,9 +212,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     )
     c = LocalCluster(settings)
     try:
-        asyncio.run(c.up())
+        asyncio.run(_bounded(c.up(), CLUSTER_UP_TIMEOUT, f"local cluster up ({nodes} nodes)"))
         yield c
     finally:
+        keep_logs_if_failed(request.node, state / "logs")
         try:
             asyncio.run(down(state))
         except Exception as exc:

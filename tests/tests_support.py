@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import secrets
 import socket
 import string
@@ -14,10 +15,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from dnslib import QTYPE, DNSRecord
+
+# Where tests keep what explains a failure (a failing module's cluster logs, a chaos run's
+# fault log): make test prints the paths, .ci/run tails them.
+ARTIFACTS = Path(
+    os.environ.get(
+        "ORCH_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "build/test-artifacts"
+    )
+)
 
 
 def wait_until(

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 
 import pytest
+from tests_support import ARTIFACTS
 
 from orch.localcluster.chaos import Chaos, ChaosReport, ChaosSettings
 from orch.overlay.netns import create_netns, delete_netns
@@ -27,23 +29,46 @@ CLUSTER_MANAGERS = 2
 CLUSTER_ETCD_MEMBERS = 3
 
 
-def test_cluster_settles_whole_after_random_faults(cluster) -> None:
-    seed = os.environ.get("CHAOS_SEED")
-    settings = ChaosSettings(duration=20.0, seed=int(seed) if seed else None)
+# 20 s of faults, up to 60 s to settle, the services' start and removal: the test's own
+# bound; the cluster's set-up has its own (tests/conftest.py CLUSTER_UP_TIMEOUT).
+@pytest.mark.timeout(240, func_only=True)
+def test_cluster_settles_whole_after_random_faults(cluster, capsys) -> None:
+    seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 30))
+    with capsys.disabled():  # on the terminal before the first fault, whatever happens next
+        print(f"\nchaos seed {seed} (CHAOS_SEED={seed} replays this fault sequence)", flush=True)
+    settings = ChaosSettings(duration=20.0, seed=seed)
+    started: list[Chaos] = []
 
     async def run() -> tuple[ChaosReport, list[str]]:
         async with Chaos(cluster, settings) as chaos:
+            started.append(chaos)
             try:
                 return await chaos.run(), await leftover_seen(chaos, cluster)
             finally:
                 await chaos.remove_services()
 
-    report, seen = asyncio.run(run())
+    try:
+        report, seen = asyncio.run(run())
+    except BaseException:
+        keep_fault_log(started[0].report if started else None)
+        raise
     summary = json.dumps(report.__dict__, indent=1)
+    if report.violations:
+        keep_fault_log(report)
     assert report.faults, "no fault was injected"
     assert not report.violations, f"the cluster did not settle (seed {report.seed}):\n{summary}"
     print(summary)
     assert any("chaosstray" in line for line in seen), f"a stray netns went unnoticed: {seen}"
+
+
+def keep_fault_log(report: ChaosReport | None) -> None:
+    """The faults injected so far, beside the cluster's kept logs, and in the test output."""
+    if report is None:
+        return
+    text = json.dumps(report.__dict__, indent=1)
+    print(f"chaos report (seed {report.seed}):\n{text}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"chaos-{report.seed}.json").write_text(text)
 
 
 async def leftover_seen(chaos: Chaos, cluster) -> list[str]:

@@ -7,7 +7,7 @@
 - The secret is 128 random bits in base 36 (25 characters). The worker and the manager
   token differ only in their secret; which secret matches decides the role.
 
-Base 36 rather than hex: the token stays short enough to paste (86 characters) and reads
+Base 36 rather than hex: the token stays short enough to paste (83 characters) and reads
 like swarmkit's, whose operators know the shape.
 """
 

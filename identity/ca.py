@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -315,7 +314,3 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
-
-
-def same_certs(a: Sequence[x509.Certificate], b: Sequence[x509.Certificate]) -> bool:
-    return [c.fingerprint(_HASH()) for c in a] == [c.fingerprint(_HASH()) for c in b]

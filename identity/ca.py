@@ -99,11 +99,12 @@ def _ca_extensions(
     builder: x509.CertificateBuilder,
     subject_key: ec.EllipticCurvePublicKey,
     issuer_key: ec.EllipticCurvePublicKey,
+    path_length: int,
 ) -> x509.CertificateBuilder:
-    # path_length=1: one CA certificate may stand between a root and the leaves, which is
-    # exactly the cross-signed one of a rotation; no deeper hierarchy is ever made.
     return (
-        builder.add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=path_length), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -145,7 +146,9 @@ def create_root_ca(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + validity)
     )
-    builder = _ca_extensions(builder, key.public_key(), key.public_key())
+    # path_length=1: one CA certificate may stand between a root and the leaves, which is
+    # exactly the cross-signed one of a rotation; no deeper hierarchy is ever made.
+    builder = _ca_extensions(builder, key.public_key(), key.public_key(), path_length=1)
     return CertificateAuthority(cluster_id, builder.sign(key, _HASH()), key)
 
 
@@ -165,7 +168,8 @@ def cross_sign(root: x509.Certificate, issuer: CertificateAuthority) -> x509.Cer
         .not_valid_before(root.not_valid_before_utc)
         .not_valid_after(not_after)
     )
-    builder = _ca_extensions(builder, public, issuer.key.public_key())
+    # path_length=0: below the cross-signed certificate come leaves only.
+    builder = _ca_extensions(builder, public, issuer.key.public_key(), path_length=0)
     return builder.sign(issuer.key, _HASH())
 
 

@@ -32,7 +32,8 @@ def test_the_cross_signed_certificate_is_the_new_root_certified_by_the_old(old) 
     assert cross.subject == new.subject and cross.issuer == old.cert.subject
     assert cross.public_key() == new.public_key()
     assert pki.issued_by(cross, old.cert) and not pki.issued_by(cross, new)
-    assert cross.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    constraints = cross.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca and constraints.path_length == 0
     assert cross.not_valid_after_utc <= old.cert.not_valid_after_utc
     assert plan.trust_bundle == (old.cert, new)
     assert plan.signing_ca.chain == (cross,) and plan.signing_ca.key is plan.new_root.key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,14 +31,23 @@ FILE_MODE = 0o600
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner can enter; made (with parents) if missing.
-    An existing one that others can read or enter is refused, not fixed: something else
-    chose that mode and may depend on it, or has already looked inside."""
+    """``path`` as a directory only its owner can enter; made (with parents) if missing."""
     path = Path(path)
     if not path.exists():
         path.mkdir(mode=DIR_MODE, parents=True)
         os.chmod(path, DIR_MODE)  # mkdir's mode is cut by the umask; this is not
-    st = path.stat()
+    return check_private_dir(path)
+
+
+def check_private_dir(path: Path) -> Path:
+    """``path`` if it is a directory only its owner can enter. One that others can read or
+    enter is refused, not fixed: something else chose that mode and may depend on it, or
+    has already looked inside."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise IdentityError(f"{path} is missing: this node has no TLS identity yet") from None
     if not stat.S_ISDIR(st.st_mode):
         raise IdentityError(f"{path} should be a directory for TLS material but is not")
     if st.st_mode & 0o077:
@@ -51,16 +61,16 @@ def ensure_private_dir(path: Path) -> Path:
 def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600 from its first byte."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a leftover of a crashed write of this process id
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    # mkstemp: a fresh name (O_EXCL) beside the target, so the rename stays in one file
+    # system and two writers never share a temp file; created 0600, never wider.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)  # O_CREAT's mode is cut by the umask; keep it exact
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -124,7 +134,9 @@ def save_node_material(directory: Path, material: NodeMaterial) -> None:
 
 
 def load_node_material(directory: Path) -> NodeMaterial:
-    directory = ensure_private_dir(directory)
+    """The material ``save_node_material`` wrote, checked: modes, owner, key and
+    certificate of one pair. Creates nothing."""
+    directory = check_private_dir(directory)
     key_path = directory / KEY_FILE
     try:
         key = serialization.load_pem_private_key(read_private_file(key_path), password=None)

@@ -229,6 +229,11 @@ async def test_during_a_ca_rotation_old_and_new_nodes_talk(
         assert (await who(port, client_creds(old_roots, old_node)))["role"] == "worker"
         assert (await who(port, client_creds(old_roots, new_node)))["role"] == "worker"
         assert (await who(port, client_creds(bundle, new_node)))["role"] == "worker"
+    # A manager that has not loaded the bundle yet still accepts a renewed node: the node
+    # sends the cross-signed certificate after its leaf.
+    lagging = issue(cluster, pki.Role.MANAGER)
+    async with serve(mtls_server(lagging, old_roots), Whoami(cluster.cluster_id)) as port:
+        assert (await who(port, client_creds(bundle, new_node)))["role"] == "worker"
     # A manager that trusts only the new root (the rotation finished) refuses old leaves.
     finished = issue(plan.new_root, pki.Role.MANAGER)
     new_roots = pki.cert_pem(plan.new_root.cert)

@@ -91,6 +91,10 @@ def test_a_file_where_the_directory_should_be_is_refused(tmp_path: Path) -> None
 def test_missing_material_says_the_node_has_no_identity(tmp_path: Path) -> None:
     with pytest.raises(IdentityError, match="missing: this node has no TLS identity yet"):
         load_node_material(tmp_path / "tls")
+    assert not (tmp_path / "tls").exists()  # reading creates nothing
+    (tmp_path / "tls").mkdir(mode=0o700)
+    with pytest.raises(IdentityError, match=r"node\.key is missing"):
+        load_node_material(tmp_path / "tls")
 
 
 def test_a_certificate_of_another_key_is_refused(tmp_path: Path) -> None:

@@ -82,6 +82,35 @@ class CertificateAuthority:
         """The certificates a holder of ``leaf`` presents in a TLS handshake."""
         return [leaf, *self.chain]
 
+    def to_pem(self) -> tuple[bytes, bytes, bytes]:
+        """(certificate, private key, chain) as PEM: what the managers keep in the store."""
+        return cert_pem(self.cert), key_pem(self.key), cert_pem(*self.chain)
+
+    @classmethod
+    def from_pem(cls, cert: bytes, key: bytes, chain: bytes = b"") -> CertificateAuthority:
+        """The CA ``to_pem`` wrote, checked: a CA certificate of this key, whose O is a
+        cluster id, and a chain of CA certificates for the same key (a rotation's)."""
+        root = load_certs(cert, what="the CA certificate")[0]
+        try:
+            private = serialization.load_pem_private_key(key, password=None)
+        except (ValueError, TypeError) as exc:
+            raise IdentityError(f"the CA key is not an unencrypted PEM key: {exc}") from exc
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or root.public_key() != (
+            private.public_key()
+        ):
+            raise IdentityError("the CA key is not the key of the CA certificate")
+        constraints = root.extensions.get_extension_for_class(x509.BasicConstraints).value
+        orgs = root.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        if not constraints.ca or len(orgs) != 1 or not is_id(str(orgs[0].value)):
+            raise IdentityError(
+                f"{root.subject.rfc4514_string()} is not an orch CA certificate "
+                "(a CA whose O is the cluster id)"
+            )
+        extra = tuple(load_certs(chain, what="the CA chain")) if chain.strip() else ()
+        if any(c.public_key() != root.public_key() for c in extra):
+            raise IdentityError("the CA chain holds a certificate of another key")
+        return cls(str(orgs[0].value), root, private, extra)
+
 
 def _root_name(cluster_id: str, key: ec.EllipticCurvePrivateKey) -> x509.Name:
     # Each root gets its own CN (a tag of its key id): during a rotation the old and the
@@ -134,6 +163,8 @@ def create_root_ca(
 ) -> CertificateAuthority:
     """A new cluster: a new cluster id (unless given) and its self-signed root."""
     cluster_id = cluster_id or new_id()
+    if not is_id(cluster_id):
+        raise IdentityError(f"cluster id {cluster_id!r} is not a 25-character base-36 id")
     now = now or utcnow()
     key = new_private_key()
     name = _root_name(cluster_id, key)

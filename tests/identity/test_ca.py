@@ -12,6 +12,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orch.errors import IdentityError, OrchError
 from orch.identity import ca as pki
+from orch.identity.rotation import start_rotation
 
 from .pki import issue
 
@@ -166,3 +167,34 @@ def test_ids_are_25_base36_characters() -> None:
     ids = {pki.new_id() for _ in range(50)}
     assert len(ids) == 50 and all(pki.is_id(i) for i in ids)
     assert not pki.is_id("A" * 25) and not pki.is_id("a" * 24)
+
+
+def test_a_cluster_id_must_be_an_id() -> None:
+    with pytest.raises(IdentityError, match="cluster id 'prod' is not"):
+        pki.create_root_ca("prod")
+
+
+def test_the_ca_round_trips_through_pem(root: pki.CertificateAuthority) -> None:
+    back = pki.CertificateAuthority.from_pem(*root.to_pem())
+    assert back.cluster_id == root.cluster_id and back.cert == root.cert and back.chain == ()
+    assert back.key.private_numbers() == root.key.private_numbers()
+
+
+def test_a_rotation_ca_round_trips_with_its_chain(root: pki.CertificateAuthority) -> None:
+    signing = start_rotation(root).signing_ca
+    back = pki.CertificateAuthority.from_pem(*signing.to_pem())
+    assert back.chain == signing.chain and back.cert == signing.cert
+
+
+def test_a_ca_from_pem_is_checked(root: pki.CertificateAuthority) -> None:
+    cert, key, _ = root.to_pem()
+    other_cert, other_key, _ = pki.create_root_ca().to_pem()
+    with pytest.raises(IdentityError, match="not the key of the CA certificate"):
+        pki.CertificateAuthority.from_pem(cert, other_key)
+    with pytest.raises(IdentityError, match="not an unencrypted PEM key"):
+        pki.CertificateAuthority.from_pem(cert, b"nope")
+    with pytest.raises(IdentityError, match="another key"):
+        pki.CertificateAuthority.from_pem(cert, key, other_cert)
+    leaf = issue(root)
+    with pytest.raises(IdentityError, match="is not an orch CA certificate"):
+        pki.CertificateAuthority.from_pem(pki.cert_pem(leaf.cert), leaf.key_pem)

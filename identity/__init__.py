@@ -18,7 +18,7 @@ from orch.identity.ca import (
     new_private_key,
 )
 from orch.identity.errors import CAPinMismatchError, CertificateDeniedError, TokenError
-from orch.identity.lifecycle import DenyList, renewal_delay, renewal_time
+from orch.identity.lifecycle import DenyList, renew_certificate, renewal_delay, renewal_time
 from orch.identity.material import NodeMaterial, load_node_material, save_node_material
 from orch.identity.peer import (
     NodeIdentity,
@@ -64,6 +64,7 @@ __all__ = [
     "parse_join_token",
     "pending_nodes",
     "pin_root_ca",
+    "renew_certificate",
     "renewal_delay",
     "renewal_time",
     "role_for_token",

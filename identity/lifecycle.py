@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
+from orch.errors import IdentityError
+from orch.identity.ca import NODE_VALIDITY, CertificateAuthority, issue_certificate
 from orch.identity.errors import CertificateDeniedError
 from orch.identity.peer import NodeIdentity
 
@@ -35,6 +37,26 @@ def renewal_delay(
     node that was down through its renewal window renews at once)."""
     when = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc, rng=rng)
     return max(when - now, timedelta(0))
+
+
+def renew_certificate(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    peer: NodeIdentity,
+    *,
+    validity: timedelta = NODE_VALIDITY,
+    now: datetime | None = None,
+) -> x509.Certificate:
+    """A new certificate for the node on the other end of a verified mTLS channel: node id
+    and role come from ``peer`` (its current certificate), never from the request, so a
+    renewal cannot change who a node is; the key may be new."""
+    if peer.cluster_id != ca.cluster_id:
+        raise IdentityError(
+            f"node {peer.node_id} is of cluster {peer.cluster_id}, this CA of {ca.cluster_id}"
+        )
+    return issue_certificate(
+        ca, csr, node_id=peer.node_id, role=peer.role, validity=validity, now=now
+    )
 
 
 @dataclass(frozen=True)

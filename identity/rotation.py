@@ -12,7 +12,9 @@
    certificates still come from the old key.
 3. ``finish_rotation`` once none is pending: the new root alone is the CA, the
    cross-signed certificate is no longer sent, the trust is the new root only, and the
-   join tokens are re-pinned to it (tokens.retarget_join_tokens).
+   join tokens are made anew for it (tokens.new_join_tokens). New secrets, not only the
+   new digest: the digest is public, so keeping the secrets would let anyone holding an
+   old token rebuild a valid new one, and every holder needs the new string anyway.
 
 Aborting is dropping the plan before step 3: the old CA never stopped being trusted.
 Starting again during a rotation starts from the plan's *old* CA, the one every node still

@@ -104,16 +104,6 @@ def rotate_join_token(tokens: JoinTokens, role: Role) -> JoinTokens:
     return replace(tokens, **{Role(role).value: fresh})
 
 
-def retarget_join_tokens(tokens: JoinTokens, root: x509.Certificate) -> JoinTokens:
-    """The tokens pinning ``root`` (the end of a CA rotation), secrets kept: the tokens
-    printed before the rotation are refused because they pin the retired root."""
-    digest = ca_digest(root)
-    return JoinTokens(
-        worker=JoinToken(digest, tokens.worker.secret),
-        manager=JoinToken(digest, tokens.manager.secret),
-    )
-
-
 def parse_join_token(text: str) -> JoinToken:
     """A token as typed or pasted (surrounding white space is dropped).
 

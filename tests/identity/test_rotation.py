@@ -10,7 +10,7 @@ from cryptography import x509
 from orch.errors import IdentityError
 from orch.identity import ca as pki
 from orch.identity import tokens
-from orch.identity.errors import TokenError
+from orch.identity.errors import CAPinMismatchError, TokenError
 from orch.identity.peer import verify_chain
 from orch.identity.rotation import finish_rotation, pending_nodes, start_rotation
 
@@ -82,7 +82,7 @@ def test_the_rotation_finishes_only_when_every_node_renewed(old) -> None:
         verify_chain(issue(old, now=NOW).chain, [new.cert], now=LATER)
 
 
-def test_tokens_move_to_the_new_root_when_the_rotation_finishes(old) -> None:
+def test_tokens_are_made_anew_when_the_rotation_finishes(old) -> None:
     printed = tokens.new_join_tokens(old.cert)
     plan = start_rotation(old, now=LATER)
     # During the rotation the tokens still pin the old root, which is still served.
@@ -90,10 +90,17 @@ def test_tokens_move_to_the_new_root_when_the_rotation_finishes(old) -> None:
     bundle = pki.cert_pem(*plan.trust_bundle)
     assert tokens.pin_root_ca(bundle, printed.worker) == old.cert
     new = finish_rotation(plan, {})
-    current = tokens.retarget_join_tokens(printed, new.cert)
+    current = tokens.new_join_tokens(new.cert)
     with pytest.raises(TokenError, match="before a CA rotation"):
         tokens.role_for_token(str(printed.worker), current)
+    # An old secret under the new (public) digest is no token either.
+    rebuilt = tokens.JoinToken(current.worker.ca_digest, printed.worker.secret)
+    with pytest.raises(TokenError, match="not valid"):
+        tokens.role_for_token(str(rebuilt), current)
+    assert tokens.role_for_token(str(current.manager), current) is pki.Role.MANAGER
     assert tokens.pin_root_ca(pki.cert_pem(new.cert), current.manager) == new.cert
+    with pytest.raises(CAPinMismatchError):
+        tokens.pin_root_ca(pki.cert_pem(new.cert), printed.manager)
 
 
 def test_restarting_a_rotation_starts_again_from_the_old_ca(old) -> None:

@@ -129,16 +129,6 @@ def test_validating_any_text_raises_nothing_but_token_error(text: str) -> None:
         tokens.role_for_token(text, pair)
 
 
-def test_retargeted_tokens_keep_their_secrets_and_pin_the_new_root() -> None:
-    pair = tokens.new_join_tokens(ROOT.cert)
-    moved = tokens.retarget_join_tokens(pair, OTHER.cert)
-    assert moved.worker.secret == pair.worker.secret
-    assert moved.manager.ca_digest == tokens.ca_digest(OTHER.cert)
-    with pytest.raises(TokenError, match="pins another CA"):
-        tokens.role_for_token(str(pair.worker), moved)
-    assert tokens.role_for_token(str(moved.manager), moved) is pki.Role.MANAGER
-
-
 # --- CA pinning ------------------------------------------------------------------------
 
 

@@ -133,7 +133,9 @@ def test_a_csr_whose_signature_does_not_verify_is_refused(root: pki.CertificateA
     [ec.generate_private_key(ec.SECP384R1()), rsa.generate_private_key(65537, 2048)],
     ids=["p384", "rsa"],
 )
-def test_only_p256_keys_are_certified(root: pki.CertificateAuthority, key) -> None:
+def test_only_p256_keys_are_certified(
+    root: pki.CertificateAuthority, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+) -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))

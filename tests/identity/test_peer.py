@@ -98,7 +98,9 @@ def test_a_certificate_of_another_cluster_is_refused_when_asked() -> None:
     ],
     ids=["no-ou", "two-ou", "unknown-role", "bad-cn"],
 )
-def test_certificates_orch_would_not_write_are_refused(attrs, expected: str) -> None:
+def test_certificates_orch_would_not_write_are_refused(
+    attrs: list[tuple[x509.ObjectIdentifier, str]], expected: str
+) -> None:
     cert = _signed_with_subject([x509.NameAttribute(oid, v) for oid, v in attrs])
     with pytest.raises(IdentityError, match=expected):
         identity_from_certificate(cert)

@@ -25,7 +25,9 @@ def old() -> pki.CertificateAuthority:
     return pki.create_root_ca(now=NOW)
 
 
-def test_the_cross_signed_certificate_is_the_new_root_certified_by_the_old(old) -> None:
+def test_the_cross_signed_certificate_is_the_new_root_certified_by_the_old(
+    old: pki.CertificateAuthority,
+) -> None:
     plan = start_rotation(old, now=LATER)
     cross, new = plan.cross_signed, plan.new_root.cert
     assert plan.new_root.cluster_id == old.cluster_id
@@ -39,7 +41,7 @@ def test_the_cross_signed_certificate_is_the_new_root_certified_by_the_old(old) 
     assert plan.signing_ca.chain == (cross,) and plan.signing_ca.key is plan.new_root.key
 
 
-def test_new_leaves_verify_for_nodes_on_either_root(old) -> None:
+def test_new_leaves_verify_for_nodes_on_either_root(old: pki.CertificateAuthority) -> None:
     plan = start_rotation(old, now=LATER)
     leaf = issue(plan.signing_ca, now=LATER)
     assert leaf.chain == [leaf.cert, plan.cross_signed]
@@ -53,7 +55,9 @@ def test_new_leaves_verify_for_nodes_on_either_root(old) -> None:
         verify_chain([leaf.cert], [old.cert], now=LATER)
 
 
-def test_the_managers_trust_bundle_accepts_old_and_new_leaves(old) -> None:
+def test_the_managers_trust_bundle_accepts_old_and_new_leaves(
+    old: pki.CertificateAuthority,
+) -> None:
     before = issue(old, now=NOW)
     plan = start_rotation(old, now=LATER)
     after = issue(plan.signing_ca, now=LATER)
@@ -61,7 +65,7 @@ def test_the_managers_trust_bundle_accepts_old_and_new_leaves(old) -> None:
         verify_chain(holder.chain, list(plan.trust_bundle), now=LATER)
 
 
-def test_the_rotation_finishes_only_when_every_node_renewed(old) -> None:
+def test_the_rotation_finishes_only_when_every_node_renewed(old: pki.CertificateAuthority) -> None:
     nodes = {pki.new_id(): issue(old, now=NOW).cert for _ in range(3)}
     plan = start_rotation(old, now=LATER)
     assert pending_nodes(plan, nodes) == sorted(nodes)
@@ -82,7 +86,7 @@ def test_the_rotation_finishes_only_when_every_node_renewed(old) -> None:
         verify_chain(issue(old, now=NOW).chain, [new.cert], now=LATER)
 
 
-def test_tokens_are_made_anew_when_the_rotation_finishes(old) -> None:
+def test_tokens_are_made_anew_when_the_rotation_finishes(old: pki.CertificateAuthority) -> None:
     printed = tokens.new_join_tokens(old.cert)
     plan = start_rotation(old, now=LATER)
     # During the rotation the tokens still pin the old root, which is still served.
@@ -103,7 +107,7 @@ def test_tokens_are_made_anew_when_the_rotation_finishes(old) -> None:
         tokens.pin_root_ca(pki.cert_pem(new.cert), printed.manager)
 
 
-def test_restarting_a_rotation_starts_again_from_the_old_ca(old) -> None:
+def test_restarting_a_rotation_starts_again_from_the_old_ca(old: pki.CertificateAuthority) -> None:
     first = start_rotation(old, now=LATER)
     second = start_rotation(first.old, now=LATER)
     assert second.new_root.cert != first.new_root.cert

@@ -9,7 +9,8 @@ clear line and a developer still has the cause.
     ├── StoreError           etcd unreachable or failing
     ├── ImageError           an image could not be pulled or unpacked
     ├── ContainerError       the OCI runtime failed (create, start, kill, delete)
-    └── NetworkError         a netns, link, address or route could not be set up
+    ├── NetworkError         a netns, link, address or route could not be set up
+    └── IdentityError        a join token, certificate, CA pin or key file was refused
 """
 
 from __future__ import annotations
@@ -49,3 +50,8 @@ class ContainerError(OrchError):
 
 class NetworkError(OrchError):
     pass
+
+
+class IdentityError(OrchError):
+    """A join token, certificate, CA pin or key file was refused; orch.identity has the
+    subclasses a caller tells apart (a bad token, a CA that is not the pinned one, ...)."""

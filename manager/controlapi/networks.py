@@ -164,12 +164,7 @@ def joined_guards(
 ) -> list[Op]:
     """Guards that the existing networks the services join are still there at commit (a
     concurrent RemoveNetwork would otherwise leave services on a missing network)."""
-    names = {
-        n.target
-        for s in services
-        for n in s.networks
-        if n.target not in ipam.BUILTIN_NETWORKS and n.target not in created
-    }
+    names = {n for s in services for n in model.cluster_networks(s) if n not in created}
     guards: list[Op] = []
     for name in sorted(names):
         current = view.get(Kind.NETWORK, name)

@@ -334,14 +334,13 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self, nets: list[specs_pb2.NetworkSpec], services: list[specs_pb2.ServiceSpec]
     ) -> list[str]:
         known = {n.name for n in nets} | {v.obj.spec.name for v in self._view.items(Kind.NETWORK)}
-        builtin = {"bridge", "host", "none"}
         problems = []
         for i, spec in enumerate(services):
             for j, net in enumerate(spec.networks):
-                if net.target not in builtin | known:
+                if net.target not in model.BUILTIN_NETWORKS and net.target not in known:
                     problems.append(
                         f"services[{i}] ({spec.name}): networks[{j}]: no network named "
-                        f"{net.target!r} (accepted: bridge, host, none, or a network in this "
+                        f"{net.target!r} (accepted: {', '.join(model.BUILTIN_NETWORKS)}, or a network in this "
                         "apply or already created)"
                     )
         return problems

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orch import model
-from orch.errors import ConflictError, NotFoundError, ValidationError
+from orch.errors import NotFoundError, PreconditionError, ValidationError
 from orch.manager.allocator import ipam
 from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified
 from orch.manager.state.view import ClusterView
@@ -34,8 +34,8 @@ from orch.proto import control_pb2, objects_pb2, specs_pb2
 DEFAULT_DRIVER = "overlay"
 
 
-class InUseError(ConflictError):
-    """The object is still used by others (a network by services); FAILED_PRECONDITION."""
+class InUseError(PreconditionError):
+    """The object is still used by others (a network by services)."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ proto-check:
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layering contracts in pyproject.toml
 
 test: bootstrap
 	$(MAKE) proto-check

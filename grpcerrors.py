@@ -24,21 +24,15 @@ from typing import NoReturn
 import grpc
 import grpc.aio
 
-from orch.errors import (
-    ConflictError,
-    NotFoundError,
-    OrchError,
-    PreconditionError,
-    StoreError,
-    ValidationError,
-)
+from orch import errors
 
-CODES: tuple[tuple[type[OrchError], grpc.StatusCode], ...] = (
-    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),  # before ConflictError, its base
-    (ConflictError, grpc.StatusCode.ABORTED),
-    (StoreError, grpc.StatusCode.UNAVAILABLE),
+CODES: tuple[tuple[type[errors.OrchError], grpc.StatusCode], ...] = (
+    (errors.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    # before ConflictError, its base
+    (errors.PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ConflictError, grpc.StatusCode.ABORTED),
+    (errors.StoreError, grpc.StatusCode.UNAVAILABLE),
 )
 """Each orch error kind and its status code, subclasses first (the first match wins).
 Any other OrchError leaves a server as INTERNAL."""
@@ -58,7 +52,7 @@ class Status:
     trailing_metadata: tuple[tuple[str, str], ...] = ()
 
 
-def store_unavailable_message(exc: StoreError) -> str:
+def store_unavailable_message(exc: errors.StoreError) -> str:
     """The one line a user reads when etcd could not take or confirm a request."""
     return (
         f"the cluster store (etcd) is unavailable ({exc}): no quorum, or no member "
@@ -66,9 +60,9 @@ def store_unavailable_message(exc: StoreError) -> str:
     )
 
 
-def status_of(exc: OrchError) -> Status:
+def status_of(exc: errors.OrchError) -> Status:
     """The status a server answers ``exc`` with."""
-    if isinstance(exc, StoreError):
+    if isinstance(exc, errors.StoreError):
         return Status(
             grpc.StatusCode.UNAVAILABLE, store_unavailable_message(exc), (STORE_UNAVAILABLE,)
         )
@@ -76,7 +70,7 @@ def status_of(exc: OrchError) -> Status:
     return Status(code, str(exc))
 
 
-async def abort(context: grpc.aio.ServicerContext, exc: OrchError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, exc: errors.OrchError) -> NoReturn:
     """End the call with the status of ``exc``."""
     status = status_of(exc)
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
@@ -90,17 +84,17 @@ def code_of(exc: grpc.RpcError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def error_of(exc: grpc.RpcError) -> OrchError | None:
+def error_of(exc: grpc.RpcError) -> errors.OrchError | None:
     """The orch error a failed call reports, carrying the server's message as sent; None
     when its status is not one of orch's (see the module docstring)."""
     if not isinstance(exc, grpc.Call | grpc.aio.AioRpcError):
         return None
     code, details = exc.code(), exc.details() or ""
     kind = _KINDS.get(code)
-    if kind is StoreError and not _marked(exc):
+    if kind is errors.StoreError and not _marked(exc):
         return None  # the manager itself is unavailable, not etcd
-    if kind is ValidationError:
-        return ValidationError(details.splitlines() or ["invalid argument"])
+    if kind is errors.ValidationError:
+        return errors.ValidationError(details.splitlines() or ["invalid argument"])
     if kind is None:
         return None
     return kind(details or code.name.lower())

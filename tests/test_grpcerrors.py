@@ -10,16 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
+from tests_support import control_server
 
-from orch import grpcerrors
-from orch.errors import (
-    ConflictError,
-    NotFoundError,
-    OrchError,
-    PreconditionError,
-    StoreError,
-    ValidationError,
-)
+from orch import errors, grpcerrors
 from orch.proto import control_pb2, control_pb2_grpc
 
 
@@ -27,7 +20,7 @@ class Failing(control_pb2_grpc.ControlServicer):
     """GetService fails with the error it is given (None: a plain UNAVAILABLE)."""
 
     def __init__(self) -> None:
-        self.error: OrchError | None = None
+        self.error: errors.OrchError | None = None
 
     async def GetService(self, request: Any, context: Any) -> Any:
         if self.error is None:
@@ -38,14 +31,8 @@ class Failing(control_pb2_grpc.ControlServicer):
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Failing, str]]:
     servicer = Failing()
-    srv = grpc.aio.server()
-    control_pb2_grpc.add_ControlServicer_to_server(servicer, srv)
-    port = srv.add_insecure_port("127.0.0.1:0")
-    await srv.start()
-    try:
-        yield servicer, f"127.0.0.1:{port}"
-    finally:
-        await srv.stop(0)
+    async with control_server(servicer) as address:
+        yield servicer, address
 
 
 async def aio_failure(address: str) -> grpc.aio.AioRpcError:
@@ -63,17 +50,17 @@ def sync_failure(address: str) -> grpc.RpcError:
 
 
 KINDS = [
-    (ValidationError(["a: bad", "b: worse"]), grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError("no such service: web"), grpc.StatusCode.NOT_FOUND),
-    (PreconditionError("network front is used by web"), grpc.StatusCode.FAILED_PRECONDITION),
-    (ConflictError("lost a race"), grpc.StatusCode.ABORTED),
-    (StoreError("etcd txn: no answer within 5s"), grpc.StatusCode.UNAVAILABLE),
+    (errors.ValidationError(["a: bad", "b: worse"]), grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFoundError("no such service: web"), grpc.StatusCode.NOT_FOUND),
+    (errors.PreconditionError("network front is used by web"), grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ConflictError("lost a race"), grpc.StatusCode.ABORTED),
+    (errors.StoreError("etcd txn: no answer within 5s"), grpc.StatusCode.UNAVAILABLE),
 ]
 
 
 @pytest.mark.parametrize(("error", "code"), KINDS, ids=lambda v: type(v).__name__)
 async def test_each_kind_crosses_as_its_code_and_comes_back_the_same(
-    server: tuple[Failing, str], error: OrchError, code: grpc.StatusCode
+    server: tuple[Failing, str], error: errors.OrchError, code: grpc.StatusCode
 ) -> None:
     servicer, address = server
     servicer.error = error
@@ -85,23 +72,23 @@ async def test_each_kind_crosses_as_its_code_and_comes_back_the_same(
 
 
 def test_subclasses_take_their_bases_code_and_others_are_internal() -> None:
-    class InUse(PreconditionError):
+    class InUse(errors.PreconditionError):
         pass
 
     assert grpcerrors.status_of(InUse("x")).code == grpc.StatusCode.FAILED_PRECONDITION
-    assert grpcerrors.status_of(OrchError("x")).code == grpc.StatusCode.INTERNAL
+    assert grpcerrors.status_of(errors.OrchError("x")).code == grpc.StatusCode.INTERNAL
 
 
 def test_a_validation_error_keeps_one_problem_per_line() -> None:
-    status = grpcerrors.status_of(ValidationError(["a: bad", "b: worse"]))
+    status = grpcerrors.status_of(errors.ValidationError(["a: bad", "b: worse"]))
     assert status.details == "a: bad\nb: worse"
 
 
 def test_only_the_store_is_marked() -> None:
-    store = grpcerrors.status_of(StoreError("no quorum"))
+    store = grpcerrors.status_of(errors.StoreError("no quorum"))
     assert store.trailing_metadata == (grpcerrors.STORE_UNAVAILABLE,)
     assert "etcd" in store.details and "no quorum" in store.details
-    assert grpcerrors.status_of(NotFoundError("x")).trailing_metadata == ()
+    assert grpcerrors.status_of(errors.NotFoundError("x")).trailing_metadata == ()
 
 
 async def test_an_unmarked_unavailable_is_not_orchs(server: tuple[Failing, str]) -> None:

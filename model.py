@@ -77,8 +77,9 @@ _UNCHECKED = frozenset({types_pb2.HEALTH_UNSPECIFIED, types_pb2.HEALTH_NONE})
 
 
 def is_ready(task: objects_pb2.Task) -> bool:
-    """RUNNING, and HEALTHY when it has a health check: the task serves. The updater waits
-    for it before the next batch; DNS answers with ready tasks that are meant to run."""
+    """RUNNING, and HEALTHY when it has a health check (without one, a task that reports a
+    health at all must report HEALTHY): the task serves. The rolling updater waits for it
+    before the next batch; DNS answers with ready tasks that are meant to run."""
     if task.status.state != types_pb2.RUNNING:
         return False
     health = task.status.health

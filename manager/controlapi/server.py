@@ -6,8 +6,8 @@ write the handler waits until its own view has the new revision, so the next cal
 the same client sees it. A write that loses a race is decided again over the newer view a
 few times (concurrent applies creating networks race for VNIs and subnets). Network
 handling lives in controlapi_networks.py, node handling in controlapi_nodes.py. Errors leave here as gRPC status codes
-(grpcerrors.py) with a message meant for a person (INVALID_ARGUMENT carries one problem per line,
-FAILED_PRECONDITION says who still uses what is to be removed).
+(grpcerrors.py) with a message meant for a person (INVALID_ARGUMENT carries one problem
+per line, FAILED_PRECONDITION says who still uses what is to be removed).
 
 When etcd fails (no quorum, no member reachable) a write fails within the Store's timeout
 (5 s) with UNAVAILABLE, a one-line message that says so, and the trailing metadata
@@ -304,8 +304,8 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 if net.target not in model.BUILTIN_NETWORKS and net.target not in known:
                     problems.append(
                         f"services[{i}] ({spec.name}): networks[{j}]: no network named "
-                        f"{net.target!r} (accepted: {', '.join(model.BUILTIN_NETWORKS)}, or a network in this "
-                        "apply or already created)"
+                        f"{net.target!r} (accepted: {', '.join(model.BUILTIN_NETWORKS)}, or a "
+                        "network in this apply or already created)"
                     )
         return problems
 

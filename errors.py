@@ -7,7 +7,7 @@ status code (``grpcerrors.py``, the one table), so it stays the same kind on the
     ├── ValidationError      bad input: a manifest, a spec, a CLI argument
     ├── NotFoundError        no such service, task or node
     ├── ConflictError        a guarded etcd write lost its race; the caller may retry
-    │   └── PreconditionError    not in the state the request needs (a network in use)
+    │   └── PreconditionError    the state forbids it (a network in use); retry once it changes
     ├── StoreError           etcd unreachable or failing
     ├── ImageError           an image could not be pulled or unpacked
     ├── ContainerError       the OCI runtime failed (create, start, kill, delete)

@@ -11,10 +11,10 @@ host's resolvers, a ``none`` one reaches nobody.
 
 An endpoint is a task holding an address on the network that has not ended. It is
 *answerable* when it is ready (``model.is_ready``: it runs, and is healthy where it has a
-health check) and is meant to run. The
-unanswerable ones are sent too: they tell the agent that the service exists on the
-network, so a name whose tasks are all starting or unhealthy gets an empty answer
-(NOERROR), and only names of services the asker cannot reach at all get NXDOMAIN.
+health check) and is meant to run. The unanswerable ones are sent too: they tell the agent
+that the service exists on the network, so a name whose tasks are all starting or
+unhealthy gets an empty answer (NOERROR), and only names of services the asker cannot
+reach at all get NXDOMAIN.
 
 A node takes part in a network as soon as one of its live tasks *declares* it (the task's
 ``networks``, empty = bridge), before any address is known: the records then travel in

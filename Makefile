@@ -32,6 +32,7 @@ proto-check:
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layering contracts in pyproject.toml
 
 # Every run leaves build/test-results/junit.xml and the 30 slowest durations; a failing
 # integration module keeps its cluster's logs under build/test-artifacts (.ci/run tails them).

@@ -1,11 +1,13 @@
 """orch's exception tree. Errors of the parts orch stands on (grpc, etcd, netlink, runc,
 skopeo) are translated at the boundary with ``raise ... from exc``, so a user sees one
-clear line and a developer still has the cause.
+clear line and a developer still has the cause. Across gRPC, each kind travels as its
+status code (``grpcerrors.py``, the one table), so it stays the same kind on the far side.
 
     OrchError
     ├── ValidationError      bad input: a manifest, a spec, a CLI argument
     ├── NotFoundError        no such service, task or node
     ├── ConflictError        a guarded etcd write lost its race; the caller may retry
+    │   └── PreconditionError    the state forbids it (a network in use); retry once it changes
     ├── StoreError           etcd unreachable or failing
     ├── ImageError           an image could not be pulled or unpacked
     ├── ContainerError       the OCI runtime failed (create, start, kill, delete)
@@ -34,6 +36,12 @@ class NotFoundError(OrchError):
 
 class ConflictError(OrchError):
     pass
+
+
+class PreconditionError(ConflictError):
+    """The object is not in a state the request needs: a network still in use, a rollback
+    without a previous spec, logs of a task that does not run. Retrying helps only once
+    that state changes."""
 
 
 class StoreError(OrchError):

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from orch import model
 from orch.agent.health import CheckConfig, ProbeResult, probe_container
 from orch.agent.taskrunner import ExitResult, Prepared
 from orch.errors import OrchError
@@ -147,16 +148,18 @@ class ContainerEnvironment:
         return ContainerController(task, self)
 
     def resolv_conf_for(self, task: objects_pb2.Task) -> str:
-        return self.host_resolv_conf if networks_of(task) == ["host"] else self.resolv_conf
+        return (
+            self.host_resolv_conf if model.networks_of(task) == [model.HOST] else self.resolv_conf
+        )
 
     async def serve_dns(self, task: objects_pb2.Task) -> None:
         """The task's resolver inside its netns (idempotent). A failure is logged: the
         container still runs, only its name lookups fail."""
-        if self.dns is None or networks_of(task) == ["host"]:
+        if self.dns is None or model.networks_of(task) == [model.HOST]:
             return
         path = netns.netns_path(self.endpoints.netns_name(task.id))
         try:
-            await self.dns.attach(task.id, path, networks_of(task))
+            await self.dns.attach(task.id, path, model.networks_of(task))
         except OrchError as exc:
             log.error("task %s: no DNS resolver: %s", task.id, exc)
 
@@ -176,18 +179,9 @@ class ContainerEnvironment:
             folder.rmdir()
 
 
-BUILTIN_NETWORKS = ("bridge", "host", "none")
-"""Networks whose addresses the agent decides (the rest get theirs from the manager)."""
-
-
-def networks_of(task: objects_pb2.Task) -> list[str]:
-    """The task's networks in order (eth0 first); none listed means the local bridge."""
-    return [n.target for n in task.networks] or ["bridge"]
-
-
 def cluster_attachments(task: objects_pb2.Task) -> dict[str, objects_pb2.NetworkAttachment]:
     """Network -> the allocator's attachment, for the task's non-built-in networks."""
-    wanted = set(networks_of(task)) - set(BUILTIN_NETWORKS)
+    wanted = set(model.cluster_networks(task))
     return {a.network: a for a in task.attachments if a.network in wanted and a.addresses}
 
 
@@ -206,7 +200,7 @@ async def setup_endpoint(endpoints: EndpointManager, task: objects_pb2.Task) -> 
     cluster = cluster_attachments(task)
     return await endpoints.setup(
         task.id,
-        networks_of(task),
+        model.networks_of(task),
         addresses={net: a.addresses[0] for net, a in cluster.items()},
         macs={net: a.mac for net, a in cluster.items() if a.mac},
         ports=ports_of(task),

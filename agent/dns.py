@@ -35,6 +35,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from orch import model
 from orch.agent import dnswire
 from orch.agent.dnsnames import Outcome, RecordTable, Rotator, resolve
 from orch.errors import NetworkError
@@ -143,7 +144,7 @@ class DnsServer:
         """Serve the container ``endpoint_id``: a resolver at 127.0.0.11 inside its netns,
         answering for ``networks`` (its networks in order). Idempotent: a second call only
         updates the networks. NetworkError if the sockets cannot be made."""
-        asker = [n.lower() for n in networks if n not in ("host", "none")]
+        asker = [n.lower() for n in networks if n not in (model.HOST, model.NONE)]
         current = self._containers.get(endpoint_id)
         if current is not None:
             current.asker[:] = asker

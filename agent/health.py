@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orch import model
 from orch.errors import ContainerError
 from orch.overlay.netns import run_in_netns
 from orch.overlay.records import EndpointInfo
@@ -162,7 +163,7 @@ class ProbeTarget:
 
 def probe_target(endpoint: EndpointInfo) -> ProbeTarget:
     """Pure: where to probe a container with network ``endpoint`` (see module docstring)."""
-    if not endpoint.networks or endpoint.networks[0] == "host":
+    if not endpoint.networks or endpoint.networks[0] == model.HOST:
         return ProbeTarget("127.0.0.1")
     first = endpoint.networks[0]
     for attachment in endpoint.attachments:

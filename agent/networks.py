@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterable
 from typing import cast
 
-from orch.agent.containers import BUILTIN_NETWORKS
+from orch import model
 from orch.errors import NetworkError, OrchError
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.links import OverlayNet
@@ -45,7 +45,7 @@ def overlay_of(network: objects_pb2.Network) -> OverlayNetwork:
     name = network_name(network)
     if not name:
         raise NetworkError("a network without a name")
-    if name in BUILTIN_NETWORKS:
+    if name in model.BUILTIN_NETWORKS:
         raise NetworkError(f"network name {name!r} is reserved for the built-in network")
     if not network.vni:
         raise NetworkError(f"network {name} has no VNI")

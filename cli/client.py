@@ -12,9 +12,9 @@ address counts as unreachable when no connection comes up within ``connect_timeo
 when a call fails with UNAVAILABLE (refused, reset, or a manager that says it cannot
 serve); then the next address is tried. Any other error is the manager's answer and is
 not retried elsewhere, since the call may have taken effect. So is an UNAVAILABLE that
-the manager marks as coming from etcd (trailing metadata ``orch-error:
-store-unavailable``): all managers share that etcd, and asking each in turn would only
-multiply the wait (the manager's Store timeout, 5 s) by the number of managers.
+the manager marks as coming from etcd (a StoreError, see grpcerrors.py): all managers
+share that etcd, and asking each in turn would only multiply the wait (the manager's
+Store timeout, 5 s) by the number of managers.
 """
 
 from __future__ import annotations
@@ -26,17 +26,14 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from orch import grpcerrors
 from orch.cli.config import CliSettings
-from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
+from orch.errors import OrchError
 from orch.proto import control_pb2_grpc
 
 T = TypeVar("T")
 
 _DEFAULT = object()  # "use settings.timeout"; None means no deadline
-
-# What manager/controlapi/server.py puts in the trailing metadata of an etcd failure.
-_ERROR_KIND = "orch-error"
-_STORE_UNAVAILABLE = "store-unavailable"
 
 
 class ManagerUnreachableError(OrchError):
@@ -82,29 +79,23 @@ def unavailable_reason(details: str) -> str:
     return details.strip() or "unavailable"
 
 
-def store_unavailable(exc: grpc.RpcError) -> bool:
-    """Whether an error is the manager's report that etcd failed (not the manager)."""
-    if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    return (_ERROR_KIND, _STORE_UNAVAILABLE) in tuple(exc.trailing_metadata() or ())
+def manager_unavailable(exc: grpc.RpcError) -> bool:
+    """The manager itself did not answer (UNAVAILABLE, and not a StoreError: see
+    grpcerrors.py); another manager may."""
+    unavailable = grpcerrors.code_of(exc) == grpc.StatusCode.UNAVAILABLE
+    return unavailable and grpcerrors.error_of(exc) is None
 
 
 def translate_error(
     exc: grpc.RpcError, *, address: str, method: str, timeout: float | None
 ) -> OrchError:
-    """The OrchError for a non-UNAVAILABLE status, carrying the server's details as sent."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    """The OrchError for a failed call: the manager's own error as it sent it, or one line
+    about the call for a status of the connection."""
+    known = grpcerrors.error_of(exc)
+    if known is not None:
+        return known
+    code = grpcerrors.code_of(exc)
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or ""
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFoundError(details or "not found")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return ValidationError(details.splitlines() or ["invalid argument"])
-    if code in (
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    ):
-        return ConflictError(details or code.name.lower())
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         within = f" within {timeout:g}s" if timeout is not None else ""
         return OrchError(f"the manager at {address} did not answer {method}{within}")
@@ -173,7 +164,7 @@ class ControlClient:
             yield from head
             yield from call
         except grpc.RpcError as exc:
-            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if manager_unavailable(exc):
                 reason = unavailable_reason(exc.details() or "")
                 raise OrchError(f"lost the manager at {address} ({reason})") from exc
             raise translate_error(exc, address=address, method=method, timeout=deadline) from exc
@@ -218,9 +209,7 @@ class ControlClient:
         try:
             return invoke(stub)
         except grpc.RpcError as exc:
-            if store_unavailable(exc):
-                raise StoreError(exc.details() or "the cluster store is unavailable") from exc
-            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if manager_unavailable(exc):
                 raise _Unreachable(unavailable_reason(exc.details() or "")) from exc
             raise translate_error(exc, address=address, method=method, timeout=timeout) from exc
 

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orch.errors import OrchError, ValidationError
-
-DEFAULT_STATE_DIR = Path("/var/lib/orch/dev")
-"""Where `orch dev up` keeps a local cluster unless told otherwise."""
+from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
 
 ENV_MANAGER = "ORCH_MANAGER"
 ENV_STATE_DIR = "ORCH_STATE_DIR"
@@ -43,11 +41,6 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     value = env.get(ENV_STATE_DIR, "").strip()
     return Path(value) if value else DEFAULT_STATE_DIR
-
-
-def manager_address_file(state_dir: Path) -> Path:
-    """The file in which a local cluster lists its managers, comma-separated."""
-    return Path(state_dir) / "managers"
 
 
 def parse_addresses(text: str, *, source: str) -> list[str]:

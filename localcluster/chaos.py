@@ -356,9 +356,9 @@ class Chaos:
         out += [f"{hostname}: rootfs mount of {c} is left over" for c in sorted(rootfs - wanted)]
         veths = await _veth_count(host)
         expected = sum(
-            len(t.networks) or 1
+            len(model.networks_of(t))
             for t in tasks
-            if t.id in wanted and not any(n.target in ("host", "none") for n in t.networks)
+            if t.id in wanted and not {model.HOST, model.NONE} & set(model.networks_of(t))
         )
         if veths > expected:
             out.append(f"{hostname}: {veths} veths for {expected} endpoints")
@@ -408,7 +408,7 @@ def _address_problems(tasks) -> list[str]:
             continue
         for att in task.attachments:
             # Built-in bridge addresses are per host; overlay addresses are cluster-wide.
-            scope = task.node_id if att.network == "bridge" else ""
+            scope = task.node_id if att.network == model.BRIDGE else ""
             for address in att.addresses:
                 holders[(scope, att.network, address.split("/")[0])].append(task.id)
     return [

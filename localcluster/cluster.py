@@ -34,9 +34,9 @@ from pathlib import Path
 
 import grpc
 
-from orch.cli.config import manager_address_file
 from orch.errors import OrchError
 from orch.localcluster import etcd, hosts
+from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
 from orch.overlay import names
 from orch.overlay.netns import list_netns
 from orch.overlay.settings import bridge_subnet_for
@@ -49,7 +49,7 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 @dataclass
 class ClusterSettings:
-    state_dir: Path = Path("/var/lib/orch/dev")
+    state_dir: Path = DEFAULT_STATE_DIR
     """Where the cluster keeps everything (etcd data, agents' state, logs, the record)."""
     nodes: int = 3
     """How many hosts, each a netns with one agent."""

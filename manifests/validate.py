@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from google.protobuf.duration_pb2 import Duration
 
+from orch import model
 from orch import placement as placement_rules
 from orch.manifests.problems import Problem, join_index, join_key
 from orch.manifests.units import DURATION_ACCEPTED, cpus_text, format_duration, size_text
@@ -29,8 +30,7 @@ MIN_MEMORY_LIMIT = 4 * 1024 * 1024
 """Docker's floor: below this a container is killed before its process starts."""
 MIN_NANO_CPUS = 10_000_000
 """0.01 CPU: the smallest CFS quota (1ms per 100ms period) a cgroup accepts, for limits."""
-BUILTIN_NETWORKS = ("bridge", "host", "none")
-SOLO_NETWORKS = ("host", "none")
+SOLO_NETWORKS = (model.HOST, model.NONE)
 """Modes that replace the container's network entirely, so they cannot be combined."""
 NETWORK_DRIVERS = ("overlay",)
 PRIVATE_RANGES = tuple(
@@ -126,7 +126,7 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
 def check_network(spec: specs_pb2.NetworkSpec) -> list[Problem]:
     """The problems of a network spec as records, for callers that attach positions."""
     problems = check_name(spec.name, "metadata.name")
-    if spec.name in BUILTIN_NETWORKS:
+    if spec.name in model.BUILTIN_NETWORKS:
         msg = f"{spec.name!r} is a built-in network mode"
         problems.append(Problem("metadata.name", msg, "any other name"))
     problems += _labels(spec.labels, "metadata.labels")

@@ -1,7 +1,7 @@
 """orch.overlay: container networking on one agent.
 
 settings.py   NetworkSettings: prefix, state dir, bridge subnet, MTU, host netns
-names.py      names of netns and links (per-agent prefix), MAC from IP
+names.py      names of netns and links (per-agent prefix)
 netns.py      named netns: create/delete/list (native), run work inside one, ip netns exec
 rtnl.py       a small blocking rtnetlink client (struct-packed link/addr/route messages)
 ipam.py       host-local IPAM: pure Pool + IpamStore (atomic JSON file)

@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import logging
 
+from orch import model
 from orch.errors import NetworkError
 from orch.overlay import names
 from orch.overlay.driver import Attachment
@@ -26,8 +27,6 @@ from orch.overlay.links import HostNet, VethPlug
 from orch.overlay.settings import NetworkSettings
 
 log = logging.getLogger(__name__)
-
-NETWORK = "bridge"
 
 
 class BridgeDriver:
@@ -39,14 +38,14 @@ class BridgeDriver:
         self.settings = settings
         self.net = net
         self.ipam = ipam or IpamStore(
-            settings.network_dir / "ipam" / f"{NETWORK}.json", settings.bridge_subnet
+            settings.network_dir / "ipam" / f"{model.BRIDGE}.json", settings.bridge_subnet
         )
         self._ensure_lock = asyncio.Lock()
         self._ensured = False
 
     @property
     def network(self) -> str:
-        return NETWORK
+        return model.BRIDGE
 
     @property
     def bridge(self) -> str:
@@ -76,7 +75,9 @@ class BridgeDriver:
         mac: str | None = None,
     ) -> Attachment:
         await self.ensure()
-        host_ifname = host_ifname or names.veth_name(self.settings.prefix, endpoint_id, NETWORK)
+        host_ifname = host_ifname or names.veth_name(
+            self.settings.prefix, endpoint_id, model.BRIDGE
+        )
         held_before = self.ipam.address_of(endpoint_id)
         ip = self.ipam.reserve(endpoint_id, address) if address else self.ipam.allocate(endpoint_id)
         iface = ipaddress.IPv4Interface(f"{ip}/{self.ipam.subnet.prefixlen}")
@@ -85,7 +86,7 @@ class BridgeDriver:
             netns=netns_name,
             ifname=ifname,
             address=iface,
-            mac=mac or names.mac_for_ip(ip),
+            mac=mac or model.mac_for(ip),
             mtu=self.settings.mtu,
             master=self.bridge,
             gateway=self.ipam.gateway if self.settings.default_route else None,
@@ -99,7 +100,7 @@ class BridgeDriver:
             raise
         log.debug("attached %s to %s as %s (%s)", endpoint_id, self.bridge, iface, host_ifname)
         return Attachment(
-            network=NETWORK,
+            network=model.BRIDGE,
             address=str(iface),
             mac=plug.mac,
             gateway=str(self.ipam.gateway),
@@ -108,7 +109,9 @@ class BridgeDriver:
         )
 
     async def detach(self, endpoint_id: str, host_ifname: str | None = None) -> None:
-        host_ifname = host_ifname or names.veth_name(self.settings.prefix, endpoint_id, NETWORK)
+        host_ifname = host_ifname or names.veth_name(
+            self.settings.prefix, endpoint_id, model.BRIDGE
+        )
         await self.net.delete_link(host_ifname)
         self.ipam.release(endpoint_id)
 
@@ -121,7 +124,7 @@ class BridgeDriver:
         try:
             self.ipam.reserve(endpoint_id, attachment.address)
         except NetworkError as exc:
-            log.warning("cannot re-adopt %s on %s: %s", endpoint_id, NETWORK, exc)
+            log.warning("cannot re-adopt %s on %s: %s", endpoint_id, model.BRIDGE, exc)
             return False
         return True
 

@@ -83,7 +83,7 @@ class NetworkDriver(Protocol):
     ) -> Attachment:
         """Plug netns ``netns_name`` in as ``ifname``. ``address`` ("ip" or "ip/len") is
         one allocated elsewhere (cluster IPAM); None lets the driver allocate. ``mac``
-        likewise (default: derived from the address, ``names.mac_for_ip``)."""
+        likewise (default: derived from the address, ``model.mac_for``)."""
         ...
 
     async def detach(self, endpoint_id: str, host_ifname: str | None = None) -> None:

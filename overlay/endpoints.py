@@ -53,9 +53,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from pathlib import Path
 from typing import TypeVar
 
+from orch import model
 from orch.errors import NetworkError, OrchError, ValidationError
 from orch.overlay import names
-from orch.overlay.bridge import NETWORK as BRIDGE
 from orch.overlay.bridge import BridgeDriver
 from orch.overlay.driver import Attachment, IdleRemovable, NetworkDriver
 from orch.overlay.ipam import write_json_atomic
@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-HOST = "host"
-NONE = "none"
 __all__ = [
     "READY",
     "SETUP",
@@ -96,10 +94,10 @@ def check_networks(networks: Sequence[str], known: Collection[str]) -> tuple[str
         raise ValidationError("an endpoint needs at least one network (or 'none')")
     if len(set(nets)) != len(nets):
         raise ValidationError(f"networks {list(nets)} name one network twice")
-    for special in (HOST, NONE):
+    for special in (model.HOST, model.NONE):
         if special in nets and len(nets) > 1:
             raise ValidationError(f"network mode {special!r} cannot be combined with {list(nets)}")
-    unknown = [n for n in nets if n not in (HOST, NONE) and n not in known]
+    unknown = [n for n in nets if n not in (model.HOST, model.NONE) and n not in known]
     if unknown:
         raise NetworkError(f"no network named {', '.join(unknown)} on this agent")
     return nets
@@ -136,7 +134,7 @@ class EndpointManager:
 
     def register_driver(self, driver: NetworkDriver) -> None:
         """Serve ``driver.network`` with ``driver`` (replaces a driver of that name)."""
-        if driver.network in (HOST, NONE):
+        if driver.network in (model.HOST, model.NONE):
             raise ValidationError(f"network name {driver.network!r} is reserved")
         self.drivers[driver.network] = driver
         self._retired.discard(driver.network)
@@ -145,7 +143,7 @@ class EndpointManager:
         """The network left this node: remove its devices and drop its driver now if no
         endpoint uses it (True), else when its last endpoint is torn down (False)."""
         driver = self.drivers.get(network)
-        if driver is None or network == BRIDGE:
+        if driver is None or network == model.BRIDGE:
             return driver is None
         if isinstance(driver, IdleRemovable):
             if not await driver.remove_if_unused(lambda: self.in_use(network)):
@@ -269,7 +267,7 @@ class EndpointManager:
         nothing is left behind."""
         names.check_endpoint_id(endpoint_id)
         nets = check_networks(networks, self.drivers)
-        if ports and nets == (NONE,):
+        if ports and nets == (model.NONE,):
             raise ValidationError("ports cannot be published by a task on network 'none'")
         lock = self._lock(endpoint_id)
         async with lock:
@@ -307,7 +305,7 @@ class EndpointManager:
         )
 
     def _plan(self, endpoint_id: str, nets: tuple[str, ...]) -> EndpointRecord:
-        if nets == (HOST,):
+        if nets == (model.HOST,):
             return EndpointRecord(endpoint_id, list(nets), None)
         taken = {
             n
@@ -317,7 +315,7 @@ class EndpointManager:
         }
         ifnames: dict[str, str] = {}
         for net in nets:
-            if net == NONE:
+            if net == model.NONE:
                 continue
             salt = 0
             while (name := names.veth_name(self.settings.prefix, endpoint_id, net, salt)) in taken:
@@ -331,14 +329,16 @@ class EndpointManager:
     ) -> None:
         if rec.netns is None:
             if self.settings.host_address:
-                rec.attachments.append(Attachment(HOST, self.settings.host_address, "", "", ""))
+                rec.attachments.append(
+                    Attachment(model.HOST, self.settings.host_address, "", "", "")
+                )
             if rec.ports:
                 # The container shares the host's netns and binds the ports itself (as
                 # Docker ignores port mappings in host mode).
                 log.info("endpoint %s: host network mode, ports are not mapped", rec.endpoint_id)
             return
         await self.net.create_netns(rec.netns)  # with lo up
-        for index, net in enumerate(n for n in rec.networks if n != NONE):
+        for index, net in enumerate(n for n in rec.networks if n != model.NONE):
             attachment = await self.drivers[net].attach(
                 rec.endpoint_id,
                 rec.netns,
@@ -432,7 +432,7 @@ class EndpointManager:
         if rec.netns and not self.net.netns_exists(rec.netns):
             return False
         for attachment in rec.attachments:
-            if attachment.network == HOST:
+            if attachment.network == model.HOST:
                 continue
             driver = self.drivers.get(attachment.network)
             if driver is None:

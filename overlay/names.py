@@ -1,4 +1,4 @@
-"""Names of the kernel objects an agent creates, and the MAC it gives a container.
+"""Names of the kernel objects an agent creates.
 
 Every netns and link an agent makes carries its per-agent prefix followed by ``-``, so a
 sweep after a crash can find exactly its own leftovers and never touches another agent's
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 
 from orch.errors import ValidationError
@@ -150,13 +149,3 @@ def is_overlay_name(prefix: str, name: str) -> bool:
         and rest[0] in "ov"
         and all(c in _B32 for c in rest[1:])
     )
-
-
-def mac_for_ip(address: ipaddress.IPv4Address | str) -> str:
-    """Locally administered MAC derived from an IPv4 address, like Docker: 02:42:<ip bytes>.
-
-    A MAC that follows the address keeps neighbour caches on peers right when an address
-    moves to a new container, and is unique wherever the address is.
-    """
-    packed = ipaddress.IPv4Address(str(address).split("/")[0]).packed
-    return "02:42:" + ":".join(f"{b:02x}" for b in packed)

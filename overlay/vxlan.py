@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from orch import model
 from orch.errors import NetworkError
 from orch.overlay import names
 from orch.overlay.driver import Attachment
@@ -207,7 +208,7 @@ class OverlayDriver:
             netns=netns_name,
             ifname=ifname,
             address=iface,
-            mac=(mac or names.mac_for_ip(iface.ip)).lower(),
+            mac=(mac or model.mac_for(iface.ip)).lower(),
             mtu=self.settings.overlay_mtu,
             master=self.bridge,
         )

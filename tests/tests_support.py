@@ -5,6 +5,7 @@ reaching into a local cluster's hosts (network namespaces the root netns cannot 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -14,12 +15,15 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from dnslib import QTYPE, DNSRecord
+
+from orch.proto import control_pb2_grpc
 
 # Where tests keep what explains a failure (a failing module's cluster logs, a chaos run's
 # fault log): make test prints the paths, .ci/run tails them.
@@ -124,3 +128,16 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or cond}; last: {value!r}")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def control_server(servicer: control_pb2_grpc.ControlServicer) -> AsyncIterator[str]:
+    """A Control API server on a free local port, played by ``servicer``; its address."""
+    server = grpc.aio.server()
+    control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)

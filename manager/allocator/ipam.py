@@ -19,8 +19,8 @@ The rules:
 * A task gets addresses on all its overlay networks at once or on none of them. One that
   cannot (a network full or missing) stays NEW, with the reason in status.err; tasks on
   built-in networks only (bridge, host, none) need no address and move on at once.
-* MAC addresses are derived from the IP as Docker does (02:42 + the four octets), so an
-  address always comes with the same MAC and stale neighbour entries cannot mislead.
+* MAC addresses are derived from the IP (``model.mac_for``, Docker's rule), so an address
+  always comes with the same MAC and stale neighbour entries cannot mislead.
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from orch import model
 from orch.errors import ValidationError
 from orch.proto import objects_pb2, types_pb2
-
-BUILTIN_NETWORKS = frozenset({"bridge", "host", "none"})
 
 
 @dataclass(frozen=True)
@@ -51,12 +49,6 @@ class IpamSettings:
 
 
 # -- addresses --------------------------------------------------------------------------
-
-
-def mac_for(address: str) -> str:
-    """Docker's rule: 02:42 and the four octets of the IPv4 address."""
-    octets = ipaddress.IPv4Address(address).packed
-    return "02:42:" + ":".join(f"{b:02x}" for b in octets)
 
 
 def gateway_of(subnet: str) -> str:
@@ -135,11 +127,6 @@ class AllocationPlan:
 
 def lease_name(lease: objects_pb2.AddressLease) -> str:
     return f"{lease.network}/{lease.address}"
-
-
-def overlay_targets(task: objects_pb2.Task) -> list[str]:
-    """The task's networks that need a cluster address, in order."""
-    return [n.target for n in task.networks if n.target not in BUILTIN_NETWORKS]
 
 
 def needs_allocation(task: objects_pb2.Task) -> bool:
@@ -241,7 +228,7 @@ def _allocate(
     attachments: list[objects_pb2.NetworkAttachment] = []
     leases: list[objects_pb2.AddressLease] = []
     picked: list[tuple[_Pool, str]] = []
-    for name in overlay_targets(task):
+    for name in model.cluster_networks(task):
         p = pool(name)
         if p is None:
             _undo(picked)
@@ -258,7 +245,7 @@ def _allocate(
             objects_pb2.NetworkAttachment(
                 network=name,
                 addresses=[f"{address}/{p.subnet.prefixlen}"],
-                mac=mac_for(address),
+                mac=model.mac_for(address),
             )
         )
     return Allocation(task.id, attachments, leases)

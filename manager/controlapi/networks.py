@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orch import model
-from orch.errors import ConflictError, NotFoundError, ValidationError
+from orch.errors import NotFoundError, PreconditionError, ValidationError
 from orch.manager.allocator import ipam
 from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified
 from orch.manager.state.view import ClusterView
@@ -34,8 +34,8 @@ from orch.proto import control_pb2, objects_pb2, specs_pb2
 DEFAULT_DRIVER = "overlay"
 
 
-class InUseError(ConflictError):
-    """The object is still used by others (a network by services); FAILED_PRECONDITION."""
+class InUseError(PreconditionError):
+    """The object is still used by others (a network by services)."""
 
 
 @dataclass
@@ -164,12 +164,7 @@ def joined_guards(
 ) -> list[Op]:
     """Guards that the existing networks the services join are still there at commit (a
     concurrent RemoveNetwork would otherwise leave services on a missing network)."""
-    names = {
-        n.target
-        for s in services
-        for n in s.networks
-        if n.target not in ipam.BUILTIN_NETWORKS and n.target not in created
-    }
+    names = {n for s in services for n in model.cluster_networks(s) if n not in created}
     guards: list[Op] = []
     for name in sorted(names):
         current = view.get(Kind.NETWORK, name)

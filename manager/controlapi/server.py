@@ -5,9 +5,9 @@ etcd in ONE guarded transaction, so a bad request or a lost race changes nothing
 write the handler waits until its own view has the new revision, so the next call from
 the same client sees it. A write that loses a race is decided again over the newer view a
 few times (concurrent applies creating networks race for VNIs and subnets). Network
-handling lives in controlapi_networks.py, node handling in controlapi_nodes.py. Errors leave here as gRPC status codes with a
-message meant for a person (INVALID_ARGUMENT carries one problem per line,
-FAILED_PRECONDITION says who still uses what is to be removed).
+handling lives in controlapi_networks.py, node handling in controlapi_nodes.py. Errors leave here as gRPC status codes
+(grpcerrors.py) with a message meant for a person (INVALID_ARGUMENT carries one problem
+per line, FAILED_PRECONDITION says who still uses what is to be removed).
 
 When etcd fails (no quorum, no member reachable) a write fails within the Store's timeout
 (5 s) with UNAVAILABLE, a one-line message that says so, and the trailing metadata
@@ -31,18 +31,24 @@ from typing import Any
 
 import grpc
 
-from orch import model
-from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
+from orch import grpcerrors, model
+from orch.errors import (
+    ConflictError,
+    NotFoundError,
+    OrchError,
+    PreconditionError,
+    StoreError,
+    ValidationError,
+)
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import networks, nodes
-from orch.manager.controlapi.networks import InUseError
 from orch.manager.orchestrator import updater
 from orch.manager.state.store import Create, Delete, Kind, Op, Store, Update, Versioned
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.forwarding import SessionRouter
 from orch.manager.streams.logbroker import LogBroker
-from orch.manager.streams.sessionroutes import TargetError, exec_task
+from orch.manager.streams.sessionroutes import exec_task
 from orch.manifests.validate import (
     port_clashes,
     port_text,
@@ -54,56 +60,14 @@ from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, ty
 log = logging.getLogger(__name__)
 
 
-class PreconditionError(ConflictError):
-    """The object is not in a state the request needs (a rollback without a previous
-    spec); FAILED_PRECONDITION."""
-
-
-_STATUS = {
-    InUseError: grpc.StatusCode.FAILED_PRECONDITION,  # before ConflictError, its base
-    PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
-    TargetError: grpc.StatusCode.FAILED_PRECONDITION,  # logs/exec: not running, no session
-    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFoundError: grpc.StatusCode.NOT_FOUND,
-    ConflictError: grpc.StatusCode.ABORTED,
-    StoreError: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-# Trailing metadata of an UNAVAILABLE that comes from etcd rather than from this manager
-# (cli/client.py reads it: no failover to another manager, which shares the same etcd).
-ERROR_KIND = "orch-error"
-STORE_UNAVAILABLE = "store-unavailable"
-
-
-def store_unavailable_message(exc: StoreError) -> str:
-    """The one line a user reads when etcd could not take or confirm a request."""
-    return (
-        f"the cluster store (etcd) is unavailable ({exc}): no quorum, or no member "
-        "reachable; nothing was confirmed, retry once etcd is back"
-    )
-
-
-async def _abort(context: Any, exc: OrchError) -> None:
-    """End the call with the status code of ``exc``'s kind and its message."""
-    if isinstance(exc, StoreError):
-        await context.abort(
-            grpc.StatusCode.UNAVAILABLE,
-            store_unavailable_message(exc),
-            trailing_metadata=((ERROR_KIND, STORE_UNAVAILABLE),),
-        )
-    code = next((c for t, c in _STATUS.items() if isinstance(exc, t)), None)
-    await context.abort(code or grpc.StatusCode.INTERNAL, str(exc))
-
-
 def _grpc_errors(handler: Callable) -> Callable:
-    """Translate orch errors into gRPC status codes with a readable message."""
+    """Translate orch errors into gRPC status codes with a readable message (grpcerrors)."""
 
     async def wrapper(self: ControlAPI, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await handler(self, request, context)
         except OrchError as exc:
-            await _abort(context, exc)
+            await grpcerrors.abort(context, exc)
 
     wrapper.__name__ = handler.__name__
     return wrapper
@@ -334,15 +298,14 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         self, nets: list[specs_pb2.NetworkSpec], services: list[specs_pb2.ServiceSpec]
     ) -> list[str]:
         known = {n.name for n in nets} | {v.obj.spec.name for v in self._view.items(Kind.NETWORK)}
-        builtin = {"bridge", "host", "none"}
         problems = []
         for i, spec in enumerate(services):
             for j, net in enumerate(spec.networks):
-                if net.target not in builtin | known:
+                if net.target not in model.BUILTIN_NETWORKS and net.target not in known:
                     problems.append(
                         f"services[{i}] ({spec.name}): networks[{j}]: no network named "
-                        f"{net.target!r} (accepted: bridge, host, none, or a network in this "
-                        "apply or already created)"
+                        f"{net.target!r} (accepted: {', '.join(model.BUILTIN_NETWORKS)}, or a "
+                        "network in this apply or already created)"
                     )
         return problems
 
@@ -449,7 +412,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             async for entry in entries:
                 yield entry
         except OrchError as exc:
-            await _abort(context, exc)
+            await grpcerrors.abort(context, exc)
 
     async def Exec(self, request: control_pb2.ExecRequest, context: Any) -> AsyncIterator:
         try:
@@ -465,7 +428,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             async for out in outputs:
                 yield out
         except OrchError as exc:
-            await _abort(context, exc)
+            await grpcerrors.abort(context, exc)
 
     # Resolution of names a person types.
 

@@ -10,10 +10,11 @@ share it). ``host`` and ``none`` have no records: a host-network container uses 
 host's resolvers, a ``none`` one reaches nobody.
 
 An endpoint is a task holding an address on the network that has not ended. It is
-*answerable* when it runs, is meant to run, and is healthy or has no health check. The
-unanswerable ones are sent too: they tell the agent that the service exists on the
-network, so a name whose tasks are all starting or unhealthy gets an empty answer
-(NOERROR), and only names of services the asker cannot reach at all get NXDOMAIN.
+*answerable* when it is ready (``model.is_ready``: it runs, and is healthy where it has a
+health check) and is meant to run. The unanswerable ones are sent too: they tell the agent
+that the service exists on the network, so a name whose tasks are all starting or
+unhealthy gets an empty answer (NOERROR), and only names of services the asker cannot
+reach at all get NXDOMAIN.
 
 A node takes part in a network as soon as one of its live tasks *declares* it (the task's
 ``networks``, empty = bridge), before any address is known: the records then travel in
@@ -33,32 +34,16 @@ from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
 Task = objects_pb2.Task
 
-BRIDGE = "bridge"
-"""The built-in per-node network that has records (host and none have none)."""
-
-HEALTHY_ENOUGH = frozenset(
-    {types_pb2.HEALTH_UNSPECIFIED, types_pb2.HEALTH_NONE, types_pb2.HEALTH_HEALTHY}
-)
-"""Health states whose tasks are answered: healthy, or no health check at all."""
-
 
 def answerable(task: Task) -> bool:
-    """The task is one DNS answers with: it runs, is meant to run, and is healthy or has
-    no health check. A task being shut down drops out at once, before it stops."""
-    return (
-        task.status.state == types_pb2.RUNNING
-        and task.desired_state == types_pb2.RUNNING
-        and task.status.health in HEALTHY_ENOUGH
-    )
-
-
-def declared_networks(task: Task) -> list[str]:
-    """The networks a task asks for, in order (none listed means the local bridge)."""
-    return [n.target for n in task.networks] or [BRIDGE]
+    """The task is one DNS answers with: ready and meant to run. A task being shut down
+    drops out at once, before it stops."""
+    return model.is_ready(task) and task.desired_state == types_pb2.RUNNING
 
 
 def _has_records(name: str, networks: Mapping[str, objects_pb2.Network]) -> bool:
-    return name == BRIDGE or name in networks
+    # Of the built-in networks only the bridge has records (host and none have none).
+    return name == model.BRIDGE or name in networks
 
 
 def node_networks(
@@ -68,7 +53,7 @@ def node_networks(
     found: set[str] = set()
     for task in tasks:
         if task.node_id == node_id and takes_part(task):
-            found.update(n for n in declared_networks(task) if _has_records(n, networks))
+            found.update(n for n in model.networks_of(task) if _has_records(n, networks))
     return found
 
 
@@ -92,7 +77,7 @@ def records_for_node(
             name = attachment.network
             if name not in found or not attachment.addresses:
                 continue
-            if name == BRIDGE and task.node_id != node_id:
+            if name == model.BRIDGE and task.node_id != node_id:
                 continue  # another node's bridge: unreachable from here
             found[name].append(
                 dispatcher_pb2.DnsEndpoint(
@@ -124,7 +109,7 @@ def affected_networks(
             if ev.obj is None:
                 affected |= known  # which networks it was on is gone with it
             else:
-                names = set(declared_networks(ev.obj)) | {a.network for a in ev.obj.attachments}
+                names = set(model.networks_of(ev.obj)) | {a.network for a in ev.obj.attachments}
                 affected |= {n for n in names if _has_records(n, networks)} | (names & known)
         elif ev.kind is Kind.NETWORK:
             affected.add(ev.key.rsplit("/", 1)[1])

@@ -474,7 +474,7 @@ def merge_attachments(
 
 def _allocated(attachment: objects_pb2.NetworkAttachment) -> bool:
     # Built-in networks get no cluster address; anything else came from the allocator.
-    return attachment.network not in ("bridge", "host", "none")
+    return attachment.network not in model.BUILTIN_NETWORKS
 
 
 def _status_op(current: Any, node_id: str, update: dispatcher_pb2.TaskStatusUpdate) -> Any:

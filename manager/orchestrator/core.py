@@ -350,7 +350,7 @@ class _Run:
         if fresh:
             superseded += [t for t in live if t not in fresh]
         kept = None
-        if superseded and current is not None and not updater.is_ready(current):
+        if superseded and current is not None and not model.is_ready(current):
             kept = max(superseded, key=_live_rank)
         for task in wanting:
             if task is not current and task is not kept:

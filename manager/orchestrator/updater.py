@@ -17,8 +17,8 @@ into a stateless reconcile so a new leader resumes an update where the old one l
 * Slots are replaced in batches of `parallelism`. A batch starts when no slot is *busy*
   (a replacement not yet ready, an old task still stopping, a slot being refilled) and
   `delay` has passed since the previous batch was seen ready (`batch_ready_at`, recorded
-  in the UpdateStatus: health changes carry no timestamp of their own). Ready means
-  RUNNING, and HEALTHY when the task has a health check. Slots whose old task is not ready
+  in the UpdateStatus: health changes carry no timestamp of their own). Ready
+  (``model.is_ready``) means RUNNING, and HEALTHY when the task has a health check. Slots whose old task is not ready
   anyway go first: replacing them costs no capacity.
 * stop-first: the old task is shut down, and the orchestrator creates its replacement only
   once it has stopped (`waits_for_stop`), so at most `parallelism` slots are down.
@@ -123,15 +123,6 @@ def is_updated(task: Task, spec: ServiceSpec) -> bool:
         for f in model.TASK_TEMPLATE_FIELDS
         if _has(task, f) and _has(spec, f)
     )
-
-
-def is_ready(task: Task) -> bool:
-    """RUNNING, and HEALTHY when it has a health check: it serves."""
-    if task.status.state != types_pb2.RUNNING:
-        return False
-    if task.container.HasField("healthcheck"):
-        return task.status.health == types_pb2.HEALTH_HEALTHY
-    return task.status.health != types_pb2.HEALTH_UNHEALTHY
 
 
 def _ts(msg: Message, name: str) -> datetime | None:
@@ -251,7 +242,7 @@ def classify(
     spec = service.spec
     live = [t for t in tasks if facts.is_live(t)]
     fresh = [t for t in live if is_updated(t, spec)]
-    if any(is_ready(t) for t in fresh):
+    if any(model.is_ready(t) for t in fresh):
         return DONE
     if fresh:
         return BUSY
@@ -315,7 +306,7 @@ def plan(
             # Slots whose old task is not ready cost no capacity: they go first.
             def key(slot: int) -> tuple[bool, int]:
                 live = [t for t in slots.get(slot, ()) if facts.is_live(t)]
-                return (any(is_ready(t) for t in live), slot)
+                return (any(model.is_ready(t) for t in live), slot)
 
             for slot in sorted(pending, key=key)[: cfg.batch(replicas)]:
                 step.replace[slot] = cfg.order
@@ -399,7 +390,10 @@ def progress(service: Service, tasks: Iterable[Task], now: datetime) -> Progress
     updated = {
         t.slot
         for t in tasks
-        if 1 <= t.slot <= replicas and model.is_live(t) and is_updated(t, spec) and is_ready(t)
+        if 1 <= t.slot <= replicas
+        and model.is_live(t)
+        and is_updated(t, spec)
+        and model.is_ready(t)
     }
     running = [
         t
@@ -410,6 +404,6 @@ def progress(service: Service, tasks: Iterable[Task], now: datetime) -> Progress
         total=replicas,
         updated=len(updated),
         running=len(running),
-        healthy=sum(1 for t in running if is_ready(t)),
+        healthy=sum(1 for t in running if model.is_ready(t)),
         failed=len(failures(service, tasks, now)) if service.update_status.state else 0,
     )

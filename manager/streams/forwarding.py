@@ -11,10 +11,10 @@ never forwarded again, so two managers with stale records cannot bounce a call b
 them. Logs of a service whose nodes sit on different managers are merged as entries
 arrive, like the broker merges nodes.
 
-Errors keep their kind across the hop: a peer's NOT_FOUND, INVALID_ARGUMENT or
-FAILED_PRECONDITION comes back as the same orch error (so the same status code); a peer
-that does not answer becomes a TargetError naming it, never an UNAVAILABLE, which the CLI
-would take for this manager being down.
+Errors keep their kind across the hop: a peer's status comes back as the same orch error
+(grpcerrors.py), so it leaves here with the same status code; a peer that does not answer
+becomes a TargetError naming it, never an UNAVAILABLE, which the CLI would take for this
+manager being down.
 
 One channel per forwarded call: logs and exec are rare, user-driven calls, and a fresh
 channel has no lifecycle to manage when managers come and go.
@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from orch.errors import ConflictError, NotFoundError, OrchError, ValidationError
+from orch import grpcerrors
+from orch.errors import NotFoundError, OrchError
 from orch.manager.state.store import Kind
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
@@ -204,15 +205,10 @@ class SessionRouter:
 def peer_error(exc: grpc.aio.AioRpcError, *, address: str, nodes: str) -> OrchError:
     """The orch error for a forwarded call's failure: the peer's own errors keep their
     kind (and so their status code here); a peer that does not answer is a TargetError."""
+    known = grpcerrors.error_of(exc)
+    if known is not None:
+        return known
     code, details = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFoundError(details)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return ValidationError(details.splitlines() or ["invalid argument"])
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return TargetError(details)
-    if code == grpc.StatusCode.ABORTED:
-        return ConflictError(details)
     if code == grpc.StatusCode.UNAVAILABLE:
         return TargetError(
             f"the manager at {address}, which holds the session of {nodes}, is unavailable "

@@ -18,15 +18,15 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orch import model
-from orch.errors import NotFoundError, OrchError, ValidationError
+from orch.errors import NotFoundError, PreconditionError, ValidationError
 from orch.proto import objects_pb2, types_pb2
 
 SHORT_ID = 12  # how many characters of an id a person reads (`orch ps`)
 
 
-class TargetError(OrchError):
+class TargetError(PreconditionError):
     """The task cannot be reached for logs or exec now: it is not running, or its node has
-    no session on any manager (FAILED_PRECONDITION; retrying later may work)."""
+    no session on any manager (retrying later may work)."""
 
 
 @dataclass

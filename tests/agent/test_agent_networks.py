@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from agent_helpers import AgentHost, needs_netns, run_ok
 
-from orch.agent.containers import cluster_attachments, networks_of, ports_of, setup_endpoint
+from orch import model
+from orch.agent.containers import cluster_attachments, ports_of, setup_endpoint
 from orch.agent.networks import overlay_of, peers_of
 from orch.errors import NetworkError
-from orch.overlay import names
 from orch.overlay import netns as ns
 from orch.overlay.ports import PortMapping
 from orch.proto import dispatcher_pb2, objects_pb2, specs_pb2
@@ -35,7 +35,7 @@ def task(task_id: str, *networks: str, addresses: dict[str, str] | None = None,
         networks=[specs_pb2.NetworkAttachmentConfig(target=n) for n in networks],
         attachments=[
             objects_pb2.NetworkAttachment(
-                network=net, addresses=[address], mac=names.mac_for_ip(address)
+                network=net, addresses=[address], mac=model.mac_for(address)
             )
             for net, address in (addresses or {}).items()
         ],
@@ -45,7 +45,7 @@ def task(task_id: str, *networks: str, addresses: dict[str, str] | None = None,
 
 def peer(task_id: str, address: str, host: AgentHost) -> dispatcher_pb2.Peer:
     return dispatcher_pb2.Peer(
-        task_id=task_id, address=address, mac=names.mac_for_ip(address), node_addr=host.address
+        task_id=task_id, address=address, mac=model.mac_for(address), node_addr=host.address
     )
 
 
@@ -70,8 +70,8 @@ def test_a_tasks_networks_addresses_and_ports() -> None:
             specs_pb2.PortConfig(target=81, published=8081, mode="ingress"),
         ],
     )
-    assert networks_of(t) == ["front", "bridge"]
-    assert networks_of(task("t2")) == ["bridge"]
+    assert model.networks_of(t) == ["front", "bridge"]
+    assert model.networks_of(task("t2")) == ["bridge"]
     # Built-in networks' addresses are the agent's to choose; networks the task is not
     # on are ignored.
     assert list(cluster_attachments(t)) == ["front"]

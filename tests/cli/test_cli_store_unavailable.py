@@ -12,18 +12,14 @@ import grpc
 import pytest
 
 from orch.errors import StoreError
-from orch.manager.controlapi.server import (
-    ERROR_KIND,
-    STORE_UNAVAILABLE,
-    store_unavailable_message,
-)
+from orch.grpcerrors import STORE_UNAVAILABLE, store_unavailable_message
 from orch.proto import control_pb2, control_pb2_grpc
 
 MESSAGE = store_unavailable_message(StoreError("etcd txn: no answer within 5s"))
 
 
 class EtcdDown(control_pb2_grpc.ControlServicer):
-    """A manager whose etcd has no quorum: writes fail the way controlapi.py fails them.
+    """A manager whose etcd has no quorum: writes fail the way the Control API fails them.
     ``marked``: whether the failure carries the store-unavailable metadata."""
 
     def __init__(self, *, marked: bool) -> None:
@@ -32,7 +28,7 @@ class EtcdDown(control_pb2_grpc.ControlServicer):
 
     async def Scale(self, request: Any, context: Any) -> Any:
         self.calls += 1
-        metadata = ((ERROR_KIND, STORE_UNAVAILABLE),) if self.marked else ()
+        metadata = (STORE_UNAVAILABLE,) if self.marked else ()
         await context.abort(grpc.StatusCode.UNAVAILABLE, MESSAGE, trailing_metadata=metadata)
 
 

@@ -130,11 +130,11 @@ async def test_two_racing_allocators_never_lease_an_address_twice(
     by_id = {t.id: t for t in stored}
     for t in tasks:
         got = by_id[t.id]
-        overlay = [n.target for n in t.networks if n.target not in ipam.BUILTIN_NETWORKS]
+        overlay = model.cluster_networks(t)
         assert [a.network for a in got.attachments] == overlay
         for a in got.attachments:
             address = a.addresses[0].split("/")[0]
-            assert a.mac == ipam.mac_for(address)
+            assert a.mac == model.mac_for(address)
             subnet = ipaddress.IPv4Network(by_name(nets, a.network).subnet)
             assert int(ipaddress.IPv4Address(address)) in ipam.usable_range(subnet)
     assert len(leases) == sum(len(held([t])) for t in stored) == 210

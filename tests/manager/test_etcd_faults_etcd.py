@@ -27,8 +27,9 @@ from etcd3aio.kv import prefix_range_end
 from tests_support import eventually
 
 from orch.errors import StoreError
+from orch.grpcerrors import STORE_UNAVAILABLE
 from orch.localcluster import etcd as local_etcd
-from orch.manager.controlapi.server import ERROR_KIND, STORE_UNAVAILABLE, ControlAPI
+from orch.manager.controlapi.server import ControlAPI
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
 from orch.manager.state.store import PREFIX, Create, Kind, Store
 from orch.manager.state.view import ClusterView
@@ -247,7 +248,7 @@ async def test_without_quorum_a_write_is_unavailable_with_a_clear_message(
         took, result = await timed(stub.Scale(control_pb2.ScaleRequest(replicas={"web": 3})))
         assert isinstance(result, grpc.aio.AioRpcError), result
         assert result.code() == grpc.StatusCode.UNAVAILABLE
-        assert (ERROR_KIND, STORE_UNAVAILABLE) in tuple(result.trailing_metadata() or ())
+        assert STORE_UNAVAILABLE in tuple(result.trailing_metadata() or ())
         assert result.details().startswith("the cluster store (etcd) is unavailable (")
         assert "\n" not in result.details()
         assert took < TIMEOUT + SLACK

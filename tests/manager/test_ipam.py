@@ -49,11 +49,6 @@ NETS = {"front": network("front", "10.10.0.0/24"), "tiny": network("tiny", "10.1
 # -- network values -----------------------------------------------------------------------
 
 
-def test_mac_is_derived_from_the_address_like_docker() -> None:
-    assert ipam.mac_for("10.10.0.5") == "02:42:0a:0a:00:05"
-    assert ipam.mac_for("192.168.255.1") == "02:42:c0:a8:ff:01"
-
-
 def test_gateway_and_usable_range_skip_network_gateway_broadcast() -> None:
     subnet = ipaddress.IPv4Network("10.10.9.0/29")
     assert ipam.gateway_of(str(subnet)) == "10.10.9.1"

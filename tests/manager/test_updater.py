@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from orch import model
 from orch.manager.orchestrator import updater
 from orch.proto import objects_pb2, types_pb2
 
@@ -132,9 +133,9 @@ def test_health_check_decides_readiness(h: UpdateHarness) -> None:
     running_service(h, image="busybox:2", healthcheck=True)
     new = h.add_task("web", 1, node="n1", task_id="new1")
     new.status.health = types_pb2.HEALTH_STARTING
-    assert not updater.is_ready(new)
+    assert not model.is_ready(new)
     new.status.health = types_pb2.HEALTH_HEALTHY
-    assert updater.is_ready(new)
+    assert model.is_ready(new)
 
 
 def test_delay_runs_from_the_batch_being_ready(h: UpdateHarness) -> None:

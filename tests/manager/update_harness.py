@@ -150,7 +150,7 @@ class UpdateHarness(Harness):
         return [
             t
             for t in self.tasks.values()
-            if t.service_id == name and t.desired_state == types_pb2.RUNNING and updater.is_ready(t)
+            if t.service_id == name and t.desired_state == types_pb2.RUNNING and model.is_ready(t)
         ]
 
     def roll(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orch import model
 from orch.errors import NetworkError, ValidationError
 from orch.overlay import names
 from orch.overlay.driver import Attachment
@@ -101,13 +102,11 @@ class StaticDriver:
         assert address is not None and host_ifname is not None
         iface = ipaddress.IPv4Interface(address)
         await self.net.plug_veth(
-            VethPlug(host_ifname, netns_name, ifname, iface, names.mac_for_ip(iface.ip), 1450)
+            VethPlug(host_ifname, netns_name, ifname, iface, model.mac_for(iface.ip), 1450)
         )
         self.held[endpoint_id] = address
         gw = str(next(iface.network.hosts()))
-        return Attachment(
-            self._network, address, names.mac_for_ip(iface.ip), gw, ifname, host_ifname
-        )
+        return Attachment(self._network, address, model.mac_for(iface.ip), gw, ifname, host_ifname)
 
     async def detach(self, endpoint_id, host_ifname=None):
         if host_ifname:

@@ -57,11 +57,6 @@ def test_bad_endpoint_ids(bad: str) -> None:
         names.check_endpoint_id(bad)
 
 
-def test_mac_follows_the_ip_like_docker() -> None:
-    assert names.mac_for_ip("10.213.0.2/24") == "02:42:0a:d5:00:02"
-    assert names.mac_for_ip("172.17.0.255") == "02:42:ac:11:00:ff"
-
-
 def test_settings_defaults_and_validation() -> None:
     s = NetworkSettings(prefix="orch7")
     assert s.bridge == "orch7-br"

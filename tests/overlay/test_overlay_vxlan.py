@@ -24,8 +24,8 @@ from overlay_helpers import (
     run_ok,
 )
 
+from orch import model
 from orch.errors import NetworkError
-from orch.overlay import names
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.peers import PeerChanges, PeerEntry
@@ -39,7 +39,7 @@ BACK = OverlayNetwork.parse("back", 4098, "10.10.0.0/24")
 
 
 def peer(task: str, address: str, host: Host) -> PeerEntry:
-    return PeerEntry(address, names.mac_for_ip(address), host.address, task)
+    return PeerEntry(address, model.mac_for(address), host.address, task)
 
 
 async def test_endpoints_on_two_hosts_reach_each_other_and_other_networks_do_not(

@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 
 from orch.errors import ConflictError, NotFoundError, OrchError, StoreError, ValidationError
+from orch.manager import simulator
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply, networks, nodes, services, tasks
 from orch.manager.controlapi.decision import Decision, InUseError, PreconditionError, View
@@ -112,6 +113,11 @@ class ControlSettings:
     catch_up_timeout: float = 1.0
     """Seconds a write waits for this manager's view to reach etcd's current revision
     before it decides (see ``_catch_up``)."""
+    sim: simulator.SimulatorSettings = dataclasses.field(
+        default_factory=simulator.SimulatorSettings
+    )
+    """How a dry run simulates the leader's loops (its orchestrator settings should be
+    the leader's)."""
 
 
 def _now() -> datetime:
@@ -145,10 +151,15 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
     async def Apply(self, request: control_pb2.ApplyRequest, context: Any) -> Any:
         nets, specs = apply.validated(request)
         ipam = self._settings.ipam
-        decision = await self._commit(
-            lambda view: apply.decide(view, nets, specs, ipam, _now()), dry_run=request.dry_run
-        )
-        return control_pb2.ApplyResponse(changes=decision.changes)
+
+        def decide(view: View) -> Decision:
+            return apply.decide(view, nets, specs, ipam, _now())
+
+        decision = await self._commit(decide, dry_run=request.dry_run)
+        planned = []
+        if request.dry_run:  # the same decision, run through the leader's loops on a copy
+            planned = await simulator.dry_run(self._view, decide, _now(), self._settings.sim)
+        return control_pb2.ApplyResponse(changes=decision.changes, planned_tasks=planned)
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:

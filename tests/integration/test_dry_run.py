@@ -19,11 +19,10 @@ NOWHERE = """apiVersion: orch/v1
 kind: Service
 metadata: {{name: nowhere}}
 spec:
+  replicas: 2
+  placement: {{constraints: ["node.labels.zone==nowhere"]}}
   image: {registry}/busybox:latest
   command: [sleep, "1000000"]
-  replicas: 2
-  placement:
-    constraints: ["node.labels.zone==nowhere"]
 """
 
 

@@ -75,16 +75,24 @@ class MemoryStore(CommitBatches):
     """orch's keyspace in a dict, with etcd's revisions, transactions, leases and watch.
 
     ``clock``: seconds, for lease TTLs (default: a fake clock at 0 that ``advance``
-    moves). ``history_limit``: revisions kept for watches (older ones are compacted)."""
+    moves). ``history_limit``: revisions kept for watches (older ones are compacted).
+    ``round_trip``: real seconds every call waits before it is served, as a request to
+    etcd does; 0 still gives way to other tasks once. Tests of racing writers set a few
+    milliseconds so that their decisions and commits interleave as they do on etcd."""
 
     def __init__(
-        self, *, clock: Callable[[], float] | None = None, history_limit: int = 10_000
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        history_limit: int = 10_000,
+        round_trip: float = 0.0,
     ) -> None:
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, not {history_limit}")
         self._fake_now = 0.0
         self._clock = clock
         self._history_limit = history_limit
+        self._round_trip = round_trip
         self._keys: dict[str, KeyValue] = {}
         self._revision = 1  # etcd's revision of an empty store
         self._history: dict[int, tuple[KeyEvent, ...]] = {}
@@ -93,6 +101,9 @@ class MemoryStore(CommitBatches):
         self._lease_ids = itertools.count(0x1000)
         self._changed = asyncio.Event()  # replaced at every new revision
         self._closed = False
+        self.conflicts = 0
+        """Commits that lost a race so far: a test of concurrent writers can check that
+        they did race."""
 
     # Time.
 
@@ -129,12 +140,12 @@ class MemoryStore(CommitBatches):
         return None if kv is None else _versioned(kind, kv)
 
     async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
-        self._enter()
+        await self._enter()
         items = [_versioned(kind, kv) for kv in self._range(kind.prefix)]
         return items, self._revision
 
     async def snapshot(self) -> tuple[list[Versioned], int]:
-        self._enter()
+        await self._enter()
         items = []
         for kv in self._range(PREFIX):
             parsed = parse_key(kv.key)
@@ -156,32 +167,33 @@ class MemoryStore(CommitBatches):
         ops = list(ops)
         if not ops:
             return 0
-        self._enter()
+        await self._enter()
         check_size(ops, fence)
         writes = [_write(op) for op in ops if not isinstance(op, Unmodified | QuietSince)]
         _check_unique(writes)
         if not self._holds(ops, fence):
+            self.conflicts += 1
             raise ConflictError(f"write lost a race ({describe(ops)})")
         self._check_leases(writes)  # etcd checks them only once the guards held
         return self._apply(writes)
 
     async def revision(self) -> int:
-        self._enter()
+        await self._enter()
         return self._revision
 
     # Raw keys.
 
     async def get_key(self, key: str) -> KeyValue | None:
-        self._enter()
+        await self._enter()
         return self._keys.get(key)
 
     async def put_key(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        self._enter()
+        await self._enter()
         self._check_leases([(key, value, lease)])
         return self._apply([(key, value, lease)])
 
     async def create_key(self, key: str, value: bytes, *, lease: int = 0) -> Created:
-        self._enter()
+        await self._enter()
         holder = self._keys.get(key)
         if holder is not None:
             return Created(False, holder, self._revision)
@@ -189,11 +201,11 @@ class MemoryStore(CommitBatches):
         return Created(True, None, self._apply([(key, value, lease)]))
 
     async def delete_key(self, key: str) -> int:
-        self._enter()
+        await self._enter()
         return self._apply([(key, None, 0)])
 
     async def delete_prefix(self, prefix: str) -> int:
-        self._enter()
+        await self._enter()
         return self._apply([(kv.key, None, 0) for kv in self._range(prefix)])
 
     async def watch_key(self, key: str, start_revision: int) -> AsyncIterator[KeyEvent]:
@@ -202,7 +214,7 @@ class MemoryStore(CommitBatches):
                 yield ev
 
     async def compact(self, revision: int) -> None:
-        self._enter()
+        await self._enter()
         if revision > self._revision:
             raise StoreError(
                 f"compact {revision}: a future revision (the current one is {self._revision})"
@@ -214,13 +226,13 @@ class MemoryStore(CommitBatches):
     # Leases.
 
     async def grant_lease(self, ttl: int) -> int:
-        self._enter()
+        await self._enter()
         lease = next(self._lease_ids)
         self._leases[lease] = _Lease(ttl, self.now() + ttl)
         return lease
 
     async def keep_alive(self, lease: int) -> int:
-        self._enter()
+        await self._enter()
         found = self._leases.get(lease)
         if found is None:
             return 0  # etcd answers a keep-alive of an unknown lease with TTL 0
@@ -228,7 +240,7 @@ class MemoryStore(CommitBatches):
         return found.ttl
 
     async def revoke_lease(self, lease: int) -> None:
-        self._enter()
+        await self._enter()
         if lease not in self._leases:
             raise StoreError(f"lease revoke {lease:x}: lease not found")
         self._revoke(lease)
@@ -238,8 +250,11 @@ class MemoryStore(CommitBatches):
 
     # The core: every change goes through _apply.
 
-    def _enter(self) -> None:
-        """What every call does first: refuse when closed, expire what is due."""
+    async def _enter(self) -> None:
+        """What every call does first: give way to other tasks, as a request on its way
+        to etcd does (a decision and its commit are not atomic in a real manager either,
+        so races between loops happen here too); refuse when closed; expire what is due."""
+        await asyncio.sleep(self._round_trip)
         if self._closed:
             raise StoreError("memory store: closed")
         self.expire()
@@ -314,7 +329,7 @@ class MemoryStore(CommitBatches):
     ) -> AsyncIterator[list[KeyEvent]]:
         """The events of ``wanted`` keys from ``start_revision`` on (0: from now), a list
         per step, read from the history as the watcher's cursor moves on."""
-        self._enter()
+        await self._enter()
         cursor = start_revision if start_revision > 0 else self._revision + 1
         while True:
             if self._closed:

@@ -443,7 +443,7 @@ def apply_record(response: control_pb2.ApplyResponse, *, dry_run: bool) -> dict[
     """An Apply's answer as `orch apply [--dry-run] -o json` prints it: the services and
     networks with what happened to each (created, updated with the fields, unchanged)
     and, for a dry run, the tasks the cluster would start, stop, keep, or leave pending
-    (with the reason)."""
+    (with the reason), and a note when that plan is missing or partial."""
 
     def changes(kind: str) -> list[dict[str, Any]]:
         return [
@@ -468,6 +468,7 @@ def apply_record(response: control_pb2.ApplyResponse, *, dry_run: bool) -> dict[
         "services": changes("service"),
         "networks": changes("network"),
         "tasks": tasks,
+        "note": response.plan_note,
     }
 
 

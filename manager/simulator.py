@@ -36,7 +36,7 @@ from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Kind, Op, Update
 from orch.manager.state.view import ClusterView
-from orch.proto import control_pb2, objects_pb2, types_pb2
+from orch.proto import control_pb2, objects_pb2, specs_pb2, types_pb2
 
 # What a simulation copies: the desired and observed state the loops read. Liveness and
 # manager presence are leased records of the real cluster, not the loops' inputs.
@@ -54,6 +54,19 @@ class SimulatorSettings:
     """Fake time a simulation may run: a wake-up later than this is not waited for."""
     max_rounds: int = 500
     """Rounds (every loop once, then the agents) at most; a bound, not an expectation."""
+    max_tasks: int = 2000
+    """Tasks a dry run simulates at most: each costs a few milliseconds (every write is
+    encoded as etcd's would be), and the answer must come within the CLI's deadline. A
+    larger dry run reports its changes without the task plan, and says so."""
+
+
+@dataclass
+class DryRun:
+    """The tasks a dry run plans, and why the plan is missing or partial ("": it is
+    complete)."""
+
+    tasks: list[control_pb2.PlannedTask]
+    note: str = ""
 
 
 class Simulator:
@@ -140,17 +153,43 @@ async def dry_run(
     decide: Callable[[View], Decision],
     now: datetime,
     settings: SimulatorSettings | None = None,
-) -> list[control_pb2.PlannedTask]:
+) -> DryRun:
     """What would become of the tasks of the services ``decide`` (a Control API
     decision, made again over the copy: revisions differ there) changes."""
+    settings = settings or SimulatorSettings()
+    size = expected_tasks(view, decide(view))
+    if size > settings.max_tasks:
+        return DryRun(
+            [],
+            f"tasks not simulated: the cluster would hold about {size} tasks, a dry run "
+            f"simulates at most {settings.max_tasks}",
+        )
     async with Simulator(now, settings) as sim:
         await sim.copy(view)
         before = sim.tasks()
         decision = decide(sim.view)
         await sim.write(decision.ops)
-        await sim.settle()
+        settled = await sim.settle()
         names = {c.name for c in decision.changes if c.kind == "service"}
-        return task_plan(before, sim.tasks(), sim.view.objects(Kind.NODE), names)
+        planned = task_plan(before, sim.tasks(), sim.view.objects(Kind.NODE), names)
+    note = (
+        ""
+        if settled
+        else f"partial plan: the simulation stopped after {settings.max_rounds} rounds"
+    )
+    return DryRun(planned, note)
+
+
+def expected_tasks(view: View, decision: Decision) -> int:
+    """About how many tasks a simulation of ``decision`` holds: the tasks there are, and
+    one per replica (or per node, for a global service) of each service it writes."""
+    nodes = sum(1 for _ in view.objects(Kind.NODE))
+    size = sum(1 for _ in view.objects(Kind.TASK))
+    for op in decision.ops:
+        if isinstance(op, Create | Update) and op.kind is Kind.SERVICE:
+            spec = op.obj.spec
+            size += nodes if spec.mode == specs_pb2.GLOBAL else spec.replicas
+    return size
 
 
 def agents(view: View, now: datetime) -> list[Op]:

@@ -35,12 +35,14 @@ class Change(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., action: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApplyResponse(_message.Message):
-    __slots__ = ("changes", "planned_tasks")
+    __slots__ = ("changes", "planned_tasks", "plan_note")
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     PLANNED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NOTE_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     planned_tasks: _containers.RepeatedCompositeFieldContainer[PlannedTask]
-    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., planned_tasks: _Optional[_Iterable[_Union[PlannedTask, _Mapping]]] = ...) -> None: ...
+    plan_note: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., planned_tasks: _Optional[_Iterable[_Union[PlannedTask, _Mapping]]] = ..., plan_note: _Optional[str] = ...) -> None: ...
 
 class PlannedTask(_message.Message):
     __slots__ = ("service", "slot", "node", "action", "reason", "task_id")

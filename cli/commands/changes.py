@@ -105,6 +105,8 @@ def run_apply(ctx: Context) -> int:
     if record["tasks"]:
         ctx.out.write("\n")
         emit(ctx.out, "table", record["tasks"], planned_table)
+    if record["note"]:
+        ctx.out.write(f"({record['note']})\n")
     if ctx.args.dry_run or ctx.args.detach:
         return 0
     return follow_rollouts(ctx, response.changes)

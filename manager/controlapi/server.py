@@ -156,10 +156,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             return apply.decide(view, nets, specs, ipam, _now())
 
         decision = await self._commit(decide, dry_run=request.dry_run)
-        planned = []
+        response = control_pb2.ApplyResponse(changes=decision.changes)
         if request.dry_run:  # the same decision, run through the leader's loops on a copy
-            planned = await simulator.dry_run(self._view, decide, _now(), self._settings.sim)
-        return control_pb2.ApplyResponse(changes=decision.changes, planned_tasks=planned)
+            plan = await simulator.dry_run(self._view, decide, _now(), self._settings.sim)
+            response.planned_tasks.extend(plan.tasks)
+            response.plan_note = plan.note
+        return response
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:

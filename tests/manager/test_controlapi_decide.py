@@ -232,3 +232,4 @@ async def test_a_dry_run_apply_plans_tasks_and_writes_nothing() -> None:
     ]
     assert {p.node for p in response.planned_tasks if p.service == "web"} == {"h1", "h2", "h3"}
     assert "not matching constraint node.labels.zone==c" in response.planned_tasks[0].reason
+    assert response.plan_note == ""

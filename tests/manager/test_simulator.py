@@ -40,6 +40,13 @@ def service(name: str, replicas: int = 1, image: str = "busybox") -> specs_pb2.S
     return spec
 
 
+async def plan(view: View, decide) -> list[control_pb2.PlannedTask]:
+    """The tasks of a complete dry run."""
+    result = await simulator.dry_run(view, decide, T0)
+    assert result.note == ""
+    return result.tasks
+
+
 def deciding(request: control_pb2.ApplyRequest):
     nets, specs = apply.validated(request)
 
@@ -68,7 +75,7 @@ async def test_an_example_app_starts_on_three_nodes_with_addresses(sim: Simulato
     manifest = load_paths([APP])
     await cluster(sim)
     request = control_pb2.ApplyRequest(networks=manifest.networks, services=manifest.services)
-    planned = await simulator.dry_run(sim.view, deciding(request), T0)
+    planned = await plan(sim.view, deciding(request))
     assert [(p.service, p.slot, p.action) for p in planned] == [
         ("api", 1, "start"),
         ("api", 2, "start"),
@@ -97,9 +104,7 @@ async def test_an_unplaceable_service_stays_pending_with_the_reason(sim: Simulat
     await cluster(sim)
     spec = service("db", replicas=2)
     spec.placement.constraints.append("node.labels.zone==c")
-    planned = await simulator.dry_run(
-        sim.view, deciding(control_pb2.ApplyRequest(services=[spec])), T0
-    )
+    planned = await plan(sim.view, deciding(control_pb2.ApplyRequest(services=[spec])))
     assert [(p.slot, p.node, p.action) for p in planned] == [(1, "", "pending"), (2, "", "pending")]
     assert planned[0].reason == (
         "no suitable node (3 nodes): 3 not matching constraint node.labels.zone==c"
@@ -108,9 +113,7 @@ async def test_an_unplaceable_service_stays_pending_with_the_reason(sim: Simulat
 
 async def test_scale_down_keeps_some_and_stops_the_rest(sim: Simulator) -> None:
     await cluster(sim, service("web", replicas=3))
-    planned = await simulator.dry_run(
-        sim.view, deciding(control_pb2.ApplyRequest(services=[service("web", 1)])), T0
-    )
+    planned = await plan(sim.view, deciding(control_pb2.ApplyRequest(services=[service("web", 1)])))
     assert [(p.slot, p.action) for p in planned] == [(1, "keep"), (2, "stop"), (3, "stop")]
     assert {p.node for p in planned} == {"h1", "h2", "h3"}
 
@@ -122,9 +125,7 @@ async def test_a_rolling_update_replaces_every_task_over_fake_time(sim: Simulato
     old = {t.id for t in sim.tasks()}
     changed = service("web", 2, image="busybox:2")
     changed.update.delay.FromSeconds(30)
-    planned = await simulator.dry_run(
-        sim.view, deciding(control_pb2.ApplyRequest(services=[changed])), T0
-    )
+    planned = await plan(sim.view, deciding(control_pb2.ApplyRequest(services=[changed])))
     assert [(p.slot, p.action) for p in planned] == [
         (1, "stop"),
         (1, "start"),
@@ -136,10 +137,19 @@ async def test_a_rolling_update_replaces_every_task_over_fake_time(sim: Simulato
 
 async def test_an_unchanged_apply_keeps_everything(sim: Simulator) -> None:
     await cluster(sim, service("web", replicas=2))
-    planned = await simulator.dry_run(
-        sim.view, deciding(control_pb2.ApplyRequest(services=[service("web", 2)])), T0
-    )
+    planned = await plan(sim.view, deciding(control_pb2.ApplyRequest(services=[service("web", 2)])))
     assert [p.action for p in planned] == ["keep", "keep"]
+
+
+async def test_a_dry_run_too_large_to_simulate_says_so(sim: Simulator) -> None:
+    await cluster(sim, service("web", replicas=3))
+    settings = SimulatorSettings(max_tasks=10)
+    big = deciding(control_pb2.ApplyRequest(services=[service("api", 8)]))
+    result = await simulator.dry_run(sim.view, big, T0, settings)
+    assert result.tasks == []
+    assert result.note == (
+        "tasks not simulated: the cluster would hold about 11 tasks, a dry run simulates at most 10"
+    )
 
 
 async def test_settle_stops_at_the_horizon() -> None:

@@ -8,8 +8,11 @@ few times (concurrent applies creating networks race for VNIs and subnets). What
 is decided by pure functions of the view, one module per resource: apply.py (with
 services.py and networks.py), services.py, networks.py, nodes.py; tasks.py resolves the
 names a person types. This module only validates, decides, commits, waits for its view and
-answers. Errors leave here as gRPC status codes with a message meant for a person (INVALID_ARGUMENT carries one problem per line,
-FAILED_PRECONDITION says who still uses what is to be removed).
+answers. A dry-run Apply commits nothing: its decision runs through the leader's loops
+on a copy of the cluster (simulator.py), which tells the tasks it would start and stop.
+Errors leave here as gRPC status codes with a message meant for a person
+(INVALID_ARGUMENT carries one problem per line, FAILED_PRECONDITION says who still uses
+what is to be removed).
 
 When etcd fails (no quorum, no member reachable) a write fails within the Store's timeout
 (5 s) with UNAVAILABLE, a one-line message that says so, and the trailing metadata

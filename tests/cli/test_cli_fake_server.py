@@ -282,6 +282,17 @@ async def test_apply_dry_run_as_one_record(orch, fake_server, tmp_path, fmt) -> 
     assert record["tasks"][2]["reason"] == "no node"
 
 
+async def test_apply_as_json_does_not_follow_rollouts(orch, fake_server, tmp_path) -> None:
+    (tmp_path / "app.yaml").write_text(MANIFEST)
+    result = await orch(
+        "apply", "-f", str(tmp_path), "--manager", fake_server.address, "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.out)
+    assert record["dry_run"] is False and record["tasks"] == [] and record["note"] == ""
+    assert [m for m, _ in fake_server.control.requests] == ["Apply"]
+
+
 async def test_apply_manifest_problems_are_printed_and_nothing_is_sent(
     orch, fake_server, tmp_path
 ) -> None:

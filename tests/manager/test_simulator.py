@@ -174,3 +174,33 @@ async def test_settle_stops_at_the_horizon() -> None:
         assert await sim.settle()
         assert sim.now == T0 + timedelta(seconds=60)
         assert sorted(t.status.state for t in sim.tasks()) == [T.RUNNING, T.FAILED]
+
+
+def test_task_plan_compares_the_live_tasks_before_and_after() -> None:
+    def task(tid: str, slot: int, node_id: str = "", desired: int = T.RUNNING) -> objects_pb2.Task:
+        t = objects_pb2.Task(id=tid, service_name="web", slot=slot, node_id=node_id)
+        t.desired_state = desired
+        t.status.state = T.RUNNING if node_id else T.PENDING
+        t.status.err = "" if node_id else "no suitable node"
+        return t
+
+    before = [task("a", 1, "id-h1"), task("b", 2), task("c", 3), task("d", 4, "id-h2")]
+    after = [
+        task("a", 1, "id-h1"),  # runs on: keep
+        task("b", 2, "id-h2"),  # was waiting, now placed: start
+        task("c", 3),  # still waiting: pending, with the reason
+        task("d", 4, "id-h2", desired=T.SHUTDOWN),  # stops
+        task("e", 5, "id-h1"),  # new and placed: start
+        task("x", 1, "id-h1", desired=T.SHUTDOWN),  # new but already superseded: not shown
+    ]
+    other = objects_pb2.Task(id="o", service_name="db", slot=1, node_id="id-h1")
+    planned = simulator.task_plan(
+        before, [*after, other], [node("h1"), node("h2")], services={"web"}
+    )
+    assert [(p.task_id, p.slot, p.node, p.action, p.reason) for p in planned] == [
+        ("a", 1, "h1", "keep", ""),
+        ("b", 2, "h2", "start", ""),
+        ("c", 3, "", "pending", "no suitable node"),
+        ("d", 4, "h2", "stop", ""),
+        ("e", 5, "h1", "start", ""),
+    ]

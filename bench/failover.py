@@ -33,13 +33,13 @@ from benchlib import pct, until
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.manager.state.election import LEADER_KEY, ElectionSettings
-from orch.manager.state.store import Store
+from orch.manager.state.store import EtcdStore, Store
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2
 
 
 async def leader(store: Store) -> str:
-    resp = await store.client.kv.get(LEADER_KEY)
-    return resp.kvs[0].value.decode() if resp.kvs else ""
+    kv = await store.get_key(LEADER_KEY)
+    return kv.value.decode() if kv else ""
 
 
 async def task_created(stub, slot: int) -> float | None:
@@ -77,13 +77,12 @@ async def trial(cluster: LocalCluster, store: Store, stubs: list, replicas: int)
     old = await leader(store)
     index = int(old.rsplit("-m", 1)[1])
     survivor = stubs[1 - index]
-    watch_from = (await store.client.kv.get(LEADER_KEY)).header.revision + 1
+    watch_from = await store.revision() + 1
 
     async def elected() -> float:
-        async for batch in store.client.watch.watch(LEADER_KEY, start_revision=watch_from):
-            for event in batch.events:
-                if event.type == 0 and event.kv.value.decode() != old:  # a PUT by another
-                    return time.time()
+        async for event in store.watch_key(LEADER_KEY, watch_from):
+            if event.value is not None and event.value.decode() != old:  # a put by another
+                return time.time()
         raise RuntimeError("leader watch ended")
 
     election = asyncio.create_task(elected())
@@ -108,7 +107,7 @@ async def main() -> None:
     results, live = [], []
     try:
         await cluster.up()
-        store = await Store.connect(cluster.record.etcd.split(","))
+        store = await EtcdStore.connect(cluster.record.etcd.split(","))
         channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
         stubs = [control_pb2_grpc.ControlStub(c) for c in channels]
         spec = specs_pb2.ServiceSpec(

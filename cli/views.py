@@ -435,6 +435,52 @@ def change_line(change: control_pb2.Change, *, dry_run: bool = False) -> str:
     return line
 
 
+# What `orch apply -o json` calls the actions of a Change.
+_APPLIED = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+
+
+def apply_record(response: control_pb2.ApplyResponse, *, dry_run: bool) -> dict[str, Any]:
+    """An Apply's answer as `orch apply [--dry-run] -o json` prints it: the services and
+    networks with what happened to each (created, updated with the fields, unchanged)
+    and, for a dry run, the tasks the cluster would start, stop, keep, or leave pending
+    (with the reason), and a note when that plan is missing or partial."""
+
+    def changes(kind: str) -> list[dict[str, Any]]:
+        return [
+            {"name": c.name, "action": _APPLIED.get(c.action, c.action), "fields": list(c.fields)}
+            for c in response.changes
+            if c.kind == kind
+        ]
+
+    tasks = [
+        {
+            "service": t.service,
+            "slot": t.slot,
+            "node": t.node,
+            "action": t.action,
+            "reason": t.reason,
+            "task_id": t.task_id,
+        }
+        for t in response.planned_tasks
+    ]
+    return {
+        "dry_run": dry_run,
+        "services": changes("service"),
+        "networks": changes("network"),
+        "tasks": tasks,
+        "note": response.plan_note,
+    }
+
+
+def planned_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    """SERVICE SLOT NODE ACTION REASON: a dry run's tasks (slot "-" for a global task)."""
+    rows = [
+        [r["service"], str(r["slot"] or "-"), r["node"] or "-", r["action"], r["reason"]]
+        for r in records
+    ]
+    return ["SERVICE", "SLOT", "NODE", "ACTION", "REASON"], rows
+
+
 # -- inspect ------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ import grpc
 from orch import model
 from orch.localcluster.cluster import LocalCluster
 from orch.manager.state.election import LEADER_KEY
-from orch.manager.state.store import Store
+from orch.manager.state.store import EtcdStore, Store
 from orch.overlay import names
 from orch.overlay.netns import list_netns, run_command
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
@@ -112,7 +112,7 @@ class Chaos:
     # -- the run --
 
     async def __aenter__(self) -> Chaos:
-        self._store = await Store.connect(self.cluster.record.etcd.split(","))
+        self._store = await EtcdStore.connect(self.cluster.record.etcd.split(","))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -245,10 +245,10 @@ class Chaos:
 
     async def _kill_leader(self, outage: float) -> str:
         assert self._store is not None
-        resp = await self._store.client.kv.get(LEADER_KEY)
-        if not resp.kvs:
+        kv = await self._store.get_key(LEADER_KEY)
+        if kv is None:
             return "none (no leader at the time)"
-        leader = resp.kvs[0].value.decode()
+        leader = kv.value.decode()
         index = int(leader.rsplit("-m", 1)[1])
         await self.cluster.kill_manager(index, crash=True)
         try:

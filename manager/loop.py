@@ -75,12 +75,15 @@ class ControlLoop:
             await self.view.ready()
             wake_at: datetime | None = None
             while True:
-                wake_at = await self._one_pass(wake_at)
+                wake_at = await self.one_pass()
                 await self._wait(queue, wake_at)
         finally:
             self.view.unsubscribe(queue)
 
-    async def _one_pass(self, wake_at: datetime | None) -> datetime | None:
+    async def one_pass(self) -> datetime | None:
+        """Plan over the view and commit; returns when the loop wants to run again
+        without a change (None: only on the next change). ``run`` repeats it on changes;
+        the simulator (manager/simulator.py) calls it directly, on fake time."""
         result = self.plan(self.clock())
         self.passes += 1
         try:

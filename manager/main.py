@@ -36,7 +36,7 @@ from orch.manager.orchestrator.loop import OrchestratorLoop
 from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.election import Election, ElectionSettings
 from orch.manager.state.presence import announce
-from orch.manager.state.store import Store
+from orch.manager.state.store import EtcdStore, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker, ExecSettings
 from orch.manager.streams.forwarding import ForwardSettings, SessionRouter
@@ -73,9 +73,12 @@ class Manager:
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
-    async def run(self, started: asyncio.Event | None = None) -> None:
+    async def run(self, started: asyncio.Event | None = None, store: Store | None = None) -> None:
+        """Serve until cancelled. ``store``: the store to use instead of connecting to
+        ``settings.etcd`` (tests run a whole manager on a MemoryStore); closed on exit
+        all the same."""
         s = self.settings
-        store = await Store.connect(s.etcd)
+        store = store if store is not None else await EtcdStore.connect(s.etcd)
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)

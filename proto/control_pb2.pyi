@@ -35,10 +35,30 @@ class Change(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., action: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApplyResponse(_message.Message):
-    __slots__ = ("changes",)
+    __slots__ = ("changes", "planned_tasks", "plan_note")
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NOTE_FIELD_NUMBER: _ClassVar[int]
     changes: _containers.RepeatedCompositeFieldContainer[Change]
-    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
+    planned_tasks: _containers.RepeatedCompositeFieldContainer[PlannedTask]
+    plan_note: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., planned_tasks: _Optional[_Iterable[_Union[PlannedTask, _Mapping]]] = ..., plan_note: _Optional[str] = ...) -> None: ...
+
+class PlannedTask(_message.Message):
+    __slots__ = ("service", "slot", "node", "action", "reason", "task_id")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    slot: int
+    node: str
+    action: str
+    reason: str
+    task_id: str
+    def __init__(self, service: _Optional[str] = ..., slot: _Optional[int] = ..., node: _Optional[str] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class ScaleRequest(_message.Message):
     __slots__ = ("replicas",)

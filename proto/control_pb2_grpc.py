@@ -132,8 +132,8 @@ class ControlServicer:
 
     def Apply(self, request, context):
         """Creates or updates the given networks and services in one etcd transaction. A spec
-        equal to the stored one is left alone. With dry_run, reports the changes and writes
-        nothing.
+        equal to the stored one is left alone. With dry_run, reports the changes and the tasks
+        the leader's loops would start and stop (a simulation), and writes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,17 +65,16 @@ def etcd_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 async def store(etcd_endpoint: str):
-    """A Store on the session's etcd, with the orch keyspace emptied before each test."""
-    from etcd3aio.kv import prefix_range_end
+    """An EtcdStore on the session's etcd, with the orch keyspace emptied before each
+    test."""
+    from orch.manager.state.store import PREFIX, EtcdStore
 
-    from orch.manager.state.store import PREFIX, Store
-
-    s = await Store.connect([etcd_endpoint])
-    await s.client.kv.delete(PREFIX, prefix_range_end(PREFIX))
+    s = await EtcdStore.connect([etcd_endpoint])
+    await s.delete_prefix(PREFIX)
     try:
         yield s
     finally:
-        await s.client.kv.delete(PREFIX, prefix_range_end(PREFIX))
+        await s.delete_prefix(PREFIX)
         await s.close()
 
 

@@ -48,6 +48,22 @@ def wait_until(
     pytest.fail(f"timed out after {timeout}s waiting for {what or cond}; last value: {last!r}")
 
 
+def etcd_state(cluster) -> tuple[int, list[str]]:
+    """The etcd revision and every orch key of a LocalCluster: equal before and after =
+    nothing written."""
+    ep = cluster.record.etcd
+    status = subprocess.run(
+        ["etcdctl", "--endpoints", ep, "endpoint", "status", "-w", "json"],
+        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
+    ).stdout  # fmt: skip
+    revision = json.loads(status)[0]["Status"]["header"]["revision"]
+    keys = subprocess.run(
+        ["etcdctl", "--endpoints", ep, "get", "--prefix", "/orch/v1/", "--keys-only"],
+        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
+    ).stdout.split()  # fmt: skip
+    return revision, keys
+
+
 _FETCH = """
 import sys, urllib.request
 try:

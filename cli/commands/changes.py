@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orch.cli.commands.listings import add_output_flag
 from orch.cli.context import Context
-from orch.cli.views import change_line
+from orch.cli.output import emit
+from orch.cli.views import apply_record, change_line, planned_table
 from orch.errors import NotFoundError, ValidationError
 from orch.proto import control_pb2
 
@@ -30,12 +32,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE|DIR",
         help="a manifest file or a directory of them (repeatable)",
     )
-    p.add_argument("--dry-run", action="store_true", help="report the changes, write nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report the changes and the tasks that would start, stop or stay pending "
+        "(and where); write nothing",
+    )
     p.add_argument(
         "--detach",
         action="store_true",
         help="return once the changes are stored; do not follow the rolling updates",
     )
+    add_output_flag(p)  # json or yaml: one record, and rollouts are not followed
     p.set_defaults(func=run_apply)
 
     p = subparsers.add_parser("scale", parents=[common], help="set the replicas of services")
@@ -88,8 +96,17 @@ def run_apply(ctx: Context) -> int:
         networks=manifest.networks, services=manifest.services, dry_run=ctx.args.dry_run
     )
     response = ctx.client().call("Apply", request)
+    record = apply_record(response, dry_run=ctx.args.dry_run)
+    if ctx.args.output != "table":
+        emit(ctx.out, ctx.args.output, record)
+        return 0
     for change in response.changes:
         ctx.out.write(change_line(change, dry_run=ctx.args.dry_run) + "\n")
+    if record["tasks"]:
+        ctx.out.write("\n")
+        emit(ctx.out, "table", record["tasks"], planned_table)
+    if record["note"]:
+        ctx.out.write(f"({record['note']})\n")
     if ctx.args.dry_run or ctx.args.detach:
         return 0
     return follow_rollouts(ctx, response.changes)

@@ -1,5 +1,5 @@
 """Networks in the Control API: what Apply writes for network specs, what removal writes,
-and what `orch network ls` shows. Functions of the ClusterView; controlapi.py commits.
+and what `orch network ls` shows. Pure functions of the view; server.py commits.
 
 A new network gets its VNI and, when the spec has none, a subnet from the cluster pool
 (ipam.py decides). Both are made unique in etcd by claim keys created only if absent in
@@ -20,31 +20,16 @@ and its claims. Leases on it are gone by then (the allocator releases them when 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 from orch import model
-from orch.errors import NotFoundError, PreconditionError, ValidationError
+from orch.errors import NotFoundError, ValidationError
 from orch.manager.allocator import ipam
-from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified
-from orch.manager.state.view import ClusterView
+from orch.manager.controlapi.decision import Decision, InUseError, View, change, respecced
+from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified, Versioned
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 DEFAULT_DRIVER = "overlay"
-
-
-class InUseError(PreconditionError):
-    """The object is still used by others (a network by services)."""
-
-
-@dataclass
-class NetworkWrites:
-    """What an Apply writes for its network specs."""
-
-    ops: list[Op]
-    changes: list[control_pb2.Change]
-    created: list[objects_pb2.Network]
 
 
 def normalize(spec: specs_pb2.NetworkSpec) -> specs_pb2.NetworkSpec:
@@ -56,7 +41,7 @@ def normalize(spec: specs_pb2.NetworkSpec) -> specs_pb2.NetworkSpec:
     return out
 
 
-def immutable_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) -> list[str]:
+def immutable_problems(specs: list[specs_pb2.NetworkSpec], view: View) -> list[str]:
     """Changes to an existing network other than its labels."""
     problems = []
     for i, spec in enumerate(specs):
@@ -76,7 +61,7 @@ def immutable_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) ->
     return problems
 
 
-def overlap_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) -> list[str]:
+def overlap_problems(specs: list[specs_pb2.NetworkSpec], view: View) -> list[str]:
     """Subnets given for new networks that overlap an existing network's subnet."""
     existing = [
         (n.spec.name, ipaddress.IPv4Network(n.subnet))
@@ -97,18 +82,12 @@ def overlap_problems(specs: list[specs_pb2.NetworkSpec], view: ClusterView) -> l
     return problems
 
 
-def network_writes(
-    specs: list[specs_pb2.NetworkSpec],
-    view: ClusterView,
-    settings: ipam.IpamSettings,
-    apply_one: Callable[[Kind, Any, list[control_pb2.Change], Any], list[Op]],
-) -> NetworkWrites:
+def decide(
+    view: View, specs: list[specs_pb2.NetworkSpec], settings: ipam.IpamSettings, now: datetime
+) -> Decision:
     """Creates (with VNI, subnet and claims) and label updates for ``specs``, which are
-    normalized and validated. ``apply_one(kind, spec, changes, make)`` is the Control
-    API's create-or-update diff for existing objects."""
-    ops: list[Op] = []
-    changes: list[control_pb2.Change] = []
-    created: list[objects_pb2.Network] = []
+    normalized and validated; ``result`` lists the networks created."""
+    decision = Decision(result=[])
     networks = list(view.objects(Kind.NETWORK))
     claims = list(view.objects(Kind.CLAIM))
     vnis = {n.vni for n in networks} | {int(c.value) for c in claims if c.kind == "vni"}
@@ -119,10 +98,7 @@ def network_writes(
     for i, spec in enumerate(specs):
         current = view.get(Kind.NETWORK, spec.name)
         if current is not None:
-            kept = specs_pb2.NetworkSpec()
-            kept.CopyFrom(spec)
-            kept.subnet = current.obj.spec.subnet  # "" when it came from the pool
-            ops += apply_one(Kind.NETWORK, kept, changes, None)
+            decision += _relabelled(current, spec, now)
             continue
         try:
             vni = ipam.next_vni(vnis, settings)
@@ -134,24 +110,37 @@ def network_writes(
         vnis.add(vni)
         if not spec.subnet:
             subnets.append(ipaddress.IPv4Network(subnet))
-        network = new_network(spec, vni, subnet)
-        created.append(network)
-        changes.append(control_pb2.Change(kind="network", name=spec.name, action="create"))
-        ops += [
+        network = new_network(spec, vni, subnet, now)
+        decision.result.append(network)
+        decision.changes.append(change(Kind.NETWORK, None, spec))
+        decision.ops += [
             Create(Kind.NETWORK, network),
             Create(Kind.CLAIM, objects_pb2.Claim(kind="vni", value=str(vni), owner=spec.name)),
             Create(Kind.CLAIM, objects_pb2.Claim(kind="subnet", value=subnet, owner=spec.name)),
         ]
-    if created:
-        ops.append(QuietSince(Kind.NETWORK, view.revision))
-    return NetworkWrites(ops, changes, created)
+    if decision.result:
+        decision.ops.append(QuietSince(Kind.NETWORK, view.revision))
+    return decision
 
 
-def new_network(spec: specs_pb2.NetworkSpec, vni: int, subnet: str) -> objects_pb2.Network:
-    now = model.timestamp()
+def _relabelled(current: Versioned, spec: specs_pb2.NetworkSpec, now: datetime) -> Decision:
+    """An existing network given again: only its labels may differ (immutable_problems
+    refused the rest)."""
+    kept = specs_pb2.NetworkSpec()
+    kept.CopyFrom(spec)
+    kept.subnet = current.obj.spec.subnet  # "" when it came from the pool
+    what = change(Kind.NETWORK, current, kept)
+    ops = [respecced(current, kept, now)] if what.action == "update" else []
+    return Decision(ops, [what])
+
+
+def new_network(
+    spec: specs_pb2.NetworkSpec, vni: int, subnet: str, now: datetime
+) -> objects_pb2.Network:
+    stamp = model.timestamp(now)
     return objects_pb2.Network(
         id=model.new_id(),
-        meta=objects_pb2.Meta(version=1, created_at=now, updated_at=now),
+        meta=objects_pb2.Meta(version=1, created_at=stamp, updated_at=stamp),
         spec=spec,
         vni=vni,
         subnet=subnet,
@@ -159,9 +148,7 @@ def new_network(spec: specs_pb2.NetworkSpec, vni: int, subnet: str) -> objects_p
     )
 
 
-def joined_guards(
-    services: list[specs_pb2.ServiceSpec], created: set[str], view: ClusterView
-) -> list[Op]:
+def joined_guards(services: list[specs_pb2.ServiceSpec], created: set[str], view: View) -> list[Op]:
     """Guards that the existing networks the services join are still there at commit (a
     concurrent RemoveNetwork would otherwise leave services on a missing network)."""
     names = {n for s in services for n in model.cluster_networks(s) if n not in created}
@@ -173,7 +160,7 @@ def joined_guards(
     return guards
 
 
-def users(view: ClusterView, name: str) -> list[str]:
+def users(view: View, name: str) -> list[str]:
     """Names of the services that list network ``name``."""
     return sorted(
         s.spec.name
@@ -182,20 +169,20 @@ def users(view: ClusterView, name: str) -> list[str]:
     )
 
 
-def network_info(view: ClusterView, network: objects_pb2.Network) -> control_pb2.NetworkInfo:
+def network_info(view: View, network: objects_pb2.Network) -> control_pb2.NetworkInfo:
     name = network.spec.name
     endpoints = sum(1 for lease in view.objects(Kind.LEASE) if lease.network == name)
     return control_pb2.NetworkInfo(network=network, services=users(view, name), endpoints=endpoints)
 
 
-def get(view: ClusterView, name: str) -> objects_pb2.Network:
+def get(view: View, name: str) -> objects_pb2.Network:
     current = view.get(Kind.NETWORK, name)
     if current is None:
         raise NotFoundError(f"no such network: {name}")
     return current.obj
 
 
-def removal_ops(view: ClusterView, name: str) -> list[Op]:
+def decide_removal(view: View, name: str) -> Decision:
     """The writes that remove network ``name``, or InUseError saying who uses it."""
     current = view.get(Kind.NETWORK, name)
     if current is None:
@@ -226,4 +213,4 @@ def removal_ops(view: ClusterView, name: str) -> list[Op]:
         claim = view.get(Kind.CLAIM, claim_name)
         if claim is not None and claim.obj.owner == name:
             ops.append(Delete(Kind.CLAIM, claim.key, claim.mod_revision))
-    return ops
+    return Decision(ops)

@@ -1,5 +1,5 @@
 """Nodes in the Control API: resolving the name a person types, changing a node's spec
-(availability, labels) and removing a node. Functions of the ClusterView; controlapi.py
+(availability, labels) and removing a node. Pure functions of the view; server.py
 commits their ops with its retry-on-conflict loop, so each decision is made again over
 the newer view when another writer (the dispatcher refreshing the node's status) won.
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
-from orch import model
 from orch.errors import NotFoundError, ValidationError
-from orch.manager.controlapi.networks import InUseError
-from orch.manager.state.store import Delete, Kind, Op, Update, Versioned
-from orch.manager.state.view import ClusterView
+from orch.manager.controlapi.decision import Decision, InUseError, View, respecced
+from orch.manager.state.store import Delete, Kind, Versioned
 from orch.manifests.validate import LABEL_KEY_ACCEPTED
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
@@ -35,7 +34,7 @@ MAX_LABEL_VALUE = 1024
 _AVAILABILITIES = (types_pb2.ACTIVE, types_pb2.PAUSE, types_pb2.DRAIN)
 
 
-def resolve(view: ClusterView, ident: str) -> Versioned:
+def resolve(view: View, ident: str) -> Versioned:
     """The node with id or hostname ``ident``, else the one whose id starts with it.
     NotFoundError when none, ValidationError when the prefix or hostname is ambiguous."""
     if not ident:
@@ -98,21 +97,18 @@ def updated(node: objects_pb2.Node, request: control_pb2.UpdateNodeRequest) -> o
     return out
 
 
-def update_ops(
-    view: ClusterView, request: control_pb2.UpdateNodeRequest
-) -> tuple[list[Op], objects_pb2.Node]:
-    """The guarded write of an UpdateNode over the view as it is now, and the node as it
-    will be. No ops when nothing changes (the node is returned as it is)."""
+def decide_update(view: View, request: control_pb2.UpdateNodeRequest, now: datetime) -> Decision:
+    """The guarded write of an UpdateNode over the view as it is now; ``result`` is the
+    node as it will be. No ops when nothing changes (the node is returned as it is)."""
     current = resolve(view, request.id)
     node = updated(current.obj, request)
     if node.spec == current.obj.spec:
-        return [], current.obj
-    node.meta.version += 1
-    node.meta.updated_at.CopyFrom(model.timestamp())
-    return [Update(Kind.NODE, node, current.mod_revision)], node
+        return Decision(result=current.obj)
+    write = respecced(current, node.spec, now)
+    return Decision([write], result=write.obj)
 
 
-def removal_ops(view: ClusterView, request: control_pb2.RemoveNodeRequest) -> list[Op]:
+def decide_removal(view: View, request: control_pb2.RemoveNodeRequest) -> Decision:
     """The delete of a node, refused (InUseError: FAILED_PRECONDITION) unless it is DOWN
     or ``force`` is set."""
     current = resolve(view, request.id)
@@ -124,7 +120,7 @@ def removal_ops(view: ClusterView, request: control_pb2.RemoveNodeRequest) -> li
             f"node {name} is {status_name(state)}; only a down node can be removed "
             "(drain it and stop its agent first, or use --force)"
         )
-    return [Delete(Kind.NODE, current.key, current.mod_revision)]
+    return Decision([Delete(Kind.NODE, current.key, current.mod_revision)])
 
 
 def status_name(state: int) -> str:

@@ -1,4 +1,5 @@
-"""Leader election through etcd: one leased key, created only if absent.
+"""Leader election through the Store (etcd when it runs): one leased key, created only if
+absent.
 
 A manager campaigns by creating ``/orch/v1/leader`` with its id, attached to a lease it
 keeps alive. Whoever created the key leads until the lease expires (the manager died or
@@ -26,12 +27,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import grpc
-from etcd3aio import EtcdError
-from etcd3aio.kv import KVService
-
 from orch.errors import StoreError
-from orch.manager.state.store import PREFIX, Fence, Store
+from orch.manager.state.api import PREFIX, Fence, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ class Election:
         while True:
             try:
                 lease = await self._campaign()
-            except (EtcdError, grpc.aio.AioRpcError, StoreError, TimeoutError) as exc:
+            except (StoreError, TimeoutError) as exc:
                 log.warning("election: %s", str(exc) or "etcd did not answer")
                 await asyncio.sleep(self._settings.retry_interval)
                 continue
@@ -90,30 +87,24 @@ class Election:
             log.warning("manager %s lost the leadership", self._id)
 
     async def _campaign(self) -> int:
-        kv, leases, timeout = self._store.client.kv, self._store.client.lease, self._store.timeout
+        me = self._id.encode()
         while True:
-            lease = (await leases.grant(self._settings.lease_ttl, timeout=timeout)).ID
-            resp = await kv.txn(
-                [KVService.txn_compare_create_revision(LEADER_KEY, 0)],
-                [KVService.txn_op_put(LEADER_KEY, self._id, lease=lease)],
-                [KVService.txn_op_get(LEADER_KEY)],
-                timeout=timeout,
-            )
-            if resp.succeeded:
+            lease = await self._store.grant_lease(self._settings.lease_ttl)
+            claim = await self._store.create_key(LEADER_KEY, me, lease=lease)
+            if claim.created:
                 return lease
-            await leases.revoke(lease, timeout=timeout)
-            holder = resp.responses[0].response_range.kvs
-            if holder and holder[0].value == self._id.encode():
+            await self._store.revoke_lease(lease)
+            if claim.holder is not None and claim.holder.value == me:
                 # Our own key, from a term whose lease could not be revoked (etcd was
                 # down when we stepped down, or our campaign's answer was lost): end it
                 # now rather than wait out its TTL.
-                await leases.revoke(holder[0].lease, timeout=timeout)
+                await self._store.revoke_lease(claim.holder.lease)
                 continue
-            await self._wait_for_vacancy(resp.header.revision)
+            await self._wait_for_vacancy(claim.revision)
 
     async def _wait_for_vacancy(self, revision: int) -> None:
-        async for batch in self._store.client.watch.watch(LEADER_KEY, start_revision=revision + 1):
-            if any(ev.type == 1 for ev in batch.events):
+        async for event in self._store.watch_key(LEADER_KEY, revision + 1):
+            if event.deleted:
                 return
 
     async def _lead_while_lease_lives(
@@ -146,17 +137,11 @@ class Election:
     async def _keepalive(self, lease: int) -> int | None:
         """The lease's TTL after one refresh (<= 0: it is gone), None without an answer."""
         try:
-            call = self._store.client.lease.keep_alive(lease)
-            try:
-                async with asyncio.timeout(self._settings.lease_ttl):
-                    async for answer in call:
-                        return answer.TTL
-                return None
-            finally:
-                call.cancel()
-        except (EtcdError, grpc.aio.AioRpcError, TimeoutError) as exc:
+            async with asyncio.timeout(self._settings.lease_ttl):
+                return await self._store.keep_alive(lease)
+        except (StoreError, TimeoutError) as exc:
             log.warning("election: keep-alive failed: %s", str(exc) or "no answer")
             return None
 
     async def _resign(self, lease: int) -> None:
-        await self._store.client.lease.revoke(lease, timeout=self._store.timeout)
+        await self._store.revoke_lease(lease)

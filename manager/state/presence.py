@@ -10,7 +10,7 @@ import logging
 
 from orch import model
 from orch.errors import StoreError
-from orch.manager.state.store import Kind, Store
+from orch.manager.state.api import Kind, Store
 from orch.proto import objects_pb2
 
 log = logging.getLogger(__name__)

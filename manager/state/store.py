@@ -1,14 +1,18 @@
-"""The manager's only door to etcd: typed reads, guarded transactions and a watch.
+"""The manager's only door to etcd: typed reads, guarded transactions and a watch, as
+:class:`EtcdStore`, which implements the :class:`~orch.manager.state.api.Store` protocol.
 
 Every object lives at ``/orch/v1/<kind>/<key>`` as protobuf JSON, so ``etcdctl get
---prefix /orch/`` reads like a document. Writes go through :meth:`Store.commit`, which
+--prefix /orch/`` reads like a document. Writes go through :meth:`EtcdStore.commit`, which
 turns a list of operations into one etcd transaction: a create only succeeds if the key
 is absent, an update or delete only if the key still has the ``mod_revision`` the caller
 read. A lost race raises :class:`ConflictError`; the caller re-reads (its cache catches up
 through the watch) and decides again. An optional fence compare (the leader key) rides
 along in the same transaction, so a deposed leader cannot write.
 
-etcd errors are translated to :class:`StoreError` here and nowhere else.
+etcd errors are translated to :class:`StoreError` here and nowhere else: no other module
+imports etcd3aio (the local cluster's etcd supervision aside). The keyspace and the
+operations live in ``api.py`` and are re-exported here, so ``from ...state.store import
+Kind, Create, Store`` keeps working; ``Store`` is the protocol, ``EtcdStore`` this class.
 
 Every call is bounded: it answers or fails with StoreError within ``timeout`` (5 s),
 also when etcd has lost quorum (etcd itself would keep a request waiting for 7 s, and our
@@ -24,181 +28,75 @@ fails its compare and the caller sees a ConflictError, never a double write.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from etcd3aio import Etcd3Client, EtcdConnectionError, EtcdError, EtcdTransientError
 from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService, prefix_range_end
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from orch.errors import ConflictError, StoreError
-from orch.proto import objects_pb2
+from orch.manager.state.api import (
+    MAX_TXN_OPS,
+    PREFIX,
+    CommitBatches,
+    Create,
+    Created,
+    Delete,
+    Event,
+    EventBatch,
+    Fence,
+    KeyEvent,
+    KeyValue,
+    Kind,
+    Op,
+    QuietSince,
+    Store,
+    Unmodified,
+    Update,
+    Versioned,
+    check_size,
+    decode,
+    describe,
+    encode,
+    op_key,
+    parse_key,
+)
 
-PREFIX = "/orch/v1/"
-# etcd refuses transactions of more than 128 operations by default (--max-txn-ops).
-MAX_TXN_OPS = 128
+__all__ = [
+    "MAX_TXN_OPS",
+    "PREFIX",
+    "Create",
+    "Created",
+    "Delete",
+    "EtcdStore",
+    "Event",
+    "EventBatch",
+    "Fence",
+    "KeyEvent",
+    "KeyValue",
+    "Kind",
+    "Op",
+    "QuietSince",
+    "Store",
+    "Unmodified",
+    "Update",
+    "Versioned",
+    "decode",
+    "encode",
+    "parse_key",
+]
+
 # Seconds before a call that failed at once (no member reachable) is sent again.
 _RETRY_PAUSE = 0.2
+_DELETE = 1  # mvccpb.Event.DELETE
 
-
-class Kind(enum.Enum):
-    """What is stored, and under which folder. Services and networks are keyed by name,
-    tasks and nodes by id, address leases by ``<network>/<ip>`` and claims by
-    ``<kind>/<value>`` (a value may hold '/' itself: ``subnet/10.10.0.0/24``)."""
-
-    SERVICE = ("services", objects_pb2.Service)
-    TASK = ("tasks", objects_pb2.Task)
-    NODE = ("nodes", objects_pb2.Node)
-    NETWORK = ("networks", objects_pb2.Network)
-    LEASE = ("ipam", objects_pb2.AddressLease)
-    CLAIM = ("claims", objects_pb2.Claim)
-    LIVENESS = ("liveness", objects_pb2.Node)
-    MANAGER = ("managers", objects_pb2.ManagerInfo)
-    """A node's liveness record: a Node with only ``id`` and ``status`` (the manager
-    holding the session), attached to an etcd lease the agent's heartbeats keep alive.
-    The key disappears when the lease expires: that is how a node is seen to be gone."""
-
-    def __init__(self, folder: str, message: type[Message]) -> None:
-        self.folder = folder
-        self.message = message
-
-    @property
-    def prefix(self) -> str:
-        return f"{PREFIX}{self.folder}/"
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def key_of(self, obj: Any) -> str:
-        """The key an object is stored under: its name for services and networks."""
-        if self in (Kind.SERVICE, Kind.NETWORK):
-            return self.key(obj.spec.name)
-        if self is Kind.LEASE:
-            return self.key(f"{obj.network}/{obj.address}")
-        if self is Kind.CLAIM:
-            return self.key(f"{obj.kind}/{obj.value}")
-        return self.key(obj.id)
-
-
-_FOLDERS = {k.folder: k for k in Kind}
-
-M = TypeVar("M", bound=Message)
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
-class Versioned(Generic[M]):
-    """An object as read from etcd, with the revision a guarded write must compare."""
-
-    kind: Kind
-    key: str
-    obj: M
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change seen by the watch. ``obj`` is None for a delete."""
-
-    kind: Kind
-    key: str
-    obj: Message | None
-    mod_revision: int
-
-
-class EventBatch(list[Event]):
-    """The object events of one watch response, and ``revision``: the newest etcd revision
-    in it. A response may change only keys that are not objects (the leader key, when the
-    leadership moves), so a batch may be empty and still move its reader's revision on:
-    else a reader waiting for etcd's current revision would wait for the next object
-    write."""
-
-    def __init__(self, events: list[Event], revision: int) -> None:
-        super().__init__(events)
-        self.revision = revision
-
-
-# Operations for commit(). ``mod_revision`` is what the caller read; updates and deletes
-# fail with ConflictError if the key changed since.
-@dataclass(frozen=True, slots=True)
-class Create:
-    kind: Kind
-    obj: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    kind: Kind
-    obj: Message
-    mod_revision: int
-    lease: int = 0
-    """The etcd lease the key is attached to after the write (0: none). A put replaces
-    the key's lease, so this moves a leased record onto another lease."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    kind: Kind
-    key: str
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Unmodified:
-    """A guard without a write: ``key`` still has ``mod_revision`` (0: is still absent).
-    Lets a write depend on an object it read but does not change (the network a new
-    service joins)."""
-
-    key: str
-    mod_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class QuietSince:
-    """A guard without a write: no key of ``kind`` was created or changed after
-    ``revision``. Decisions made over a whole folder (no two networks overlap) hold at
-    commit time only if the folder did not move meanwhile. Deletions do not count."""
-
-    kind: Kind
-    revision: int
-
-
-Op = Create | Update | Delete | Unmodified | QuietSince
-
-
-def encode(obj: Message) -> bytes:
-    return json_format.MessageToJson(obj, indent=None, sort_keys=True).encode()
-
-
-def decode(kind: Kind, raw: bytes) -> Message:
-    msg = kind.message()
-    json_format.Parse(raw, msg, ignore_unknown_fields=True)
-    return msg
-
-
-def parse_key(key: str) -> tuple[Kind, str] | None:
-    """``/orch/v1/tasks/abc`` -> (Kind.TASK, "abc"); None for keys that are not objects."""
-    if not key.startswith(PREFIX):
-        return None
-    folder, _, name = key[len(PREFIX) :].partition("/")
-    kind = _FOLDERS.get(folder)
-    return (kind, name) if kind and name else None
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """A compare that must hold for a write to land: ``key`` still has ``value``."""
-
-    key: str
-    value: bytes
-
-
-class Store:
+class EtcdStore(CommitBatches):
     """Typed access to orch's etcd keyspace. One per manager process.
 
     ``timeout``: seconds any call may take before it fails with StoreError (the bound a
@@ -216,6 +114,8 @@ class Store:
 
     @property
     def client(self) -> Etcd3Client:
+        """The etcd client itself, for what is about etcd rather than orch's keyspace
+        (tests that inspect a lease's TTL on the server)."""
         return self._client
 
     @property
@@ -224,8 +124,8 @@ class Store:
         return self._timeout
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> Store:
-        """A Store on the etcd cluster at ``endpoints`` (all of them: calls go to any
+    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdStore:
+        """A store on the etcd cluster at ``endpoints`` (all of them: calls go to any
         member that is up), once one linearizable read went through."""
         client = Etcd3Client(list(endpoints))
         try:
@@ -240,17 +140,14 @@ class Store:
     async def close(self) -> None:
         await self._client.close()
 
+    # Objects.
+
     async def get(self, kind: Kind, name: str) -> Versioned | None:
         key = kind.key(name)
         kv = await self.get_key(key)
         if kv is None:
             return None
         return Versioned(kind, key, decode(kind, kv.value), kv.mod_revision)
-
-    async def get_key(self, key: str) -> Any | None:
-        """The raw etcd KeyValue at ``key`` (value, lease, revisions), or None."""
-        resp = await self._call("get " + key, lambda t: self._kv.get(key, timeout=t))
-        return resp.kvs[0] if resp.kvs else None
 
     async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
         """All objects of one kind and the revision they were read at."""
@@ -287,26 +184,17 @@ class Store:
         """Changes to every object from ``start_revision`` on, one batch per etcd watch
         response (empty when it changed no object). Raises StoreError when etcd compacted
         past ``start_revision``: the caller must take a new snapshot."""
-        stream = self._client.watch.watch(PREFIX, prefix_range_end(PREFIX), start_revision)
-        try:
-            async for resp in stream:
-                if resp.compact_revision:
-                    raise StoreError(f"watch compacted at revision {resp.compact_revision}")
-                events = []
-                for ev in resp.events:
-                    key = ev.kv.key.decode()
-                    parsed = parse_key(key)
-                    if not parsed:
-                        continue
-                    deleted = ev.type == 1  # mvccpb.Event.DELETE
-                    obj = None if deleted else decode(parsed[0], ev.kv.value)
-                    events.append(Event(parsed[0], key, obj, ev.kv.mod_revision))
-                if resp.events:
-                    yield EventBatch(events, max(ev.kv.mod_revision for ev in resp.events))
-        except (EtcdError, grpc.aio.AioRpcError) as exc:
-            raise StoreError(f"watch {PREFIX}: {exc}") from exc
-        finally:
-            await stream.aclose()
+        async for resp in self._watch(PREFIX, prefix_range_end(PREFIX), start_revision):
+            events = []
+            for ev in resp.events:
+                key = ev.kv.key.decode()
+                parsed = parse_key(key)
+                if not parsed:
+                    continue
+                obj = None if ev.type == _DELETE else decode(parsed[0], ev.kv.value)
+                events.append(Event(parsed[0], key, obj, ev.kv.mod_revision))
+            if resp.events:
+                yield EventBatch(events, max(ev.kv.mod_revision for ev in resp.events))
 
     async def commit(self, ops: Iterable[Op], *, fence: Fence | None = None) -> int:
         """Apply ``ops`` atomically. Returns the new revision. ConflictError when any
@@ -314,6 +202,7 @@ class Store:
         ops = list(ops)
         if not ops:
             return 0
+        check_size(ops, fence)
         compares, requests = [], []
         if fence:
             compares.append(KVService.txn_compare_value(fence.key, fence.value))
@@ -322,13 +211,70 @@ class Store:
             compares.append(compare)
             if request is not None:
                 requests.append(request)
-        if len(compares) > MAX_TXN_OPS or len(requests) > MAX_TXN_OPS:
-            raise ValueError(f"transaction of {len(compares)} operations exceeds {MAX_TXN_OPS}")
         resp = await self._call("txn", lambda t: self._kv.txn(compares, requests, timeout=t))
         if not resp.succeeded:
-            what = ", ".join(_describe(op) for op in ops[:4]) + (" ..." if len(ops) > 4 else "")
-            raise ConflictError(f"write lost a race ({what})")
+            raise ConflictError(f"write lost a race ({describe(ops)})")
         return resp.header.revision
+
+    async def revision(self) -> int:
+        """etcd's current revision (what a view must reach to have seen every write so
+        far)."""
+        resp = await self._call("revision", lambda t: self._kv.get(PREFIX + "cluster", timeout=t))
+        return resp.header.revision
+
+    # Raw keys.
+
+    async def get_key(self, key: str) -> KeyValue | None:
+        """The key as stored (value, lease, revisions), or None."""
+        resp = await self._call("get " + key, lambda t: self._kv.get(key, timeout=t))
+        return _key_value(resp.kvs[0]) if resp.kvs else None
+
+    async def put_key(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        resp = await self._call(
+            "put " + key, lambda t: self._kv.put(key, value, lease=lease, timeout=t)
+        )
+        return resp.header.revision
+
+    async def create_key(self, key: str, value: bytes, *, lease: int = 0) -> Created:
+        resp = await self._call(
+            "create " + key,
+            lambda t: self._kv.txn(
+                [KVService.txn_compare_create_revision(key, 0)],
+                [KVService.txn_op_put(key, value, lease=lease)],
+                [KVService.txn_op_get(key)],
+                timeout=t,
+            ),
+        )
+        if resp.succeeded:
+            return Created(True, None, resp.header.revision)
+        kvs = resp.responses[0].response_range.kvs
+        return Created(False, _key_value(kvs[0]) if kvs else None, resp.header.revision)
+
+    async def delete_key(self, key: str) -> int:
+        resp = await self._call("delete " + key, lambda t: self._kv.delete(key, timeout=t))
+        return resp.header.revision
+
+    async def delete_prefix(self, prefix: str) -> int:
+        resp = await self._call(
+            "delete " + prefix,
+            lambda t: self._kv.delete(prefix, prefix_range_end(prefix), timeout=t),
+        )
+        return resp.header.revision
+
+    async def watch_key(self, key: str, start_revision: int) -> AsyncIterator[KeyEvent]:
+        async for resp in self._watch(key, None, start_revision):
+            for ev in resp.events:
+                value = None if ev.type == _DELETE else bytes(ev.kv.value)
+                yield KeyEvent(ev.kv.key.decode(), value, ev.kv.mod_revision)
+
+    async def compact(self, revision: int) -> None:
+        # physical: return once the history is gone, so a watch opened next sees it gone.
+        await self._call(
+            f"compact {revision}",
+            lambda t: self._kv.compact(revision, physical=True, timeout=t),
+        )
+
+    # Leases.
 
     async def grant_lease(self, ttl: int) -> int:
         """A new etcd lease of ``ttl`` seconds; returns its id."""
@@ -339,11 +285,7 @@ class Store:
 
     async def put_leased(self, kind: Kind, obj: Message, lease: int) -> int:
         """Write ``obj`` unconditionally, attached to ``lease`` (it vanishes with it)."""
-        key = kind.key_of(obj)
-        resp = await self._call(
-            "put " + key, lambda t: self._kv.put(key, encode(obj), lease=lease, timeout=t)
-        )
-        return resp.header.revision
+        return await self.put_key(kind.key_of(obj), encode(obj), lease=lease)
 
     async def keep_alive(self, lease: int) -> int:
         """Refresh ``lease`` once; returns its remaining TTL (<= 0: it has expired)."""
@@ -360,35 +302,30 @@ class Store:
             detail = str(exc) or f"no answer within {self._timeout:g}s"
             raise StoreError(f"etcd keep-alive of lease {lease:x}: {detail}") from exc
 
-    async def revision(self) -> int:
-        """etcd's current revision (what a view must reach to have seen every write so
-        far)."""
-        resp = await self._call("revision", lambda t: self._kv.get(PREFIX + "cluster", timeout=t))
-        return resp.header.revision
+    async def revoke_lease(self, lease: int) -> None:
+        await self._call(
+            f"lease revoke {lease:x}", lambda t: self._client.lease.revoke(lease, timeout=t)
+        )
 
-    async def commit_groups(
-        self, groups: Sequence[Sequence[Op]], *, fence: Fence | None = None, size: int = 60
-    ) -> None:
-        """Commit groups of operations that must land together (a task and the address
-        leases it takes), several groups per transaction up to ``size`` operations, never
-        splitting a group. Like commit_chunked, the whole is not atomic; each group is."""
-        batch: list[Op] = []
-        for group in groups:
-            if batch and len(batch) + len(group) > size:
-                await self.commit(batch, fence=fence)
-                batch = []
-            batch.extend(group)
-        if batch:
-            await self.commit(batch, fence=fence)
+    # etcd.
 
-    async def commit_chunked(
-        self, ops: Sequence[Op], *, fence: Fence | None = None, size: int = 60
-    ) -> None:
-        """Commit a large plan in transactions of at most ``size`` operations. Each chunk
-        is atomic; the plan as a whole is not, which is fine for control loops that
-        reconcile again anyway."""
-        for i in range(0, len(ops), size):
-            await self.commit(ops[i : i + size], fence=fence)
+    async def _watch(
+        self, key: str, range_end: bytes | None, start_revision: int
+    ) -> AsyncIterator[Any]:
+        """etcd's watch responses with events; StoreError on compaction or failure."""
+        stream = self._client.watch.watch(key, range_end, start_revision)
+        try:
+            async for resp in stream:
+                if resp.compact_revision:
+                    raise StoreError(
+                        f"watch {key} from revision {start_revision}: compacted at revision "
+                        f"{resp.compact_revision}"
+                    )
+                yield resp
+        except (EtcdError, grpc.aio.AioRpcError) as exc:
+            raise StoreError(f"watch {key}: {exc}") from exc
+        finally:
+            await stream.aclose()
 
     @staticmethod
     def _op(op: Op) -> tuple[Any, Any]:
@@ -408,10 +345,10 @@ class Store:
                 None,
             )
         if isinstance(op, Create):
-            key = op.kind.key_of(op.obj)
+            key = op_key(op)
             return kv.txn_compare_create_revision(key, 0), kv.txn_op_put(key, encode(op.obj))
         if isinstance(op, Update):
-            key = op.kind.key_of(op.obj)
+            key = op_key(op)
             return (
                 _same_mod_revision(key, op.mod_revision),
                 kv.txn_op_put(key, encode(op.obj), lease=op.lease),
@@ -441,18 +378,12 @@ class Store:
         raise StoreError(f"etcd {what}: no answer within {self._timeout:g}s{cause}") from last
 
 
+def _key_value(kv: Any) -> KeyValue:
+    return KeyValue(kv.key.decode(), bytes(kv.value), kv.create_revision, kv.mod_revision, kv.lease)
+
+
 def _same_mod_revision(key: str, mod_revision: int) -> Compare:
     # etcd3aio has no helper for the MOD target; this is the guard of every update.
     return Compare(
         result=Compare.EQUAL, target=Compare.MOD, key=key.encode(), mod_revision=mod_revision
     )
-
-
-def _describe(op: Op) -> str:
-    if isinstance(op, Delete):
-        return f"delete {op.key}"
-    if isinstance(op, Unmodified):
-        return f"unchanged {op.key}"
-    if isinstance(op, QuietSince):
-        return f"nothing new under {op.kind.prefix}"
-    return f"{type(op).__name__.lower()} {op.kind.key_of(op.obj)}"

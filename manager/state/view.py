@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from orch.errors import StoreError
-from orch.manager.state.store import Event, EventBatch, Kind, Store, Versioned
+from orch.manager.state.api import Event, EventBatch, Kind, Store, Versioned
 
 log = logging.getLogger(__name__)
 

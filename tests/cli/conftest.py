@@ -122,7 +122,18 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             changes.append(
                 control_pb2.Change(kind="service", name=spec.name, action=action, fields=fields)
             )
-        return control_pb2.ApplyResponse(changes=changes)
+        # A dry run's plan: slot 1 of every service starts on h1, slot 2 finds no node.
+        planned = [
+            control_pb2.PlannedTask(service=s.name, slot=1, node="h1", action="start")
+            for s in request.services
+            if request.dry_run
+        ]
+        planned += [
+            control_pb2.PlannedTask(service=s.name, slot=2, action="pending", reason="no node")
+            for s in request.services
+            if request.dry_run and s.replicas > 1
+        ]
+        return control_pb2.ApplyResponse(changes=changes, planned_tasks=planned)
 
     async def ListServices(self, request: Any, context: Any) -> Any:
         self.requests.append(("ListServices", request))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orch.cli.client import ControlClient, ManagerUnreachableError
 from orch.cli.config import CliSettings
@@ -243,6 +244,53 @@ async def test_apply_prints_one_line_per_change(orch, fake_server, tmp_path, dry
     assert request.dry_run is dry_run
     assert [s.name for s in request.services] == ["web", "api"]
     assert request.services[0].replicas == 5
+
+
+async def test_apply_dry_run_prints_the_planned_tasks(orch, fake_server, tmp_path) -> None:
+    (tmp_path / "app.yaml").write_text(MANIFEST)
+    args = ["apply", "-f", str(tmp_path), "--manager", fake_server.address, "--dry-run"]
+    result = await orch(*args)
+    assert result.returncode == 0, result.stderr
+    table = result.out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["SERVICE", "SLOT", "NODE", "ACTION", "REASON"]
+    assert [row.split() for row in table[1:]] == [
+        ["web", "1", "h1", "start"],
+        ["api", "1", "h1", "start"],
+        ["web", "2", "-", "pending", "no", "node"],
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+async def test_apply_dry_run_as_one_record(orch, fake_server, tmp_path, fmt) -> None:
+    (tmp_path / "app.yaml").write_text(MANIFEST)
+    args = ["apply", "-f", str(tmp_path), "--manager", fake_server.address, "--dry-run"]
+    result = await orch(*args, "-o", fmt)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.out) if fmt == "json" else yaml.safe_load(result.out)
+    assert record["dry_run"] is True
+    assert [(s["name"], s["action"]) for s in record["services"]] == [
+        ("web", "updated"),
+        ("api", "created"),
+    ]
+    assert "replicas" in record["services"][0]["fields"]
+    assert record["networks"] == [{"name": "front", "action": "created", "fields": []}]
+    assert [(t["service"], t["slot"], t["node"], t["action"]) for t in record["tasks"]] == [
+        ("web", 1, "h1", "start"),
+        ("api", 1, "h1", "start"),
+        ("web", 2, "", "pending"),
+    ]
+    assert record["tasks"][2]["reason"] == "no node"
+
+
+async def test_apply_as_json_does_not_follow_rollouts(orch, fake_server, tmp_path) -> None:
+    (tmp_path / "app.yaml").write_text(MANIFEST)
+    result = await orch(
+        "apply", "-f", str(tmp_path), "--manager", fake_server.address, "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.out)
+    assert record["dry_run"] is False and record["tasks"] == [] and record["note"] == ""
+    assert [m for m, _ in fake_server.control.requests] == ["Apply"]
 
 
 async def test_apply_manifest_problems_are_printed_and_nothing_is_sent(

@@ -399,3 +399,35 @@ def test_manager_records_mark_the_leader() -> None:
     assert [(r["id"], r["leader"]) for r in records] == [("m0", False), ("m1", True)]
     header, rows = v.manager_table(records)
     assert header == ["ID", "ADDR", "LEADER"] and rows[1] == ["m1", "a:1", "leader"]
+
+
+def test_apply_record_and_planned_table() -> None:
+    response = control_pb2.ApplyResponse(
+        changes=[
+            control_pb2.Change(kind="network", name="front", action="unchanged"),
+            control_pb2.Change(kind="service", name="web", action="update", fields=["replicas"]),
+        ],
+        planned_tasks=[
+            control_pb2.PlannedTask(service="web", slot=2, node="h2", action="stop", task_id="t2"),
+            control_pb2.PlannedTask(service="agent", node="h1", action="start"),
+            control_pb2.PlannedTask(service="db", slot=1, action="pending", reason="no fit"),
+        ],
+    )
+    record = views.apply_record(response, dry_run=True)
+    assert record["services"] == [{"name": "web", "action": "updated", "fields": ["replicas"]}]
+    assert record["networks"] == [{"name": "front", "action": "unchanged", "fields": []}]
+    assert record["tasks"][0] == {
+        "service": "web",
+        "slot": 2,
+        "node": "h2",
+        "action": "stop",
+        "reason": "",
+        "task_id": "t2",
+    }
+    headers, rows = views.planned_table(record["tasks"])
+    assert headers == ["SERVICE", "SLOT", "NODE", "ACTION", "REASON"]
+    assert rows == [
+        ["web", "2", "h2", "stop", ""],
+        ["agent", "-", "h1", "start", ""],  # a global task has no slot
+        ["db", "1", "-", "pending", "no fit"],
+    ]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from tests_support import etcd_state
 
 from orch.localcluster.cluster import free_port
 
@@ -19,21 +18,6 @@ spec:
   image: {registry}/busybox:latest
   replicas: 1
 """
-
-
-def etcd_state(cluster) -> tuple[int, list[str]]:
-    """The etcd revision and every orch key: equal before and after = nothing written."""
-    ep = cluster.record.etcd
-    status = subprocess.run(
-        ["etcdctl", "--endpoints", ep, "endpoint", "status", "-w", "json"],
-        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
-    ).stdout  # fmt: skip
-    revision = json.loads(status)[0]["Status"]["header"]["revision"]
-    keys = subprocess.run(
-        ["etcdctl", "--endpoints", ep, "get", "--prefix", "/orch/v1/", "--keys-only"],
-        capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
-    ).stdout.split()  # fmt: skip
-    return revision, keys
 
 
 @pytest.mark.parametrize(

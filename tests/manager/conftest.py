@@ -1,4 +1,6 @@
-"""Fixtures of the manager's tests: the real Control API over gRPC on the session's etcd."""
+"""Fixtures of the manager's tests: a MemoryStore (``memstore``) for the manager's logic,
+and the real Control API over gRPC on it. Tests about etcd itself use ``store`` (the
+session's etcd, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import grpc
 import pytest
 
 from orch.manager.controlapi.server import ControlAPI
-from orch.manager.state.store import Store
+from orch.manager.state.api import Store
+from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2_grpc
@@ -48,6 +51,18 @@ async def serve_control_api(store: Store, watched: Store | None = None) -> Async
 
 
 @pytest.fixture
-async def api(store: Store) -> AsyncIterator[Api]:
-    async with serve_control_api(store) as served:
+async def memstore() -> AsyncIterator[MemoryStore]:
+    """An empty MemoryStore; its leases expire only when the test calls ``advance``. Each
+    call takes a millisecond, about what a local etcd takes, so that concurrent writers
+    interleave their decisions and commits as they would on etcd."""
+    store = MemoryStore(round_trip=0.001)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def api(memstore: MemoryStore) -> AsyncIterator[Api]:
+    async with serve_control_api(memstore) as served:
         yield served

@@ -23,7 +23,6 @@ from typing import Any
 
 import grpc
 import pytest
-from etcd3aio.kv import prefix_range_end
 from tests_support import eventually
 
 from orch.errors import StoreError
@@ -31,7 +30,7 @@ from orch.grpcerrors import STORE_UNAVAILABLE
 from orch.localcluster import etcd as local_etcd
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
-from orch.manager.state.store import PREFIX, Create, Kind, Store
+from orch.manager.state.store import PREFIX, Create, EtcdStore, Kind, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2
@@ -102,13 +101,13 @@ async def store3(trio: Trio) -> Any:
     """A Store on all three members, the orch keyspace empty; every member up again after
     the test."""
     await trio.restore()
-    s = await Store.connect(trio.endpoints)
-    await s.client.kv.delete(PREFIX, prefix_range_end(PREFIX))
+    s = await EtcdStore.connect(trio.endpoints)
+    await s.delete_prefix(PREFIX)
     try:
         yield s
     finally:
         await trio.restore()
-        await s.client.kv.delete(PREFIX, prefix_range_end(PREFIX))
+        await s.delete_prefix(PREFIX)
         await s.close()
 
 
@@ -131,7 +130,7 @@ async def timed(coro: Awaitable[Any]) -> tuple[float, Any]:
 
 async def test_connect_skips_a_dead_member(trio: Trio, store3: Store) -> None:
     trio.kill(0)
-    other = await Store.connect(trio.endpoints)  # the dead one is named first
+    other = await EtcdStore.connect(trio.endpoints)  # the dead one is named first
     try:
         await other.commit([Create(Kind.SERVICE, service("first-dead"))])
         assert (await store3.get(Kind.SERVICE, "first-dead")) is not None
@@ -322,7 +321,7 @@ async def test_the_view_counts_writes_of_keys_that_are_not_objects(store: Store)
     try:
         await view.ready()
         await store.commit([Create(Kind.SERVICE, service("web"))])
-        await store.client.kv.put(LEADER_KEY, "m1")
+        await store.put_key(LEADER_KEY, b"m1")
         revision = await store.revision()
         await view.wait_for(revision, timeout=5)
         assert view.revision == revision

@@ -1,6 +1,7 @@
-"""Two managers' Control APIs on one etcd, each with its own ClusterView: a write through
-one and, at once, a write through the other both succeed (the second manager's view
-trails the first write; a lost race catches up and decides again instead of failing)."""
+"""Two managers' Control APIs on one store (a MemoryStore), each with its own ClusterView:
+a write through one and, at once, a write through the other both succeed (the second
+manager's view trails the first write; a lost race catches up and decides again instead
+of failing)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ class TrailingStore:
             yield events
 
 
-async def test_writes_alternating_between_managers_all_succeed(api: Api, store: Store) -> None:
-    async with serve_control_api(store, TrailingStore(store)) as other:  # type: ignore[arg-type]
+async def test_writes_alternating_between_managers_all_succeed(api: Api) -> None:
+    trailing = TrailingStore(api.store)
+    async with serve_control_api(api.store, trailing) as other:  # type: ignore[arg-type]
         spec = specs_pb2.ServiceSpec(
             name="alt", replicas=1, container=specs_pb2.ContainerSpec(image="oci:/x:latest")
         )
@@ -47,20 +49,20 @@ async def test_writes_alternating_between_managers_all_succeed(api: Api, store: 
         await other.stub.RemoveService(control_pb2.RemoveServiceRequest(name="alt"))
 
 
-async def test_a_write_outside_orchs_keys_does_not_stall_writes(api: Api, store: Store) -> None:
-    """The view learns only revisions of orch's keys; a foreign write to the same etcd
-    moves etcd's revision past anything the view will see. A write then waits at most the
-    catch-up bound, and succeeds."""
+async def test_a_write_outside_orchs_keys_does_not_stall_writes(api: Api) -> None:
+    """The view learns only revisions of orch's keys; a foreign write to the same store
+    (etcd) moves its revision past anything the view will see. A write then waits at most
+    the catch-up bound, and succeeds."""
     spec = specs_pb2.ServiceSpec(
         name="foreign", replicas=1, container=specs_pb2.ContainerSpec(image="oci:/x:latest")
     )
     await api.stub.Apply(control_pb2.ApplyRequest(services=[spec]))
     key = f"/orch-test-foreign/{secrets.token_hex(4)}"
-    await store.client.kv.put(key, "x")
+    await api.store.put_key(key, b"x")
     try:
         began = time.monotonic()
         await api.stub.Scale(control_pb2.ScaleRequest(replicas={"foreign": 2}))
         assert time.monotonic() - began < ControlSettings().catch_up_timeout + 1.0
     finally:
-        await store.client.kv.delete(key)
+        await api.store.delete_key(key)
         await api.stub.RemoveService(control_pb2.RemoveServiceRequest(name="foreign"))

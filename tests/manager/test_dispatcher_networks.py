@@ -1,4 +1,4 @@
-"""Overlay peers through real dispatcher sessions on a real etcd: an agent's full set
+"""Overlay peers through real dispatcher sessions on a MemoryStore: an agent's full set
 carries its networks with their peers, peer sets follow tasks as they come and go, and a
 network the node no longer takes part in is removed. Agents are played by gRPC clients."""
 
@@ -12,13 +12,12 @@ import grpc
 import pytest
 
 from orch.manager.dispatcher.server import Dispatcher, merge_attachments
+from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Delete, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
-
-pytestmark = pytest.mark.integration
 
 
 @dataclass
@@ -29,18 +28,18 @@ class Env:
 
 
 @pytest.fixture
-async def env(store: Store) -> AsyncIterator[Env]:
-    view = ClusterView(store)
+async def env(memstore: MemoryStore) -> AsyncIterator[Env]:
+    view = ClusterView(memstore)
     feed = asyncio.create_task(view.run())
     await view.ready()
     server = grpc.aio.server()
-    dispatcher = Dispatcher(store=store, view=view, logs=LogBroker(), manager_id="m1")
+    dispatcher = Dispatcher(store=memstore, view=view, logs=LogBroker(), manager_id="m1")
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Env(store, view, dispatcher_pb2_grpc.DispatcherStub(channel))
+        yield Env(memstore, view, dispatcher_pb2_grpc.DispatcherStub(channel))
     finally:
         await channel.close()
         await server.stop(0)

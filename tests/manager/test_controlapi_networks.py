@@ -1,4 +1,4 @@
-"""Networks through the real Control API (gRPC) on a real etcd: creation with VNI, subnet
+"""Networks through the real Control API (gRPC) on a MemoryStore: creation with VNI, subnet
 and claims, uniqueness under concurrent applies, immutability, removal rules, listings,
 and the published-port checks of an apply."""
 
@@ -9,14 +9,11 @@ import ipaddress
 
 import grpc
 import pytest
-from etcd3aio.kv import prefix_range_end
 
-from orch.manager.state.store import Create, Delete, Kind, Store, decode
+from orch.manager.state.store import Create, Delete, Kind, Store
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 from .conftest import Api
-
-pytestmark = pytest.mark.integration
 
 
 def net(name: str, subnet: str = "", **labels: str) -> specs_pb2.NetworkSpec:
@@ -35,8 +32,8 @@ def svc(name: str, *networks: str, ports: tuple[str, ...] = ()) -> specs_pb2.Ser
 
 
 async def keys(store: Store, kind: Kind) -> dict[str, objects_pb2.Claim]:
-    resp = await store.client.kv.get(kind.prefix, prefix_range_end(kind.prefix))
-    return {kv.key.decode()[len(kind.prefix) :]: decode(kind, kv.value) for kv in resp.kvs}
+    items, _ = await store.list(kind)
+    return {v.key[len(kind.prefix) :]: v.obj for v in items}
 
 
 async def error_of(call: object) -> grpc.aio.AioRpcError:
@@ -81,6 +78,7 @@ async def test_concurrent_applies_get_distinct_vnis_and_subnets(api: Api) -> Non
         await api.stub.Apply(control_pb2.ApplyRequest(networks=[net(f"a{i}"), net(f"b{i}")]))
 
     await asyncio.gather(*(apply(i) for i in range(6)))
+    assert api.store.conflicts > 0, "the applies did not race"  # type: ignore[attr-defined]
     networks = (await api.stub.ListNetworks(control_pb2.ListNetworksRequest())).networks
     assert len(networks) == 12
     vnis = [n.network.vni for n in networks]

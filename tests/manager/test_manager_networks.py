@@ -1,7 +1,8 @@
-"""A whole manager (Control API, dispatcher, election and the leader's loops) on a real
-etcd, with two agents played by gRPC sessions: an apply of a network and a service with a
-published port ends with every task addressed on the overlay, one replica per node, the
-third replica pending with the port as the reason, and each agent told its peers."""
+"""A whole manager (Control API, dispatcher, election and the leader's loops) on a
+MemoryStore, with two agents played by gRPC sessions: an apply of a network and a service
+with a published port ends with every task addressed on the overlay, one replica per
+node, the third replica pending with the port as the reason, and each agent told its
+peers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from orch.manager.main import Manager, ManagerSettings
+from orch.manager.state.memstore import MemoryStore
 from orch.proto import (
     control_pb2,
     control_pb2_grpc,
@@ -22,14 +24,12 @@ from orch.proto import (
 )
 from orch.proto import types_pb2 as T
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
-async def manager(store, etcd_endpoint: str) -> AsyncIterator[grpc.aio.Channel]:
-    m = Manager(ManagerSettings(manager_id="m1", listen="127.0.0.1:0", etcd=[etcd_endpoint]))
+async def manager(memstore: MemoryStore) -> AsyncIterator[grpc.aio.Channel]:
+    m = Manager(ManagerSettings(manager_id="m1", listen="127.0.0.1:0"))
     started = asyncio.Event()
-    running = asyncio.create_task(m.run(started))
+    running = asyncio.create_task(m.run(started, store=memstore))
     async with asyncio.timeout(20):
         await started.wait()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{m.port}")

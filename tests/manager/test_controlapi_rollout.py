@@ -1,4 +1,4 @@
-"""Rolling updates through the real Control API (gRPC) on a real etcd: which Applies start
+"""Rolling updates through the real Control API (gRPC) on a MemoryStore: which Applies start
 an update and keep the previous spec, that an unchanged Apply writes nothing, Rollback, and
 the rollout counts GetService reports."""
 
@@ -11,8 +11,6 @@ from orch.manager.state.store import Create, Kind
 from orch.proto import control_pb2, objects_pb2, specs_pb2, types_pb2
 
 from .conftest import Api
-
-pytestmark = pytest.mark.integration
 
 UpdateStatus = objects_pb2.UpdateStatus
 

@@ -1,4 +1,4 @@
-"""Nodes through the real Control API (gRPC) on a real etcd: UpdateNode (availability,
+"""Nodes through the real Control API (gRPC) on a MemoryStore: UpdateNode (availability,
 labels, resolution by id, prefix or hostname, validation, a write that races the
 dispatcher's status refresh) and RemoveNode (only a down node unless forced)."""
 
@@ -11,8 +11,6 @@ from orch.manager.state.store import Create, Kind, Update
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
 from .conftest import Api
-
-pytestmark = pytest.mark.integration
 
 
 async def add_node(api: Api, node_id: str, hostname: str, state: int = types_pb2.NODE_READY):

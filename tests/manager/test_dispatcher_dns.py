@@ -1,22 +1,18 @@
-"""DNS records through real dispatcher sessions on a real etcd: the full set carries the
+"""DNS records through real dispatcher sessions on a MemoryStore: the full set carries the
 records of every network of the node's tasks, a task turning healthy (or being shut down)
 is pushed to every node on its network in the session, bridge records stay on their node.
 Agents are played by gRPC clients (the session helpers of the overlay peer tests)."""
 
 from __future__ import annotations
 
-import pytest
-
 from orch.manager.state.store import Create, Kind, Update
 from orch.proto import dispatcher_pb2, objects_pb2
 from orch.proto import types_pb2 as T
 
-from . import test_dispatcher_networks_etcd as sessions
-from .test_dispatcher_networks_etcd import Agent, Env, network
+from . import test_dispatcher_networks as sessions
+from .test_dispatcher_networks import Agent, Env, network
 
-env = sessions.env  # the fixture: a Dispatcher on the session's etcd, served over gRPC
-
-pytestmark = pytest.mark.integration
+env = sessions.env  # the fixture: a Dispatcher on a MemoryStore, served over gRPC
 
 
 def task(

@@ -1,6 +1,7 @@
-"""The allocator loop against a real etcd: two allocators racing over many tasks on
-several networks never lease an address twice (read back from etcd), exhaustion keeps a
-task NEW with the reason, and leases of ended or deleted tasks are released and reused."""
+"""The allocator loop on a MemoryStore: two allocators (each with its own view, as two
+managers have) racing over many tasks on several networks never lease an address twice
+(read back from the store), exhaustion keeps a task NEW with the reason, and leases of
+ended or deleted tasks are released and reused."""
 
 from __future__ import annotations
 
@@ -9,19 +10,15 @@ import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable
 
-import pytest
-from etcd3aio.kv import prefix_range_end
-
 from orch import model
 from orch.manager.allocator import ipam
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.loop import LoopSettings
-from orch.manager.state.store import Create, Delete, Kind, Store, Update, decode
+from orch.manager.state.memstore import MemoryStore
+from orch.manager.state.store import Create, Delete, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.proto import objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
-
-pytestmark = pytest.mark.integration
 
 
 def network(name: str, subnet: str, vni: int) -> objects_pb2.Network:
@@ -75,8 +72,8 @@ async def allocators(stores: list[Store]) -> AsyncIterator[list[ClusterView]]:
 
 
 async def read(store: Store, kind: Kind) -> list:
-    resp = await store.client.kv.get(kind.prefix, prefix_range_end(kind.prefix))
-    return [decode(kind, kv.value) for kv in resp.kvs]
+    items, _ = await store.list(kind)
+    return [v.obj for v in items]
 
 
 def held(tasks: list[objects_pb2.Task]) -> list[tuple[str, str, str]]:
@@ -90,30 +87,20 @@ def held(tasks: list[objects_pb2.Task]) -> list[tuple[str, str, str]]:
 
 
 def assert_consistent(tasks: list[objects_pb2.Task], leases: list) -> None:
-    """No address held twice; the leases in etcd are exactly the addresses tasks hold."""
+    """No address held twice; the leases stored are exactly the addresses tasks hold."""
     addresses = held(tasks)
     pairs = [(n, a) for n, a, _ in addresses]
     assert len(pairs) == len(set(pairs)), "an address is held by two tasks"
     assert sorted(addresses) == sorted((le.network, le.address, le.task_id) for le in leases)
 
 
-@pytest.fixture
-async def second_store(store: Store, etcd_endpoint: str) -> AsyncIterator[Store]:
-    other = await Store.connect([etcd_endpoint])
-    try:
-        yield other
-    finally:
-        await other.close()
-
-
-async def test_two_racing_allocators_never_lease_an_address_twice(
-    store: Store, second_store: Store
-) -> None:
+async def test_two_racing_allocators_never_lease_an_address_twice(memstore: MemoryStore) -> None:
+    store = memstore
     nets = [network(f"n{i}", f"10.10.{i}.0/24", 4096 + i) for i in range(3)]
     await store.commit([Create(Kind.NETWORK, n) for n in nets])
     shapes = [("n0",), ("n1",), ("n2",), ("n0", "n1"), ("n1", "bridge", "n2"), ("bridge",), ()]
     tasks = [new_task(*shapes[i % len(shapes)]) for i in range(210)]
-    async with allocators([store, second_store]) as views:
+    async with allocators([store, store]) as views:
         # Tasks arrive in bursts while both allocators run, as the orchestrator makes them.
         for i in range(0, len(tasks), 30):
             await store.commit([Create(Kind.TASK, t) for t in tasks[i : i + 30]])
@@ -138,6 +125,7 @@ async def test_two_racing_allocators_never_lease_an_address_twice(
             subnet = ipaddress.IPv4Network(by_name(nets, a.network).subnet)
             assert int(ipaddress.IPv4Address(address)) in ipam.usable_range(subnet)
     assert len(leases) == sum(len(held([t])) for t in stored) == 210
+    assert memstore.conflicts > 0, "the allocators did not race"
 
 
 def by_name(nets: list[objects_pb2.Network], name: str) -> objects_pb2.Network:
@@ -145,8 +133,9 @@ def by_name(nets: list[objects_pb2.Network], name: str) -> objects_pb2.Network:
 
 
 async def test_exhaustion_waits_with_the_reason_and_release_lets_the_next_task_in(
-    store: Store,
+    memstore: MemoryStore,
 ) -> None:
+    store = memstore
     await store.commit([Create(Kind.NETWORK, network("tiny", "10.10.9.0/29", 4200))])
     first = [new_task("tiny") for _ in range(5)]
     await store.commit([Create(Kind.TASK, t) for t in first])

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from orch.manager.orchestrator.core import OrchestratorSettings, Plan, reconcile
+from orch.manager.orchestrator.core import reconcile
+from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.proto import types_pb2 as T
 
 from .harness import T0, Harness, restart_policy

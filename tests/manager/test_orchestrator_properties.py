@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from orch import model
 from orch.manager.orchestrator import updater
-from orch.manager.orchestrator.core import OrchestratorSettings, Plan
+from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.proto import types_pb2 as T
 
 from .harness import T0, Harness, restart_policy

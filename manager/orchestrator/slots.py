@@ -131,12 +131,15 @@ def fill(
     # Start-first, for drains and rolling updates alike: the task a new one supersedes
     # (on a drained node, or of an outdated spec) keeps running until the new one is
     # ready. For drains this guards capacity as Kubernetes' eviction does (Swarm stops
-    # first); a move that no node can take leaves the old task where it is.
+    # first); a move that no node can take leaves the old task where it is. Only a live
+    # current task is new: a draining one is itself what keeps running until its move is
+    # ready, and other draining tasks beside it are duplicates (a move whose own new node
+    # was drained before its task got going).
     superseded = [t for t in draining if t is not current]
     if fresh:
         superseded += [t for t in live if t not in fresh]
     kept = None
-    if superseded and current is not None and not updater.is_ready(current):
+    if superseded and live and not updater.is_ready(current):
         kept = max(superseded, key=progress_key)
     for task in wanting:
         if task is not current and task is not kept:

@@ -30,9 +30,10 @@ from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
 from orch.manager.dispatcher.server import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
 from orch.manager.loop import LoopSettings
-from orch.manager.nodes.monitor import NodeMonitorLoop, NodeMonitorSettings
-from orch.manager.orchestrator.core import OrchestratorSettings
+from orch.manager.nodes.core import NodeMonitorSettings
+from orch.manager.nodes.loop import NodeMonitorLoop
 from orch.manager.orchestrator.loop import OrchestratorLoop
+from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.election import Election, ElectionSettings
 from orch.manager.state.presence import announce

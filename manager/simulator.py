@@ -30,8 +30,8 @@ from orch import model
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.decision import Decision, View
 from orch.manager.loop import ControlLoop
-from orch.manager.orchestrator.core import OrchestratorSettings
 from orch.manager.orchestrator.loop import OrchestratorLoop
+from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Kind, Op, Update

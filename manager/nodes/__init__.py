@@ -1,1 +1,1 @@
-"""Node liveness: which nodes go DOWN and which tasks are orphaned."""
+"""Node liveness: which nodes go DOWN and which tasks are orphaned: the pure core and its loop."""

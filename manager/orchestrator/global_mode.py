@@ -1,11 +1,13 @@
 """The global-service orchestrator's decision logic: one task on every eligible node.
 
-Called by :func:`orchestrator.reconcile` for services with ``mode: GLOBAL``; it adds to the
-same plan as the replicated logic and reuses its building blocks (task creation, restart
-policy, history retention), so a global service restarts, backs off and keeps history
-exactly like a replicated slot. The difference is what a "slot" is: here it is a node.
-Tasks are tied to their node at creation (``target_node``; slot 0), and the scheduler
-places them there or nowhere, as swarmkit's global orchestrator presets the node.
+Called by :func:`core.reconcile` for services with ``mode: GLOBAL``. Why its own module:
+which nodes a global service runs on (eligibility) is particular to it; what runs on an
+eligible node is the slot rule (slots.py) that replicated slots follow too, so a global
+service restarts, backs off and keeps history exactly like a replicated slot. The
+difference is what a "slot" is: here it is a node. Tasks are tied to their node at creation
+(``target_node``; slot 0), and the scheduler places them there or nowhere, as swarmkit's
+global orchestrator presets the node. A drained node is not eligible, so the slot rule's
+moves never apply here.
 
 What a node's state means for the service's task on it (Swarm's rules):
 
@@ -26,16 +28,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from orch import placement
-from orch.manager.orchestrator import (
-    core as orchestrator,  # a cycle: only its attributes are used, at call time
-)
+from orch.manager.orchestrator import slots
+from orch.manager.orchestrator.plan import PlanBuilder, Slot
 from orch.proto import objects_pb2, types_pb2
-
-if TYPE_CHECKING:
-    from orch.manager.orchestrator.core import _Run  # the plan builder both modules add to
 
 Task = objects_pb2.Task
 Service = objects_pb2.Service
@@ -79,8 +76,8 @@ def eligible_nodes(service: Service, nodes: Sequence[Node]) -> list[str]:
     return sorted(n.id for n in nodes if eligibility(service, n) == "run")
 
 
-def reconcile_global(run: _Run, service: Service, tasks: Sequence[Task]) -> None:
-    """Add to ``run``'s plan what the global ``service`` needs: per node, per its
+def reconcile_global(b: PlanBuilder, service: Service, tasks: Sequence[Task]) -> None:
+    """Add to ``b``'s plan what the global ``service`` needs: per node, per its
     eligibility, one live task or none."""
     by_node: dict[str, list[Task]] = defaultdict(list)
     strays = []
@@ -89,45 +86,12 @@ def reconcile_global(run: _Run, service: Service, tasks: Sequence[Task]) -> None
             by_node[task.target_node].append(task)
         else:
             strays.append(task)
-    run.clear(strays)
-    for node_id in sorted(set(run.nodes) | set(by_node)):
-        verdict = eligibility(service, run.nodes.get(node_id))
+    b.clear(strays)
+    for node_id in sorted(set(b.nodes) | set(by_node)):
+        verdict = eligibility(service, b.nodes.get(node_id))
         node_tasks = by_node.get(node_id, [])
         if verdict == "clear":
-            run.clear(node_tasks)
+            b.clear(node_tasks)
         elif verdict == "run":
-            _run_on(run, service, node_id, node_tasks)
+            slots.fill(b, service, Slot(GLOBAL_SLOT, node_id), node_tasks)
         # "keep" and "wait": what is there stays as it is.
-
-
-def _run_on(run: _Run, service: Service, node_id: str, tasks: list[Task]) -> None:
-    """One live task for the service on an eligible node: the replicated slot logic with
-    the node as the slot, minus drains (a drained node is not eligible)."""
-    wanting = [t for t in tasks if orchestrator.wants_run(t)]
-    live = [t for t in wanting if run.is_live(t)]
-    if live:
-        current: Task | None = max(live, key=orchestrator._live_rank)
-    elif wanting:
-        current = max(wanting, key=orchestrator.age_key)
-    else:
-        current = None
-    for task in wanting:
-        if task is not current:
-            run.shut_down(task)
-    if current is None:
-        current = _pin(run.create(service, GLOBAL_SLOT, restart_count=0, replaces=None), node_id)
-    elif not live:
-        doomed = set(run.doomed(service, current, tasks))
-        kept = [t for t in tasks if t.id not in doomed and t.id not in run.deletes]
-        next_count = max(t.restart_count for t in tasks) + 1
-        restarted = run.restart(service, GLOBAL_SLOT, current, kept, next_count)
-        if restarted is not current:
-            current = _pin(restarted, node_id)
-    run.deletes.update(dict.fromkeys(run.doomed(service, current, tasks)))
-
-
-def _pin(task: Task, node_id: str) -> Task:
-    """Tie a task the plan creates to its node. ``create`` returns the very message it
-    put in the plan, so this lands in the plan."""
-    task.target_node = node_id
-    return task

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.orchestrator.core import OrchestratorSettings, reconcile
+from orch.manager.orchestrator.core import reconcile
+from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.state.store import Create, Delete, Kind, Op, Update
 
 

@@ -1,7 +1,7 @@
 """The rolling-update planner: which slots of a service to replace now, and where its
 update stands. Pure: a service, its tasks, a few facts about nodes and `now` in, a Step
-out; the replicated orchestrator (orchestrator.py) calls it once per service and carries
-the Step out in the same plan as everything else.
+out; replicated.py calls it once per service and carries the Step out in the same plan
+as everything else.
 
 Semantics follow swarmkit's updater (manager/orchestrator/update/updater.go), reshaped
 into a stateless reconcile so a new leader resumes an update where the old one left it:

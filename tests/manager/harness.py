@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 
 from orch import model
-from orch.manager.orchestrator.core import OrchestratorSettings, Plan, reconcile
+from orch.manager.orchestrator.core import reconcile
+from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.manager.scheduler.core import Decision, SchedulerSettings, schedule
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T

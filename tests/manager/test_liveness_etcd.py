@@ -19,7 +19,8 @@ import pytest
 
 from orch.agent.session import Session, SessionSettings
 from orch.manager.dispatcher.server import Dispatcher, DispatcherSettings
-from orch.manager.nodes.monitor import NodeMonitorLoop, NodeMonitorSettings
+from orch.manager.nodes.core import NodeMonitorSettings
+from orch.manager.nodes.loop import NodeMonitorLoop
 from orch.manager.state.store import Create, Kind, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from orch.manager.nodes.monitor import MonitorPlan, decide, orphan, orphans
+from orch.manager.nodes.core import MonitorPlan, decide, orphan, orphans
 from orch.proto import objects_pb2
 from orch.proto import types_pb2 as T
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from orch.manager.orchestrator.core import OrchestratorSettings, Plan, reconcile
+from orch.manager.orchestrator.core import reconcile
+from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.proto import types_pb2 as T
 
 from .harness import T0, Harness, restart_policy
@@ -444,6 +445,22 @@ def test_a_drain_with_nowhere_to_go_keeps_the_task_running(h: Harness) -> None:
     h.set_node("n2", availability=T.ACTIVE)  # the old tasks run until one can take them
     h.converge()
     assert {t.node_id for t in h.live("web")} == {"n2"} and len(h.live("web")) == 2
+
+
+def test_a_move_whose_new_node_is_drained_too_keeps_one_task_moving(h: Harness) -> None:
+    h.node("n3")
+    h.service("web")
+    h.add_task("web", 1, node="n1", state=T.STARTING, task_id="old")  # not ready yet
+    h.set_node("n1", availability=T.DRAIN)
+    (move,) = h.step().create
+    h.place()
+    h.set_node(h.tasks[move.id].node_id, availability=T.DRAIN)  # before it got going
+    plan = h.step()
+    # The old task is further along: it stays and moves again; the first move ends.
+    assert desired(plan) == {move.id: T.SHUTDOWN}
+    (again,) = plan.create
+    assert again.status.message == "moves old off drained node n1"
+    assert h.step().empty
 
 
 def test_a_failed_move_is_retried_after_the_restart_delay(h: Harness) -> None:

@@ -1,18 +1,24 @@
 """Property tests of the orchestrator (Nomad's reconcile_cluster_prop_test in spirit):
 random snapshots must give consistent, idempotent plans, and a random life of a cluster
-(scaling, failures, nodes going down, time passing) must keep the slot invariants."""
+(scaling, failures, nodes going down, time passing) must keep the slot invariants.
+
+They are derandomized: every run tries the same examples, so a test that passes in one
+run passes in the next and a failure does not depend on a local example database (which
+derandomize turns off). New ground is searched when a strategy or test changes, or on
+demand with `pytest --hypothesis-seed=N`, which overrides derandomize; what such a search
+finds is pinned with @example."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from orch import model
 from orch.manager.orchestrator import updater
-from orch.manager.orchestrator.core import OrchestratorSettings, Plan
+from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.proto import types_pb2 as T
 
 from .harness import T0, Harness, restart_policy
@@ -156,8 +162,25 @@ def check_state(h: Harness) -> None:
             assert len(ended) <= limit, f"{service.id}.{slot} keeps {len(ended)} > {limit}"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def drained_duplicates() -> Harness:
+    """Two tasks of one slot, both on a drained node, neither ready (a move whose own new
+    node was drained before its task got going): found by hypothesis."""
+    h = Harness(settings=OrchestratorSettings(task_history_limit=0))
+    h.node("n0", availability=T.DRAIN)
+    h.service("a", replicas=2)
+    for i in range(2):
+        h.add_task("a", 2, state=T.NEW, node="n0", created=T0, task_id=f"x{i}")
+    return h
+
+
+@settings(
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(clusters())
+@example(drained_duplicates())
 def test_plan_is_consistent_and_idempotent(h: Harness) -> None:
     note(repr(h))
     first = h.reconcile()
@@ -169,7 +192,7 @@ def test_plan_is_consistent_and_idempotent(h: Harness) -> None:
     assert second.wake_at == first.wake_at
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, derandomize=True, deadline=None)
 @given(clusters(), st.integers(0, 400))
 def test_time_only_brings_restarts(h: Harness, later: int) -> None:
     """After a plan is applied, letting time pass only ever creates restarts: it never
@@ -282,6 +305,10 @@ class ClusterLife(RuleBasedStateMachine):
 
 
 ClusterLife.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=100,
+    stateful_step_count=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
 )
 test_cluster_life = ClusterLife.TestCase

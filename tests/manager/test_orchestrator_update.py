@@ -168,7 +168,12 @@ def test_idempotent_after_each_plan() -> None:
         h.advance(0.1)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    derandomize=True,  # not flaky: the same examples every run
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     replicas=st.integers(1, 7),
     parallelism=st.integers(0, 4),

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from orch import model
 from orch.manager.orchestrator import updater
-from orch.manager.orchestrator.core import Plan
+from orch.manager.orchestrator.plan import Plan
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 
 from .harness import Harness, duration

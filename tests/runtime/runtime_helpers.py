@@ -1,8 +1,9 @@
 """Helpers for the runtime tests: skip conditions, settings for a private runtime, the
-leftover check, sync waiting with a deadline, and building layer tars / OCI layouts."""
+leftover check, running a container to its end, and building layer tars / OCI layouts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,8 +15,26 @@ import pytest
 
 from orch.runtime import cgroups
 from orch.runtime.containers import ContainerRuntime
+from orch.runtime.images import ImageStore
+from orch.runtime.model import ContainerConfig, ExitStatus
 from orch.runtime.rootfs import mounts_under
 from orch.runtime.settings import RuntimeSettings
+
+
+async def run_to_end(
+    rt: ContainerRuntime, store: ImageStore, ref: str, cid: str, *command: str, **kw: object
+) -> ExitStatus:
+    """Create and start a container running ``command``; its exit status once it ended."""
+    image = await store.pull(ref)
+    await rt.create(ContainerConfig(id=cid, image=ref, command=list(command), **kw), image)  # type: ignore[arg-type]
+    await rt.start(cid)
+    async with asyncio.timeout(60):
+        return await rt.wait(cid)
+
+
+async def output(rt: ContainerRuntime, cid: str, stream: str = "stdout") -> list[bytes]:
+    """The lines a container wrote to ``stream``."""
+    return [line.line async for line in rt.read_logs(cid) if line.stream == stream]
 
 
 def needs(*binaries: str) -> None:

@@ -103,6 +103,26 @@ async def test_a_default_container_is_confined(
     assert got["pids"] == str(DEFAULT_PIDS_LIMIT)
 
 
+async def test_exec_is_as_confined_as_the_container(
+    runtime: ContainerRuntime, image_store: ImageStore, busybox_ref: str, prefix: str
+) -> None:
+    """Health probes and `orch exec` run through `runc exec`, a child of the agent."""
+    cid = f"{prefix}-execd"
+    image = await image_store.pull(busybox_ref)
+    await runtime.create(
+        ContainerConfig(id=cid, image=busybox_ref, command=["sleep", "1000"]), image
+    )
+    await runtime.start(cid)
+    with oom_score_adj(500):
+        proc = await runtime.exec(cid, ["sh", "-c", PROBE])
+        async with asyncio.timeout(30):
+            out, rc = await proc.stdout.read(), await proc.wait()
+    assert rc == 0
+    got = _fields(out.splitlines())
+    assert (got["Seccomp"], got["NoNewPrivs"], got["oom"]) == ("2", "1", "0")
+    assert "Operation not permitted" in got["unshare-user"]
+
+
 async def test_the_default_pids_limit_stops_a_fork_bomb(
     tmp_path: Path, image_store: ImageStore, busybox_ref: str, prefix: str
 ) -> None:

@@ -25,7 +25,9 @@ from runtime_helpers import (
     entry,
     needs,
     output,
+    run,
     run_to_end,
+    running,
     runtime_settings,
     tar_layer,
 )
@@ -108,16 +110,10 @@ async def test_exec_is_as_confined_as_the_container(
 ) -> None:
     """Health probes and `orch exec` run through `runc exec`, a child of the agent."""
     cid = f"{prefix}-execd"
-    image = await image_store.pull(busybox_ref)
-    await runtime.create(
-        ContainerConfig(id=cid, image=busybox_ref, command=["sleep", "1000"]), image
-    )
-    await runtime.start(cid)
+    await running(runtime, image_store, busybox_ref, cid)
     with oom_score_adj(500):
-        proc = await runtime.exec(cid, ["sh", "-c", PROBE])
-        async with asyncio.timeout(30):
-            out, rc = await proc.stdout.read(), await proc.wait()
-    assert rc == 0
+        rc, out, err = await run(await runtime.exec(cid, ["sh", "-c", PROBE]))
+    assert rc == 0, err
     got = _fields(out.splitlines())
     assert (got["Seccomp"], got["NoNewPrivs"], got["oom"]) == ("2", "1", "0")
     assert "Operation not permitted" in got["unshare-user"]

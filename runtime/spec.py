@@ -2,8 +2,9 @@
 
 ``build_spec`` takes the image's config, our ``ContainerConfig``, the rootfs and cgroup
 paths and the image's /etc/passwd and /etc/group text, and returns the config.json dict.
-It does no IO, so every Docker-compatibility rule here (entrypoint/cmd merging, env
-override, user lookup, default capabilities, mounts, masked paths) is unit-tested directly.
+It does no IO (but for reading the seccomp profile's data file once per process), so every
+Docker-compatibility rule here (entrypoint/cmd merging, env override, user lookup, default
+capabilities, mounts, masked paths, seccomp) is unit-tested directly.
 
 The defaults follow Docker's (moby oci/defaults.go, caps/defaults.go) so images behave as
 they do under `docker run`: /dev, /dev/pts, /dev/shm, /dev/mqueue, read-only /sys and

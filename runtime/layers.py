@@ -67,6 +67,8 @@ class _Extractor:
         """Paths this layer itself made (whiteouts must leave them alone)."""
         self.whiteouts: set[Path] = set()
         """Whiteouts made for lower layers, to be turned opaque if a directory follows."""
+        self.dropped: set[Path] = set()
+        """Device nodes left out (a hardlink to one is left out too)."""
 
     def parent(self, parts: list[str]) -> Path:
         """The directory for parts[:-1], created if missing, refusing symlinks on the way."""
@@ -115,7 +117,8 @@ class _Extractor:
             return
         path = parent / base
         if info.ischr() or info.isblk():
-            return  # device nodes from images are dropped (see the module docstring)
+            self.dropped.add(path)  # device nodes from images are dropped (module docstring)
+            return
         self.clear(path, keep_dir=info.isdir())
         self.own.add(path)
         if info.isdir():
@@ -138,6 +141,8 @@ class _Extractor:
         elif info.islnk():
             target = self.root.joinpath(*_rel_parts(info.linkname, self.layer))
             self.parent(_rel_parts(info.linkname, self.layer))  # refuses symlinked parents
+            if target in self.dropped:
+                return
             if not os.path.lexists(target):
                 raise ImageError(
                     f"layer {self.layer}: hardlink {info.name!r} to missing {info.linkname!r}"

@@ -192,6 +192,7 @@ def test_a_layer_loses_devices_setuid_bits_and_foreign_xattrs(tmp_path: Path) ->
                 entry("dev/", tarfile.DIRTYPE, 0o755),
                 entry("dev/sda", tarfile.BLKTYPE, 0o666, devmajor=8, devminor=0),
                 entry("dev/mem", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=1),
+                entry("dev/kmem", tarfile.LNKTYPE, linkname="dev/mem"),
                 (entry("bin/su", mode=0o4755), b"#!/bin/sh\n"),
                 (entry("bin/wall", mode=0o2755), b"#!/bin/sh\n"),
                 entry("shared/", tarfile.DIRTYPE, 0o2775),

@@ -78,9 +78,9 @@ class RuntimeSettings:
     sets none and Kubernetes' is node-wide; without one a fork bomb in any container
     fills the host's pid space and the agent can no longer fork runc or nft. 4096 is far
     above what services use (a JVM with a few hundred threads, a forking server with its
-    workers) and far below the kernel's default pid_max, so several runaway containers
-    still leave room. A task's own pids limit overrides it. Must be positive: there is no
-    unlimited mode."""
+    workers) and a small share of the host's pid space (pid_max is at least 32768, and
+    4194304 where systemd raises it), so a runaway container leaves the agent room. A
+    task's own pids limit overrides it. Must be positive: there is no unlimited mode."""
     log_line_max: int = 16 * 1024
     """Lines longer than this are written to the log as several partial ("P") records."""
     log_follow_interval: float = 0.1

@@ -143,6 +143,7 @@ class ContainerRuntime:
         # In a thread: the files are the image's, and a slow disk must not stall the loop
         # (safe_read refuses FIFOs and devices, which could block or act on the host).
         passwd, group = await asyncio.to_thread(_image_user_files, rootfs)
+        devices = cgroups.devices_v1_dir(self.cgroups_path(config.id))
         spec = build_spec(
             config,
             image.config,
@@ -153,6 +154,7 @@ class ContainerRuntime:
             swap_accounting=cgroups.swap_accounting(),
             nofile=self._nofile(),
             default_pids=self.settings.default_pids_limit,
+            devices_v1_dir=None if devices is None else str(devices),
         )
         atomic_write_json(d / "config.json", spec)
         record = {

@@ -34,10 +34,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_NOFILE = 1048576
 
 # Docker's default capability set (moby oci/caps/defaults.go) minus CAP_MKNOD: runc
-# always appends "c *:* m" and "b *:* m" device cgroup rules (it cannot be told not to),
-# so with CAP_MKNOD a container could make any device node in its upper dir, and a 0666
-# block device there is the host's disk for whoever reaches the dir on the host. Without
-# the capability (and with user namespaces refused by seccomp) those rules grant nothing.
+# always appends "c *:* m" and "b *:* m" device cgroup rules (see _hooks), so with
+# CAP_MKNOD a container could make any device node in its upper dir, and a 0666 block
+# device there is the host's disk for whoever reaches the dir on the host. Without the
+# capability (and with user namespaces refused by seccomp) those rules grant nothing.
 # Images that mknod at run time are rare; /dev already holds the standard devices.
 DEFAULT_CAPABILITIES = [
     "CAP_CHOWN",
@@ -261,6 +261,21 @@ def _resources(config: ContainerConfig, swap_accounting: bool, default_pids: int
     return res
 
 
+# runc appends "c *:* m" and "b *:* m" (mknod of any device) to every container's device
+# rules and cannot be told not to. On cgroup v1 a createRuntime hook (run by runc after
+# it wrote the rules, before the container's process starts) takes them out again; the
+# cgroup dir is passed as $1, never spliced into the script. On v2 the rules are a BPF
+# program runc builds; there only the missing CAP_MKNOD stands in the way.
+_DENY_MKNOD = 'echo "c *:* m" > "$1/devices.deny" && echo "b *:* m" > "$1/devices.deny"'
+
+
+def _hooks(devices_v1_dir: str | None) -> dict[str, Any]:
+    if devices_v1_dir is None:
+        return {}
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", _DENY_MKNOD, "sh", devices_v1_dir]}
+    return {"hooks": {"createRuntime": [hook]}}
+
+
 def _bind_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
     mounts = []
     for m in config.mounts:
@@ -285,6 +300,7 @@ def build_spec(
     nofile: int = DEFAULT_NOFILE,
     default_pids: int = DEFAULT_PIDS_LIMIT,
     arch: str | None = None,
+    devices_v1_dir: str | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime config.json for ``config`` running an image with ``image_config``.
 
@@ -292,7 +308,8 @@ def build_spec(
     supplementary groups); ``swap_accounting`` says whether the host can cap swap;
     ``nofile`` is RLIMIT_NOFILE (it may not exceed the runtime's own hard limit);
     ``default_pids`` the pids limit when the config sets none; ``arch`` picks the seccomp
-    architectures (default: this host's)."""
+    architectures (default: this host's); ``devices_v1_dir`` is the container's cgroup
+    v1 devices dir, where a hook removes runc's mknod-anything rules (None on v2)."""
     argv = resolve_argv(config, image_config)
     user = resolve_user(config.user or image_config.get("User") or "", passwd, group)
     hostname = config.hostname or config.id[:12]
@@ -353,4 +370,5 @@ def build_spec(
             "readonlyPaths": list(READONLY_PATHS),
             "seccomp": default_profile(arch or host_arch()),
         },
+        **_hooks(devices_v1_dir),
     }

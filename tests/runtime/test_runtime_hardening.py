@@ -34,6 +34,7 @@ from runtime_helpers import (
 from tests_support import wait_until
 
 from orch.errors import ImageError
+from orch.runtime import cgroups
 from orch.runtime.containers import ContainerRuntime
 from orch.runtime.images import ImageStore
 from orch.runtime.layers import extract_layer
@@ -117,6 +118,10 @@ async def test_exec_is_as_confined_as_the_container(
     got = _fields(out.splitlines())
     assert (got["Seccomp"], got["NoNewPrivs"], got["oom"]) == ("2", "1", "0")
     assert "Operation not permitted" in got["unshare-user"]
+    devices = cgroups.devices_v1_dir(runtime.cgroups_path(cid))
+    if devices is not None:  # runc's "c *:* m" and "b *:* m" were taken out again
+        rules = (devices / "devices.list").read_text().splitlines()
+        assert "c 1:3 rwm" in rules and not [r for r in rules if r.endswith("*:* m")]
 
 
 async def test_the_default_pids_limit_stops_a_fork_bomb(

@@ -152,6 +152,14 @@ def test_stricter_than_docker_defaults() -> None:
         RuntimeSettings(state_dir=Path("/s"), runc_root=Path("/r"), default_pids_limit=0)
 
 
+def test_a_hook_removes_runcs_mknod_rules_on_cgroup_v1() -> None:
+    assert "hooks" not in spec()  # v2: nothing to do it with
+    v1 = build_spec(cfg(), IMAGE, rootfs="/r", cgroups_path="/x/y", devices_v1_dir="/cg/x/y")
+    (hook,) = v1["hooks"]["createRuntime"]
+    assert hook["path"] == "/bin/sh" and hook["args"][-1] == "/cg/x/y"  # an argument, not code
+    assert 'echo "c *:* m" > "$1/devices.deny"' in hook["args"][2]
+
+
 def test_seccomp_profile_is_an_allow_list() -> None:
     sec = spec(arch="amd64")["linux"]["seccomp"]
     assert (sec["defaultAction"], sec["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 1)

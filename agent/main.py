@@ -82,6 +82,10 @@ class AgentSettings:
     <advertise_addr>:53 (none without an advertise address); "" = none."""
     dns_upstreams: list[str] | None = None
     """Resolvers for names that are not the cluster's; None = the host's resolv.conf."""
+    oci_layout_dirs: tuple[str, ...] = ImageSettings.oci_layout_dirs
+    """Directories whose OCI layouts tasks may run as ``oci:/path`` images."""
+    default_pids_limit: int = RuntimeSettings.default_pids_limit
+    """Pids limit of a container whose task sets none."""
     restart_grace: float = 0.0
     """Seconds a graceful stop asks the manager to wait for this agent's return before
     the node counts as lost (the manager caps it); 0 = the manager's default."""
@@ -139,10 +143,14 @@ class Agent:
                 runc_root=s.runc_root or s.state_dir / "runc",
                 runtime_binary=s.runtime_binary,
                 cgroup_parent=s.cgroup_parent or f"orch-{s.network_prefix}",
+                default_pids_limit=s.default_pids_limit,
             )
         )
         self.images = ImageStore(
-            s.state_dir / "images", ImageSettings(mirrors=dict(s.registry_mirrors))
+            s.state_dir / "images",
+            ImageSettings(
+                mirrors=dict(s.registry_mirrors), oci_layout_dirs=tuple(s.oci_layout_dirs)
+            ),
         )
         self.endpoints = EndpointManager(
             NetworkSettings(
@@ -275,6 +283,21 @@ def main(argv: list[str] | None = None) -> None:
         "'none': answer SERVFAIL)",
     )
     p.add_argument(
+        "--oci-layout-dir",
+        action="append",
+        default=None,
+        type=_absolute_dir,
+        metavar="DIR",
+        help="a directory whose OCI layouts tasks may run as oci:DIR/... images (repeatable; "
+        f"default {', '.join(ImageSettings.oci_layout_dirs)})",
+    )
+    p.add_argument(
+        "--default-pids-limit",
+        type=_positive_int,
+        default=RuntimeSettings.default_pids_limit,
+        help="pids limit of a container whose task sets none (default %(default)s)",
+    )
+    p.add_argument(
         "--restart-grace",
         type=float,
         default=0.0,
@@ -304,8 +327,50 @@ def main(argv: list[str] | None = None) -> None:
         if args.dns_upstream is None
         else [u for u in args.dns_upstream.split(",") if u and u != "none"],
         restart_grace=args.restart_grace,
+        oci_layout_dirs=tuple(args.oci_layout_dir or ImageSettings.oci_layout_dirs),
+        default_pids_limit=args.default_pids_limit,
     )
+    protect_from_oom()
     asyncio.run(_serve(Agent(settings)))
+
+
+AGENT_OOM_SCORE_ADJ = -999
+"""The agent's own oom_score_adj: the kernel's OOM killer takes a container's process
+long before the agent that supervises it (dockerd runs at -500, containerd at -999).
+Containers do not inherit it: their config.json sets oomScoreAdj 0 (runtime/spec.py)."""
+
+
+def protect_from_oom(
+    score: int = AGENT_OOM_SCORE_ADJ, path: str = "/proc/self/oom_score_adj"
+) -> int:
+    """Lower this process's oom_score_adj to ``score``; returns the value now in force.
+    Lowering needs CAP_SYS_RESOURCE: without it the agent runs on unprotected and says so."""
+    try:
+        with open(path, "w") as f:
+            f.write(str(score))
+    except OSError as exc:
+        log.warning(
+            "cannot set the agent's oom_score_adj to %d (%s): the OOM killer may "
+            "pick the agent before a container",
+            score,
+            exc.strerror,
+        )
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _positive_int(text: str) -> int:
+    """A value that must be a positive whole number (no "unlimited": see RuntimeSettings)."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: want a positive whole number")
+    return int(text)
+
+
+def _absolute_dir(text: str) -> str:
+    """One --oci-layout-dir value: an absolute path."""
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"{text!r}: want an absolute directory")
+    return text.rstrip("/") or "/"
 
 
 def _mirror(text: str) -> tuple[str, str]:

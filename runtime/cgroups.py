@@ -58,6 +58,15 @@ def memory_file(cgroup_path: str, v1_name: str, v2_name: str) -> Path | None:
     return None
 
 
+def devices_v1_dir(cgroup_path: str) -> Path | None:
+    """Where the v1 devices controller will keep ``cgroup_path``'s rules (it need not
+    exist yet); None on a host without a v1 devices hierarchy (v2 uses a BPF program)."""
+    top = CGROUP_ROOT / "devices"
+    if is_unified() or not top.is_dir():
+        return None
+    return top / cgroup_path.strip("/")
+
+
 def swap_accounting() -> bool:
     """Whether a swap limit can be set (v1 needs memsw; v2 runc handles it)."""
     if is_unified():

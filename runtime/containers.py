@@ -59,8 +59,8 @@ from orch.runtime.rootfs import mount_overlay, mounts_under, safe_read, unmount
 from orch.runtime.runc import OciRuntime
 from orch.runtime.settings import RuntimeSettings
 from orch.runtime.shims import ShimServer, live_shim_pid
-from orch.runtime.spec import build_spec, resolve_stop_signal
-from orch.runtime.util import KeyedLock, atomic_write_json, read_json
+from orch.runtime.spec import build_spec, resolve_stop_signal, signal_number, valid_stop_signal
+from orch.runtime.util import KeyedLock, atomic_write_json, private_dir, read_json
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -101,8 +101,9 @@ class ContainerRuntime:
         )
         self._locks = KeyedLock()
         self._shims = ShimServer(settings.python)
-        for d in (settings.containers_dir, settings.logs_dir, settings.runc_root):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (settings.state_dir, settings.containers_dir, settings.logs_dir):
+            private_dir(d)
+        private_dir(settings.runc_root)
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -136,18 +137,24 @@ class ContainerRuntime:
                 raise
 
     async def _create(self, d: Path, config: ContainerConfig, image: Image) -> None:
-        d.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (one mkdir)
+        private_dir(d)
         rootfs = d / "rootfs"
         await mount_overlay(image.layers, d / "upper", d / "work", rootfs)
+        # In a thread: the files are the image's, and a slow disk must not stall the loop
+        # (safe_read refuses FIFOs and devices, which could block or act on the host).
+        passwd, group = await asyncio.to_thread(_image_user_files, rootfs)
+        devices = cgroups.devices_v1_dir(self.cgroups_path(config.id))
         spec = build_spec(
             config,
             image.config,
             rootfs=str(rootfs),
             cgroups_path=self.cgroups_path(config.id),
-            passwd=safe_read(rootfs, "etc/passwd"),
-            group=safe_read(rootfs, "etc/group"),
+            passwd=passwd,
+            group=group,
             swap_accounting=cgroups.swap_accounting(),
             nofile=self._nofile(),
+            default_pids=self.settings.default_pids_limit,
+            devices_v1_dir=None if devices is None else str(devices),
         )
         atomic_write_json(d / "config.json", spec)
         record = {
@@ -321,7 +328,7 @@ class ContainerRuntime:
         if self._exit_status(container_id) is not None:
             return
         config = ContainerConfig.from_json(record["config"])
-        sig = signal or record.get("stop_signal") or "SIGTERM"
+        sig = valid_stop_signal(signal or record.get("stop_signal") or "SIGTERM", container_id)
         if grace is None:
             grace = config.stop_grace_seconds
         if grace is None:
@@ -342,11 +349,11 @@ class ContainerRuntime:
         """Signal the container's init, as `runc kill` does but without running runc (a
         Go binary per stop is real CPU when a node scales down): through a pidfd of the
         pid in container.pid, checked to be in the container's cgroup once the pidfd
-        pins it, so a reused pid is never signalled. False when it is gone. Signal names
-        we do not know go to the runtime, which knows more (or says why not)."""
-        signum = _signal_number(sig)
+        pins it, so a reused pid is never signalled. False when it is gone. ``sig`` is
+        a valid name (stop() checked it)."""
+        signum = signal_number(sig)
         if signum is None:
-            return await self.runc.kill(container_id, sig)
+            raise ContainerError(f"kill {container_id}: unknown signal {sig!r}")
         pid = self._live_container_pid(container_id)
         if pid is None:
             return False
@@ -511,16 +518,9 @@ class ContainerRuntime:
         return not (self.settings.containers_dir / cid / "container.json").exists()
 
 
-def _signal_number(sig: str) -> int | None:
-    """The number of a signal named like "SIGTERM", "TERM" or "15"; None for names
-    Python does not know."""
-    name = sig.strip().upper()
-    if name.isdigit():
-        return int(name)
-    try:
-        return signals.Signals[name if name.startswith("SIG") else "SIG" + name].value
-    except KeyError:
-        return None
+def _image_user_files(rootfs: Path) -> tuple[str, str]:
+    """The image's /etc/passwd and /etc/group text ("" where absent or unsafe)."""
+    return safe_read(rootfs, "etc/passwd"), safe_read(rootfs, "etc/group")
 
 
 def _read_int(path: Path) -> int | None:

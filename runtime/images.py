@@ -31,7 +31,7 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from orch.errors import ImageError
 from orch.runtime.layers import extract_layer
 from orch.runtime.model import Image
 from orch.runtime.settings import ImageSettings
-from orch.runtime.util import KeyedLock, error_line, run
+from orch.runtime.util import KeyedLock, error_line, private_dir, run
 
 _INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
@@ -80,16 +80,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def skopeo_source(ref: str) -> str:
-    """The skopeo transport string for one of our references."""
+def skopeo_source(ref: str, oci_dirs: Sequence[str] = ()) -> str:
+    """The skopeo transport string for one of our references. An ``oci:`` layout must lie
+    under one of ``oci_dirs`` (symlinks resolved): a task must not make the agent read
+    any path of the host it likes (ImageSettings.oci_layout_dirs)."""
     if ref.startswith("oci:"):
-        path = ref[4:].partition(":")[0]
+        path, sep, tag = ref[4:].partition(":")
         if not path.startswith("/"):
             raise ImageError(f"pull {ref}: OCI layout path must be absolute")
-        return ref
+        real = os.path.realpath(path)
+        if not any(_is_under(real, d) for d in oci_dirs):
+            where = ", ".join(oci_dirs) if oci_dirs else "nowhere (no OCI layout dirs set)"
+            raise ImageError(f"pull {ref}: OCI layouts are only read from {where}")
+        return f"oci:{real}{sep}{tag}"
     if not ref or any(c.isspace() for c in ref):
         raise ImageError(f"pull {ref!r}: invalid image reference")
     return "docker://" + ref.removeprefix("docker://")
+
+
+def _is_under(path: str, top: str) -> bool:
+    return Path(path).is_relative_to(os.path.realpath(top))
 
 
 def mirrored(ref: str, mirrors: Mapping[str, str]) -> tuple[str, str | None]:
@@ -133,8 +143,8 @@ class ImageStore:
         self._layer_locks = KeyedLock()
         self.layers_unpacked = 0
         """How many layers this store unpacked (the rest were already on disk)."""
-        for d in (self.blobs, self.refs, self.layers):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.blobs, self.refs, self.layers):
+            private_dir(d)
         self._policy = self.root / "policy.json"
         if not self._policy.exists():
             self._policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
@@ -189,7 +199,7 @@ class ImageStore:
         source, mirror = mirrored(ref, s.mirrors)
         if self._insecure(registry_host(ref), mirror):
             argv.append("--src-tls-verify=false")
-        return [*argv, skopeo_source(source), f"oci:{dest}:{_LOCAL_TAG}"]
+        return [*argv, skopeo_source(source, s.oci_layout_dirs), f"oci:{dest}:{_LOCAL_TAG}"]
 
     def _insecure(self, host: str | None, mirror: str | None) -> bool:
         """Plain HTTP / no TLS verification: loopback registries, the listed insecure
@@ -201,8 +211,8 @@ class ImageStore:
 
     async def _copy(self, ref: str) -> None:
         dest = self._ref_dir(ref)
+        argv = self._skopeo_argv(ref, dest)  # first: a refused reference leaves nothing
         dest.mkdir(exist_ok=True)
-        argv = self._skopeo_argv(ref, dest)
         try:
             done = await run(argv, time_limit=self.settings.pull_timeout + 5)
         except TimeoutError as exc:

@@ -3,11 +3,21 @@ overlayfs lower layer. Blocking code: callers run it in a thread.
 
 Why our own extraction loop rather than ``TarFile.extractall``: OCI whiteouts must become
 overlayfs whiteouts (``.wh.NAME`` -> a 0:0 character device NAME, ``.wh..wh..opq`` -> the
-``trusted.overlay.opaque=y`` xattr on the directory), device nodes and numeric ownership
-must be kept exactly (the image's uids, not the host's names), and every member is checked
-against path traversal: no ``..``, no absolute escape, no writing through a symlink that an
+``trusted.overlay.opaque=y`` xattr on the directory), numeric ownership must be kept
+exactly (the image's uids, not the host's names), and every member is checked against
+path traversal: no ``..``, no absolute escape, no writing through a symlink that an
 earlier member planted. Directory metadata is applied last, deepest first, so that
 read-only directories and their mtimes survive the files written into them.
+
+What an image may not bring (the layer dirs live on the host, and runc would hand
+anything in them to the container): device nodes are skipped (/dev is a tmpfs with the
+standard devices; a block device in a layer is the host's disk), setuid and setgid bits
+are dropped from files (a setuid-root binary in a layer dir is a host root shell for
+whoever reaches it; in the container noNewPrivileges makes them inert anyway; setgid on
+a directory only sets the group of new files and is kept), and only ``user.*`` xattrs
+are applied (``trusted.*`` would forge overlayfs metadata such as opaque dirs or
+redirects, ``security.*`` file capabilities or labels). A whiteout applies to lower
+layers only, as the OCI image spec says, never to what its own layer holds.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PAX = "SCHILY.xattr."
+_ALLOWED_XATTR = "user."
+_DROPPED_MODE_BITS = stat.S_ISUID | stat.S_ISGID
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -51,6 +63,12 @@ class _Extractor:
         self.layer = layer
         self.safe_dirs: set[Path] = {root}
         self.dirs: list[tuple[Path, tarfile.TarInfo]] = []
+        self.own: set[Path] = set()
+        """Paths this layer itself made (whiteouts must leave them alone)."""
+        self.whiteouts: set[Path] = set()
+        """Whiteouts made for lower layers, to be turned opaque if a directory follows."""
+        self.dropped: set[Path] = set()
+        """Device nodes left out (a hardlink to one is left out too)."""
 
     def parent(self, parts: list[str]) -> Path:
         """The directory for parts[:-1], created if missing, refusing symlinks on the way."""
@@ -63,6 +81,7 @@ class _Extractor:
                 st = os.lstat(path)
             except FileNotFoundError:
                 os.mkdir(path, 0o755)
+                self.own.add(path)
             else:
                 if not stat.S_ISDIR(st.st_mode):
                     raise ImageError(
@@ -97,10 +116,16 @@ class _Extractor:
             self.whiteout(parent, base)
             return
         path = parent / base
+        if info.ischr() or info.isblk():
+            self.dropped.add(path)  # device nodes from images are dropped (module docstring)
+            return
         self.clear(path, keep_dir=info.isdir())
+        self.own.add(path)
         if info.isdir():
             if not path.exists():
                 os.mkdir(path, 0o755)
+            if path in self.whiteouts:  # ".wh.d" then "d/": d hides the lower d's content
+                os.setxattr(path, OPAQUE_XATTR, b"y")
             self.safe_dirs.add(path)
             self.dirs.append((path, info))
             self.xattrs(path, info)
@@ -116,15 +141,14 @@ class _Extractor:
         elif info.islnk():
             target = self.root.joinpath(*_rel_parts(info.linkname, self.layer))
             self.parent(_rel_parts(info.linkname, self.layer))  # refuses symlinked parents
+            if target in self.dropped:
+                return
             if not os.path.lexists(target):
                 raise ImageError(
                     f"layer {self.layer}: hardlink {info.name!r} to missing {info.linkname!r}"
                 )
             os.link(target, path, follow_symlinks=False)
             return  # a hardlink shares the target's inode and metadata
-        elif info.ischr() or info.isblk():
-            kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | 0o600, os.makedev(info.devmajor, info.devminor))
         elif info.isfifo():
             os.mkfifo(path, 0o600)
         else:
@@ -139,19 +163,31 @@ class _Extractor:
         if base.startswith(OPAQUE_MARKER[:8]):  # other ".wh..wh." aufs metadata
             return
         target = parent / base[len(WHITEOUT_PREFIX) :]
+        if target in self.own:
+            # The OCI spec: a whiteout hides lower layers only. The layer's own entry
+            # already hides a lower one, except that a lower directory would merge into
+            # its own directory: make that opaque.
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.setxattr(target, OPAQUE_XATTR, b"y")
+            return
         self.clear(target, keep_dir=False)
         os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
+        self.whiteouts.add(target)
 
     def xattrs(self, path: Path, info: tarfile.TarInfo) -> None:
         for key, value in info.pax_headers.items():
-            if key.startswith(_XATTR_PAX):
+            name = key.removeprefix(_XATTR_PAX)
+            if name != key and name.startswith(_ALLOWED_XATTR):
                 raw = value.encode("utf-8", "surrogateescape")
-                os.setxattr(path, key[len(_XATTR_PAX) :], raw, follow_symlinks=False)
+                os.setxattr(path, name, raw, follow_symlinks=False)
 
     def metadata(self, path: Path, info: tarfile.TarInfo) -> None:
         os.chown(path, info.uid, info.gid, follow_symlinks=False)
         if not info.issym():
-            os.chmod(path, info.mode & 0o7777)
+            mode = info.mode & 0o7777
+            if not info.isdir():
+                mode &= ~_DROPPED_MODE_BITS
+            os.chmod(path, mode)
         os.utime(path, (info.mtime, info.mtime), follow_symlinks=False)
 
     def finish(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -139,17 +140,37 @@ async def unmount(target: Path) -> None:
                 raise ContainerError(f"unmount {point}: {os.strerror(err)}")
 
 
+_READ_MAX = 1 << 20
+
+
 def safe_read(root: Path, relpath: str) -> str:
-    """Read a small text file inside a rootfs without following symlinks out of it
-    (an image could make /etc/passwd a link to a host file). "" when absent or unsafe."""
-    path = root
-    for part in relpath.strip("/").split("/"):
-        path = path / part
-        if path.is_symlink():
-            return ""
+    """Read a small text file of an image inside ``root``; "" when absent or unsafe.
+
+    The image decides what is at that path, so: no symlink is followed anywhere on the
+    way (each directory is opened with O_NOFOLLOW relative to the previous one; /etc/passwd
+    could link to a host file), and only a regular file is read. A FIFO would block the
+    reader forever and a device node would be opened as root on the host: the entry is
+    checked with lstat before the open, and the open itself is O_NONBLOCK (a FIFO swapped
+    in meanwhile opens at once and fails the fstat check). Blocking: call it in a thread."""
+    *dirs, name = relpath.strip("/").split("/")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        dir_fd = os.open(root, flags | os.O_DIRECTORY)
     except OSError:
         return ""
+    try:
+        for part in dirs:
+            next_fd = os.open(part, flags | os.O_DIRECTORY, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return ""
+        fd = os.open(name, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
+    except OSError:
+        return ""
+    finally:
+        os.close(dir_fd)
     with os.fdopen(fd, "rb") as f:
-        return f.read(1 << 20).decode(errors="replace")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return f.read(_READ_MAX).decode(errors="replace")

@@ -32,7 +32,15 @@ class ImageSettings:
     goes to the mirror only (no fallback to the original); the image reference users see
     stays the original. A mirror of a loopback registry is reached over plain HTTP too."""
 
+    oci_layout_dirs: tuple[str, ...] = ("/var/lib/orch/layouts",)
+    """Directories whose OCI layouts may be run as ``oci:/path[:tag]`` images (symlinks
+    are resolved first). Anything else is refused: an image reference comes from whoever
+    may deploy, and must not make the agent read arbitrary host paths as root."""
+
     def __post_init__(self) -> None:
+        for d in self.oci_layout_dirs:
+            if not d.startswith("/"):
+                raise ValidationError(f"OCI layout dir {d!r}: must be an absolute path")
         for origin, mirror in self.mirrors.items():
             for part in (origin, mirror):
                 if not part or "/" in part or any(c.isspace() for c in part):
@@ -65,6 +73,14 @@ class RuntimeSettings:
     nofile: int = 1048576
     """RLIMIT_NOFILE of containers, capped at the agent's own hard limit (raising it needs
     CAP_SYS_RESOURCE, which not every host grants)."""
+    default_pids_limit: int = 4096
+    """Pids limit (processes and threads) of a container whose task sets none. Docker
+    sets none and Kubernetes' is node-wide; without one a fork bomb in any container
+    fills the host's pid space and the agent can no longer fork runc or nft. 4096 is far
+    above what services use (a JVM with a few hundred threads, a forking server with its
+    workers) and a small share of the host's pid space (pid_max is at least 32768, and
+    4194304 where systemd raises it), so a runaway container leaves the agent room. A
+    task's own pids limit overrides it. Must be positive: there is no unlimited mode."""
     log_line_max: int = 16 * 1024
     """Lines longer than this are written to the log as several partial ("P") records."""
     log_follow_interval: float = 0.1
@@ -72,6 +88,12 @@ class RuntimeSettings:
     python: str = field(default=sys.executable)
     """Interpreter that runs the shim server (`python -S -I runtime/shim.py --serve FD`),
     which forks the per-container shims."""
+
+    def __post_init__(self) -> None:
+        if self.default_pids_limit <= 0:
+            raise ValidationError(
+                f"default pids limit {self.default_pids_limit}: must be a positive number"
+            )
 
     @property
     def containers_dir(self) -> Path:

@@ -2,34 +2,48 @@
 
 ``build_spec`` takes the image's config, our ``ContainerConfig``, the rootfs and cgroup
 paths and the image's /etc/passwd and /etc/group text, and returns the config.json dict.
-It does no IO, so every Docker-compatibility rule here (entrypoint/cmd merging, env
-override, user lookup, default capabilities, mounts, masked paths) is unit-tested directly.
+It does no IO (but for reading the seccomp profile's data file once per process), so every
+Docker-compatibility rule here (entrypoint/cmd merging, env override, user lookup, default
+capabilities, mounts, masked paths, seccomp) is unit-tested directly.
 
 The defaults follow Docker's (moby oci/defaults.go, caps/defaults.go) so images behave as
-they do under `docker run`: the same capability set, /dev, /dev/pts, /dev/shm, /dev/mqueue,
-read-only /sys and cgroup mounts, masked /proc entries, PATH and HOSTNAME/HOME in the env.
-Deliberately left out: seccomp and AppArmor profiles (runc then applies none).
+they do under `docker run`: /dev, /dev/pts, /dev/shm, /dev/mqueue, read-only /sys and
+cgroup mounts, masked and read-only /proc entries, PATH and HOSTNAME/HOME in the env, and
+Docker's default seccomp profile (seccomp.py). Stricter than Docker, and not switchable
+(docs/architecture.md, "Container defaults"): no CAP_MKNOD, noNewPrivileges, no io_uring,
+a pids limit when the task sets none, and oomScoreAdj 0 so containers never inherit the
+agent's OOM protection. Not done: AppArmor/SELinux labels and user namespaces.
 """
 
 from __future__ import annotations
 
+import logging
+import signal as signals
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from orch.errors import ValidationError
+from orch.runtime.images import host_arch
 from orch.runtime.model import ContainerConfig
+from orch.runtime.seccomp import default_profile
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_NOFILE = 1048576
 
-# Docker's default capability set (moby oci/caps/defaults.go).
+# Docker's default capability set (moby oci/caps/defaults.go) minus CAP_MKNOD: runc
+# always appends "c *:* m" and "b *:* m" device cgroup rules (see _hooks), so with
+# CAP_MKNOD a container could make any device node in its upper dir, and a 0666 block
+# device there is the host's disk for whoever reaches the dir on the host. Without the
+# capability (and with user namespaces refused by seccomp) those rules grant nothing.
+# Images that mknod at run time are rare; /dev already holds the standard devices.
 DEFAULT_CAPABILITIES = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
     "CAP_FOWNER",
-    "CAP_MKNOD",
     "CAP_NET_RAW",
     "CAP_SETGID",
     "CAP_SETUID",
@@ -41,9 +55,12 @@ DEFAULT_CAPABILITIES = [
     "CAP_AUDIT_WRITE",
 ]
 
+# Docker's lists (moby oci/defaults.go), /proc/interrupts included (it exposes the host's
+# per-CPU interrupt counts, a side channel).
 MASKED_PATHS = [
     "/proc/asound",
     "/proc/acpi",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -64,6 +81,13 @@ READONLY_PATHS = [
 ]
 
 CPU_PERIOD_US = 100_000
+
+DEFAULT_PIDS_LIMIT = 4096
+"""Pids limit of a container whose task sets none (RuntimeSettings.default_pids_limit)."""
+
+# Containers run at 0 whatever the agent that forks runc has (the agent protects itself
+# with a low oom_score_adj, main.protect_from_oom; children inherit it unless told).
+CONTAINER_OOM_SCORE_ADJ = 0
 
 
 def _mount(dest: str, typ: str, source: str, options: list[str]) -> dict[str, Any]:
@@ -183,16 +207,47 @@ def resolve_user(spec: str, passwd: str = "", group: str = "") -> ExecUser:
     return ExecUser(uid=uid, gid=gid, additional_gids=tuple(sorted(set(extra))), home=home)
 
 
-def resolve_stop_signal(config: ContainerConfig, image_config: dict[str, Any]) -> str:
-    """The signal stop() sends: the config's, else the image's StopSignal, else SIGTERM."""
-    sig = config.stop_signal or image_config.get("StopSignal") or "SIGTERM"
-    sig = str(sig).upper()
-    if sig.isdigit():
+def signal_number(sig: str) -> int | None:
+    """The number of a signal named like "SIGTERM", "TERM", "15" or "SIGRTMIN+3" (as
+    Docker accepts them); None when it names no signal of this host."""
+    name = sig.strip().upper()
+    if name.isdigit():
+        number = int(name)
+        return number if 0 < number <= signals.SIGRTMAX else None
+    name = name if name.startswith("SIG") else "SIG" + name
+    for base, sign in (("SIGRTMIN+", 1), ("SIGRTMAX-", -1)):
+        offset = name.removeprefix(base)
+        if offset != name:
+            if not offset.isdigit():
+                return None
+            number = (signals.SIGRTMIN if sign > 0 else signals.SIGRTMAX) + sign * int(offset)
+            return number if signals.SIGRTMIN <= number <= signals.SIGRTMAX else None
+    try:
+        return signals.Signals[name].value
+    except KeyError:
+        return None
+
+
+def valid_stop_signal(sig: str, container_id: str) -> str:
+    """``sig`` when it names a signal, else SIGTERM with a warning: a bad StopSignal in an
+    image must not stop a container from being stopped gracefully."""
+    if signal_number(sig) is not None:
         return sig
-    return sig if sig.startswith("SIG") else "SIG" + sig
+    log.warning("container %s: unknown stop signal %r, using SIGTERM", container_id, sig)
+    return "SIGTERM"
 
 
-def _resources(config: ContainerConfig, swap_accounting: bool) -> dict[str, Any]:
+def resolve_stop_signal(config: ContainerConfig, image_config: dict[str, Any]) -> str:
+    """The signal stop() sends: the config's, else the image's StopSignal, else SIGTERM
+    (also when the one given names no signal)."""
+    sig = config.stop_signal or image_config.get("StopSignal") or "SIGTERM"
+    sig = str(sig).strip().upper()
+    if not sig.isdigit() and not sig.startswith("SIG"):
+        sig = "SIG" + sig
+    return valid_stop_signal(sig, config.id)
+
+
+def _resources(config: ContainerConfig, swap_accounting: bool, default_pids: int) -> dict[str, Any]:
     limits = config.limits
     res: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
     if limits.memory_bytes > 0:
@@ -202,9 +257,23 @@ def _resources(config: ContainerConfig, swap_accounting: bool) -> dict[str, Any]
     if limits.nano_cpus > 0:
         quota = max(1000, limits.nano_cpus * CPU_PERIOD_US // 1_000_000_000)
         res["cpu"] = {"quota": quota, "period": CPU_PERIOD_US}
-    if limits.pids > 0:
-        res["pids"] = {"limit": limits.pids}
+    res["pids"] = {"limit": limits.pids if limits.pids > 0 else default_pids}
     return res
+
+
+# runc appends "c *:* m" and "b *:* m" (mknod of any device) to every container's device
+# rules and cannot be told not to. On cgroup v1 a createRuntime hook (run by runc after
+# it wrote the rules, before the container's process starts) takes them out again; the
+# cgroup dir is passed as $1, never spliced into the script. On v2 the rules are a BPF
+# program runc builds; there only the missing CAP_MKNOD stands in the way.
+_DENY_MKNOD = 'echo "c *:* m" > "$1/devices.deny" && echo "b *:* m" > "$1/devices.deny"'
+
+
+def _hooks(devices_v1_dir: str | None) -> dict[str, Any]:
+    if devices_v1_dir is None:
+        return {}
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", _DENY_MKNOD, "sh", devices_v1_dir]}
+    return {"hooks": {"createRuntime": [hook]}}
 
 
 def _bind_mounts(config: ContainerConfig) -> list[dict[str, Any]]:
@@ -229,12 +298,18 @@ def build_spec(
     group: str = "",
     swap_accounting: bool = True,
     nofile: int = DEFAULT_NOFILE,
+    default_pids: int = DEFAULT_PIDS_LIMIT,
+    arch: str | None = None,
+    devices_v1_dir: str | None = None,
 ) -> dict[str, Any]:
     """The OCI runtime config.json for ``config`` running an image with ``image_config``.
 
     ``passwd``/``group`` are the image's /etc/passwd and /etc/group (for user names and
     supplementary groups); ``swap_accounting`` says whether the host can cap swap;
-    ``nofile`` is RLIMIT_NOFILE (it may not exceed the runtime's own hard limit)."""
+    ``nofile`` is RLIMIT_NOFILE (it may not exceed the runtime's own hard limit);
+    ``default_pids`` the pids limit when the config sets none; ``arch`` picks the seccomp
+    architectures (default: this host's); ``devices_v1_dir`` is the container's cgroup
+    v1 devices dir, where a hook removes runc's mknod-anything rules (None on v2)."""
     argv = resolve_argv(config, image_config)
     user = resolve_user(config.user or image_config.get("User") or "", passwd, group)
     hostname = config.hostname or config.id[:12]
@@ -279,7 +354,8 @@ def build_spec(
             "rlimits": [
                 {"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile},
             ],
-            "noNewPrivileges": False,
+            "noNewPrivileges": True,
+            "oomScoreAdj": CONTAINER_OOM_SCORE_ADJ,
         },
         "root": {"path": rootfs, "readonly": False},
         "hostname": hostname,
@@ -288,9 +364,11 @@ def build_spec(
         "annotations": dict(config.labels),
         "linux": {
             "cgroupsPath": cgroups_path,
-            "resources": _resources(config, swap_accounting),
+            "resources": _resources(config, swap_accounting, default_pids),
             "namespaces": namespaces,
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": default_profile(arch or host_arch()),
         },
+        **_hooks(devices_v1_dir),
     }

@@ -81,10 +81,20 @@ def error_line(stderr: bytes | str, default: str = "") -> str:
     return lines[-1] if lines else default
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old content or the whole new one, never a part."""
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) and keep it 0700, also when an earlier version
+    made it 0755: state dirs hold env in config files, rootfs upper dirs and logs that
+    only root has any business reading."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so readers see the old content or the whole new one, never a part.
+    Private (0600) by default: config.json and process.json carry the container's env."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -69,7 +69,7 @@ def busybox_ref(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 async def container(
-    tmp_path: Path, prefix: str, busybox_ref: str
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, prefix: str, busybox_ref: str
 ) -> AsyncIterator[tuple[ContainerRuntime, str]]:
     """A running busybox container (its own runtime roots); removed with every mount and
     cgroup afterwards, and checked to be gone."""
@@ -81,7 +81,9 @@ async def container(
     )
     cid = f"{prefix}-c"
     try:
-        image = await ImageStore(tmp_path / "images", ImageSettings()).pull(busybox_ref)
+        layouts = (str(tmp_path_factory.getbasetemp()),)
+        store = ImageStore(tmp_path / "images", ImageSettings(oci_layout_dirs=layouts))
+        image = await store.pull(busybox_ref)
         command = ["sh", "-c", "trap 'exit 0' TERM; touch /tmp/ok; while :; do sleep 1; done"]
         await rt.create(ContainerConfig(id=cid, image=busybox_ref, command=command), image)
         await rt.start(cid)

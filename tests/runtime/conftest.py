@@ -47,10 +47,19 @@ def prefix() -> str:
     return RUN_PREFIX + secrets.token_hex(2)[:3]
 
 
+@pytest.fixture(scope="session")
+def layouts_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The one directory the tests' image stores read OCI layouts from (ImageSettings.
+    oci_layout_dirs): pytest's temp root, which holds every layout the tests build."""
+    return str(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
-def image_store(tmp_path: Path) -> ImageStore:
+def image_store(tmp_path: Path, layouts_root: str) -> ImageStore:
     needs("skopeo")
-    return ImageStore(tmp_path / "images", ImageSettings(pull_timeout=30))
+    return ImageStore(
+        tmp_path / "images", ImageSettings(pull_timeout=30, oci_layout_dirs=(layouts_root,))
+    )
 
 
 @pytest.fixture

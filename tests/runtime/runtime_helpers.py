@@ -1,8 +1,9 @@
 """Helpers for the runtime tests: skip conditions, settings for a private runtime, the
-leftover check, sync waiting with a deadline, and building layer tars / OCI layouts."""
+leftover check, running a container to its end, and building layer tars / OCI layouts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,8 +15,46 @@ import pytest
 
 from orch.runtime import cgroups
 from orch.runtime.containers import ContainerRuntime
+from orch.runtime.exec import ExecProcess
+from orch.runtime.images import ImageStore
+from orch.runtime.model import ContainerConfig, ExitStatus
 from orch.runtime.rootfs import mounts_under
 from orch.runtime.settings import RuntimeSettings
+
+
+async def run_to_end(
+    rt: ContainerRuntime, store: ImageStore, ref: str, cid: str, *command: str, **kw: object
+) -> ExitStatus:
+    """Create and start a container running ``command``; its exit status once it ended."""
+    image = await store.pull(ref)
+    await rt.create(ContainerConfig(id=cid, image=ref, command=list(command), **kw), image)  # type: ignore[arg-type]
+    await rt.start(cid)
+    async with asyncio.timeout(60):
+        return await rt.wait(cid)
+
+
+async def output(rt: ContainerRuntime, cid: str, stream: str = "stdout") -> list[bytes]:
+    """The lines a container wrote to ``stream``."""
+    return [line.line async for line in rt.read_logs(cid) if line.stream == stream]
+
+
+async def running(rt: ContainerRuntime, store: ImageStore, ref: str, cid: str, **kw: object) -> int:
+    """A started container whose init sleeps; returns its host pid."""
+    image = await store.pull(ref)
+    command = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    await rt.create(ContainerConfig(id=cid, image=ref, command=command, **kw), image)  # type: ignore[arg-type]
+    return await rt.start(cid)
+
+
+async def run(proc: ExecProcess, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    async with asyncio.timeout(30):
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+        return await proc.wait(), out, err
 
 
 def needs(*binaries: str) -> None:

@@ -16,32 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_helpers import cleanup_runtime, needs, runtime_settings
+from runtime_helpers import cleanup_runtime, needs, output, run_to_end, runtime_settings
 
 from orch.errors import ContainerError, NotFoundError
 from orch.runtime import cgroups
 from orch.runtime.containers import ContainerRuntime, wait_pid_exit
 from orch.runtime.images import ImageStore
-from orch.runtime.model import BindMount, ContainerConfig, ExitStatus, Limits
+from orch.runtime.model import BindMount, ContainerConfig, Limits
 from orch.runtime.rootfs import is_mounted, mounts_under
 
 pytestmark = pytest.mark.integration
 
 CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] .*$")
-
-
-async def run_to_end(
-    rt: ContainerRuntime, store: ImageStore, ref: str, cid: str, *command: str, **kw: object
-) -> ExitStatus:
-    image = await store.pull(ref)
-    await rt.create(ContainerConfig(id=cid, image=ref, command=list(command), **kw), image)  # type: ignore[arg-type]
-    await rt.start(cid)
-    async with asyncio.timeout(60):
-        return await rt.wait(cid)
-
-
-async def output(rt: ContainerRuntime, cid: str, stream: str = "stdout") -> list[bytes]:
-    return [line.line async for line in rt.read_logs(cid) if line.stream == stream]
 
 
 async def wait_for_line(rt: ContainerRuntime, cid: str, text: bytes) -> None:
@@ -215,12 +201,13 @@ from pathlib import Path
 from orch.runtime.containers import ContainerRuntime, wait_pid_exit
 from orch.runtime.images import ImageStore
 from orch.runtime.model import ContainerConfig
-from orch.runtime.settings import RuntimeSettings
+from orch.runtime.settings import ImageSettings, RuntimeSettings
 
 async def main(args):
     rt = ContainerRuntime(RuntimeSettings(
         state_dir=Path(args["state"]), runc_root=Path(args["runc"]), cgroup_parent=args["cg"]))
-    image = await ImageStore(Path(args["images"])).pull(args["ref"])
+    store = ImageStore(Path(args["images"]), ImageSettings(oci_layout_dirs=(args["layouts"],)))
+    image = await store.pull(args["ref"])
     await rt.create(ContainerConfig(id=args["id"], image=args["ref"],
                                     command=["sh", "-c", "echo started; exec sleep 1000"]), image)
     print(await rt.start(args["id"]))
@@ -237,6 +224,7 @@ async def test_container_outlives_the_process_that_started_it(
     args = {
         "state": str(s.state_dir), "runc": str(s.runc_root), "cg": s.cgroup_parent,
         "images": str(image_store.root), "ref": busybox_ref, "id": cid,
+        "layouts": image_store.settings.oci_layout_dirs[0],
     }  # fmt: skip
     starter = await asyncio.create_subprocess_exec(
         sys.executable, "-c", ADOPT_SCRIPT, json.dumps(args), stdout=asyncio.subprocess.PIPE

@@ -13,34 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from runtime_helpers import run, running
 from tests_support import eventually
 
 from orch.errors import ContainerError
 from orch.runtime.containers import ContainerRuntime
-from orch.runtime.exec import ExecProcess, process_spec
+from orch.runtime.exec import process_spec
 from orch.runtime.images import ImageStore
 from orch.runtime.model import ContainerConfig
 
 pytestmark = pytest.mark.integration
-
-
-async def running(rt: ContainerRuntime, store: ImageStore, ref: str, cid: str, **kw: object) -> int:
-    """A started container whose init sleeps; returns its host pid."""
-    image = await store.pull(ref)
-    command = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
-    await rt.create(ContainerConfig(id=cid, image=ref, command=command, **kw), image)  # type: ignore[arg-type]
-    return await rt.start(cid)
-
-
-async def run(proc: ExecProcess, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
-    async with asyncio.timeout(30):
-        if stdin is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            await proc.stdin.drain()
-            proc.stdin.close()
-        out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
-        return await proc.wait(), out, err
 
 
 def cgroup_of(pid: int | str) -> set[str]:

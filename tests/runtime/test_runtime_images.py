@@ -21,6 +21,7 @@ from orch.errors import ImageError
 from orch.runtime.images import ImageStore, pick_platform, registry_host, skopeo_source
 from orch.runtime.layers import extract_layer
 from orch.runtime.rootfs import is_mounted, mount_overlay, unmount
+from orch.runtime.settings import ImageSettings
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +32,9 @@ def test_reference_parsing() -> None:
     assert registry_host("library/busybox:latest") == "docker.io"
     assert registry_host("oci:/x:y") is None
     assert skopeo_source("127.0.0.1:5000/web:1") == "docker://127.0.0.1:5000/web:1"
-    assert skopeo_source("oci:/abs/p:t") == "oci:/abs/p:t"
+    assert skopeo_source("oci:/abs/p:t", ["/abs"]) == "oci:/abs/p:t"
     with pytest.raises(ImageError, match="must be absolute"):
-        skopeo_source("oci:rel/p:t")
+        skopeo_source("oci:rel/p:t", ["/"])
     arm = {"digest": "a", "platform": {"os": "linux", "architecture": "s390x"}}
     amd = {"digest": "b", "platform": {"os": "linux", "architecture": "amd64"}}
     assert pick_platform([arm, amd], "r")["digest"] == "b"
@@ -56,16 +57,19 @@ async def test_pull_from_oci_layout(image_store: ImageStore, busybox_ref: str) -
     assert ":" not in layer.name  # overlayfs lowerdir separator
 
 
-async def test_second_pull_unpacks_nothing(tmp_path: Path, busybox_ref: str) -> None:
+async def test_second_pull_unpacks_nothing(
+    tmp_path: Path, busybox_ref: str, layouts_root: str
+) -> None:
     needs("skopeo")
-    store = ImageStore(tmp_path / "img")
+    settings = ImageSettings(oci_layout_dirs=(layouts_root,))
+    store = ImageStore(tmp_path / "img", settings)
     first = await store.pull(busybox_ref)
     assert store.layers_unpacked == 1
     inode = first.layers[0].stat().st_ino
     again = await store.pull(busybox_ref)
     assert again == first and store.layers_unpacked == 1
     # a new store on the same root (an agent restart) reuses the unpacked layer too
-    restarted = ImageStore(tmp_path / "img")
+    restarted = ImageStore(tmp_path / "img", settings)
     assert await restarted.get(busybox_ref) == first
     assert (await restarted.pull(busybox_ref)).layers[0].stat().st_ino == inode
     assert restarted.layers_unpacked == 0
@@ -235,16 +239,15 @@ def _blob(tmp_path: Path, data: bytes, compress: bool) -> Path:
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_layer_keeps_metadata_links_and_devices(tmp_path: Path, compress: bool) -> None:
+def test_layer_keeps_metadata_and_links(tmp_path: Path, compress: bool) -> None:
+    """(Device nodes and setuid bits are dropped: test_runtime_hardening.py.)"""
     needs()
     data = tar_layer(
         [
             entry("bin/", tarfile.DIRTYPE, 0o555),
-            (entry("bin/tool", mode=0o4755, uid=1000, gid=2000), b"#!/bin/sh\n"),
+            (entry("bin/tool", mode=0o755, uid=1000, gid=2000), b"#!/bin/sh\n"),
             entry("bin/alias", tarfile.SYMTYPE, linkname="tool"),
             entry("bin/hard", tarfile.LNKTYPE, linkname="bin/tool"),
-            entry("dev/", tarfile.DIRTYPE, 0o755),
-            entry("dev/null", tarfile.CHRTYPE, 0o666, devmajor=1, devminor=3),
             entry("run/fifo", tarfile.FIFOTYPE, 0o600),
         ]
     )
@@ -252,15 +255,11 @@ def test_layer_keeps_metadata_links_and_devices(tmp_path: Path, compress: bool) 
     out.mkdir()
     extract_layer(_blob(tmp_path, data, compress), out)
     tool = os.lstat(out / "bin" / "tool")
-    assert (tool.st_uid, tool.st_gid, stat.S_IMODE(tool.st_mode)) == (1000, 2000, 0o4755)
+    assert (tool.st_uid, tool.st_gid, stat.S_IMODE(tool.st_mode)) == (1000, 2000, 0o755)
     assert tool.st_mtime == 1_700_000_000
     assert os.readlink(out / "bin" / "alias") == "tool"
     assert os.lstat(out / "bin" / "hard").st_ino == tool.st_ino
     assert stat.S_IMODE(os.lstat(out / "bin").st_mode) == 0o555
-    null = os.lstat(out / "dev" / "null")
-    assert (
-        stat.S_ISCHR(null.st_mode) and os.major(null.st_rdev) == 1 and os.minor(null.st_rdev) == 3
-    )
     assert stat.S_ISFIFO(os.lstat(out / "run" / "fifo").st_mode)
 
 

@@ -16,10 +16,11 @@ import pytest
 from tests_support import wait_until
 
 from orch.runtime import shim
-from orch.runtime.containers import ContainerRuntime, _signal_number, wait_pid_exit
+from orch.runtime.containers import ContainerRuntime, wait_pid_exit
 from orch.runtime.images import ImageStore
 from orch.runtime.model import ContainerConfig
 from orch.runtime.shims import SHIM_SCRIPT, live_shim_pid
+from orch.runtime.spec import signal_number
 
 
 def records(tmp_path: Path, chunks: list[bytes], line_max: int) -> list[tuple[str, bytes]]:
@@ -83,10 +84,13 @@ def test_exit_status_names() -> None:
 
 
 def test_signal_numbers() -> None:
-    assert _signal_number("SIGTERM") == signal.SIGTERM
-    assert _signal_number("usr1") == signal.SIGUSR1
-    assert _signal_number("9") == 9
-    assert _signal_number("RTMIN+3") is None  # left to the runtime
+    assert signal_number("SIGTERM") == signal.SIGTERM
+    assert signal_number("usr1") == signal.SIGUSR1
+    assert signal_number("9") == 9
+    assert signal_number("RTMIN+3") == signal.SIGRTMIN + 3  # systemd images stop with it
+    assert signal_number("SIGRTMAX-1") == signal.SIGRTMAX - 1
+    for bad in ("SIGNOPE", "0", "65", "RTMIN+99", "RTMIN+x", ""):
+        assert signal_number(bad) is None, bad
 
 
 HOLDER = """

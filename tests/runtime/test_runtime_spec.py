@@ -3,13 +3,18 @@ the default security settings, limits and namespaces."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from orch.errors import ValidationError
+from orch.errors import ContainerError, ValidationError
 from orch.runtime.model import BindMount, ContainerConfig, Limits
+from orch.runtime.seccomp import allowed_names, default_profile
+from orch.runtime.settings import RuntimeSettings
 from orch.runtime.spec import (
     DEFAULT_CAPABILITIES,
     DEFAULT_PATH,
+    DEFAULT_PIDS_LIMIT,
     build_spec,
     merge_env,
     resolve_argv,
@@ -35,7 +40,7 @@ def cfg(**kw: object) -> ContainerConfig:
     return ContainerConfig(**{"id": "c0123456789abcdef", "image": "img:1", **kw})  # type: ignore[arg-type]
 
 
-def spec(image: dict | None = None, **kw: object) -> dict:
+def spec(image: dict | None = None, arch: str | None = None, **kw: object) -> dict:
     return build_spec(
         cfg(**kw),
         IMAGE if image is None else image,
@@ -43,6 +48,7 @@ def spec(image: dict | None = None, **kw: object) -> dict:
         cgroups_path="/orch-a/c0123456789abcdef",
         passwd=PASSWD,
         group=GROUP,
+        arch=arch,
     )
 
 
@@ -114,7 +120,7 @@ def test_docker_like_defaults() -> None:
     assert p["cwd"] == "/"
     assert p["capabilities"]["bounding"] == DEFAULT_CAPABILITIES
     assert "CAP_SYS_ADMIN" not in p["capabilities"]["effective"]
-    assert len(DEFAULT_CAPABILITIES) == 14
+    assert len(DEFAULT_CAPABILITIES) == 13  # Docker's 14 minus CAP_MKNOD
     assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
     assert s["root"] == {"path": "/r/rootfs", "readonly": False}
     assert s["hostname"] == "c0123456789a"
@@ -125,7 +131,57 @@ def test_docker_like_defaults() -> None:
     assert "/proc/kcore" in s["linux"]["maskedPaths"]
     assert "/proc/sys" in s["linux"]["readonlyPaths"]
     assert s["linux"]["cgroupsPath"] == "/orch-a/c0123456789abcdef"
-    assert s["linux"]["resources"] == {"devices": [{"allow": False, "access": "rwm"}]}
+    assert s["linux"]["resources"] == {
+        "devices": [{"allow": False, "access": "rwm"}],
+        "pids": {"limit": DEFAULT_PIDS_LIMIT},
+    }
+
+
+def test_stricter_than_docker_defaults() -> None:
+    s = spec()
+    p = s["process"]
+    assert "CAP_MKNOD" not in p["capabilities"]["bounding"]
+    assert p["noNewPrivileges"] is True
+    assert p["oomScoreAdj"] == 0  # never the agent's own -999
+    assert {"/proc/interrupts", "/proc/keys", "/sys/firmware"} <= set(s["linux"]["maskedPaths"])
+    assert {"/proc/sys", "/proc/sysrq-trigger"} <= set(s["linux"]["readonlyPaths"])
+    assert s["linux"]["resources"]["pids"] == {"limit": 4096}
+    custom = build_spec(cfg(), IMAGE, rootfs="/r", cgroups_path="/x/y", default_pids=64)
+    assert custom["linux"]["resources"]["pids"] == {"limit": 64}
+    with pytest.raises(ValidationError, match="must be a positive number"):
+        RuntimeSettings(state_dir=Path("/s"), runc_root=Path("/r"), default_pids_limit=0)
+
+
+def test_a_hook_removes_runcs_mknod_rules_on_cgroup_v1() -> None:
+    assert "hooks" not in spec()  # v2: nothing to do it with
+    v1 = build_spec(cfg(), IMAGE, rootfs="/r", cgroups_path="/x/y", devices_v1_dir="/cg/x/y")
+    (hook,) = v1["hooks"]["createRuntime"]
+    assert hook["path"] == "/bin/sh" and hook["args"][-1] == "/cg/x/y"  # an argument, not code
+    assert 'echo "c *:* m" > "$1/devices.deny"' in hook["args"][2]
+
+
+def test_seccomp_profile_is_an_allow_list() -> None:
+    sec = spec(arch="amd64")["linux"]["seccomp"]
+    assert (sec["defaultAction"], sec["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 1)
+    assert sec["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    allowed = allowed_names("amd64")
+    assert {"read", "execve", "clone", "socket", "arch_prctl", "chroot"} <= allowed
+    refused = {"mount", "umount2", "unshare", "setns", "keyctl", "add_key", "request_key",
+               "bpf", "perf_event_open", "kexec_load", "init_module", "userfaultfd",
+               "open_by_handle_at", "io_uring_setup", "reboot", "swapon", "pivot_root"}  # fmt: skip
+    assert not refused & allowed
+    (clone,) = [r for r in sec["syscalls"] if r["names"] == ["clone"]]
+    assert clone["args"] == [
+        {"index": 0, "value": 0x7E020000, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+    ]
+    (clone3,) = [r for r in sec["syscalls"] if r["names"] == ["clone3"]]
+    assert (clone3["action"], clone3["errnoRet"]) == ("SCMP_ACT_ERRNO", 38)
+    assert len([r for r in sec["syscalls"] if r["names"] == ["personality"]]) == 5
+    arm = default_profile("arm64")
+    assert "arch_prctl" not in {n for r in arm["syscalls"] for n in r["names"]}
+    assert "set_tls" in allowed_names("arm64")
+    with pytest.raises(ContainerError, match="does not cover architecture mips"):
+        default_profile("mips")
 
 
 def test_workdir_hostname_labels() -> None:
@@ -197,13 +253,22 @@ def test_stop_signal_resolution() -> None:
     assert resolve_stop_signal(cfg(), {"StopSignal": "SIGQUIT"}) == "SIGQUIT"
     assert resolve_stop_signal(cfg(stop_signal="int"), {"StopSignal": "SIGQUIT"}) == "SIGINT"
     assert resolve_stop_signal(cfg(stop_signal="9"), {}) == "9"
+    assert resolve_stop_signal(cfg(), {"StopSignal": "RTMIN+3"}) == "SIGRTMIN+3"
+
+
+def test_an_invalid_stop_signal_falls_back_to_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+    assert resolve_stop_signal(cfg(), {"StopSignal": "SIGNOPE"}) == "SIGTERM"
+    assert "unknown stop signal 'SIGNOPE', using SIGTERM" in caplog.text
+    assert resolve_stop_signal(cfg(stop_signal="99"), {}) == "SIGTERM"
 
 
 def test_spec_does_not_share_mutable_defaults() -> None:
     a = spec()
     a["mounts"][0]["options"].append("x")
     a["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN")
+    a["linux"]["seccomp"]["syscalls"][0]["names"].append("mount")
     b = spec()
+    assert "mount" not in b["linux"]["seccomp"]["syscalls"][0]["names"]
     assert "x" not in b["mounts"][0]["options"]
     assert "CAP_SYS_ADMIN" not in b["process"]["capabilities"]["bounding"]
 

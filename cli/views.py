@@ -447,7 +447,7 @@ def apply_record(response: control_pb2.ApplyResponse, *, dry_run: bool) -> dict[
 
     def changes(kind: str) -> list[dict[str, Any]]:
         return [
-            {"name": c.name, "action": _APPLIED.get(c.action, c.action), "fields": list(c.fields)}
+            {"name": c.name, "action": _APPLIED.get(c.action, c.action), "changed": list(c.fields)}
             for c in response.changes
             if c.kind == kind
         ]

@@ -272,8 +272,8 @@ async def test_apply_dry_run_as_one_record(orch, fake_server, tmp_path, fmt) -> 
         ("web", "updated"),
         ("api", "created"),
     ]
-    assert "replicas" in record["services"][0]["fields"]
-    assert record["networks"] == [{"name": "front", "action": "created", "fields": []}]
+    assert "replicas" in record["services"][0]["changed"]
+    assert record["networks"] == [{"name": "front", "action": "created", "changed": []}]
     assert [(t["service"], t["slot"], t["node"], t["action"]) for t in record["tasks"]] == [
         ("web", 1, "h1", "start"),
         ("api", 1, "h1", "start"),

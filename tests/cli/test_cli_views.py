@@ -414,8 +414,8 @@ def test_apply_record_and_planned_table() -> None:
         ],
     )
     record = views.apply_record(response, dry_run=True)
-    assert record["services"] == [{"name": "web", "action": "updated", "fields": ["replicas"]}]
-    assert record["networks"] == [{"name": "front", "action": "unchanged", "fields": []}]
+    assert record["services"] == [{"name": "web", "action": "updated", "changed": ["replicas"]}]
+    assert record["networks"] == [{"name": "front", "action": "unchanged", "changed": []}]
     assert record["tasks"][0] == {
         "service": "web",
         "slot": 2,

@@ -123,11 +123,12 @@ class MemoryStore(CommitBatches):
         """Revoke every lease whose TTL ran out (each in its own revision, as etcd's
         lessor does); returns how many."""
         now = self.now()
-        due = sorted((le.expires_at, lid) for lid, le in self._leases.items())
-        expired = [lid for at, lid in due if at <= now]
-        for lid in expired:
+        due = sorted(
+            (le.expires_at, lid) for lid, le in self._leases.items() if le.expires_at <= now
+        )
+        for _, lid in due:
             self._revoke(lid)
-        return len(expired)
+        return len(due)
 
     # Objects.
 

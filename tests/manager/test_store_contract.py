@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from orch.manager.state.api import (
 )
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
 from orch.manager.state.memstore import MemoryStore
+from orch.manager.state.store import EtcdStore
 from orch.proto import objects_pb2, specs_pb2
 
 # etcd rounds a shorter TTL up to its minimum (2 s with its default timings).
@@ -85,6 +87,22 @@ async def take(stream: AsyncIterator[Any], until: Callable[[list], bool], timeou
         with contextlib.suppress(Exception):
             await stream.aclose()  # type: ignore[attr-defined]
     pytest.fail(f"the stream ended; got {items!r}")
+
+
+@pytest.mark.parametrize("implementation", [EtcdStore, MemoryStore])
+def test_both_stores_have_every_method_of_the_protocol(implementation: type) -> None:
+    """What a type checker would say, for a run without one: same names, same
+    parameters, same kind of callable (a coroutine, or an async generator for watches)."""
+    for name, member in vars(Store).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        theirs = getattr(implementation, name, None)
+        assert theirs is not None, f"{implementation.__name__} has no {name}"
+        assert [*inspect.signature(theirs).parameters] == [*inspect.signature(member).parameters]
+        if name.startswith("watch"):
+            assert inspect.isasyncgenfunction(theirs), name
+        else:
+            assert inspect.iscoroutinefunction(theirs), name
 
 
 # --- guarded transactions -----------------------------------------------------------------

@@ -11,6 +11,7 @@ is compacted. ``tests/manager/test_store_contract.py`` holds both implementation
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -254,11 +255,11 @@ class Store(Protocol):
 
     async def get(self, kind: Kind, name: str) -> Versioned | None: ...
 
-    async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
+    async def list(self, kind: Kind) -> tuple[builtins.list[Versioned], int]:
         """All objects of one kind, sorted by key, and the revision they were read at."""
         ...
 
-    async def snapshot(self) -> tuple[list[Versioned], int]:
+    async def snapshot(self) -> tuple[builtins.list[Versioned], int]:
         """Every object of every kind, read at one revision (the start of a watch)."""
         ...
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from orch.errors import StoreError
 from orch.manager.state.api import PREFIX, Fence, Store
@@ -67,7 +68,7 @@ class Election:
         kv = await self._store.get_key(LEADER_KEY)
         return kv.value.decode() if kv else None
 
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Campaign forever; while leading, run ``lead()`` (cancelled on loss)."""
         while True:
             try:
@@ -108,7 +109,7 @@ class Election:
                 return
 
     async def _lead_while_lease_lives(
-        self, lease: int, lead: Callable[[], Awaitable[None]]
+        self, lease: int, lead: Callable[[], Coroutine[Any, Any, None]]
     ) -> None:
         leading = asyncio.create_task(lead(), name="leader-loops")
         loop = asyncio.get_running_loop()

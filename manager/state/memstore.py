@@ -23,6 +23,7 @@ on demand. Pure asyncio; every method answers at once.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -123,11 +124,12 @@ class MemoryStore(CommitBatches):
         """Revoke every lease whose TTL ran out (each in its own revision, as etcd's
         lessor does); returns how many."""
         now = self.now()
-        due = sorted((le.expires_at, lid) for lid, le in self._leases.items())
-        expired = [lid for at, lid in due if at <= now]
-        for lid in expired:
+        due = sorted(
+            (le.expires_at, lid) for lid, le in self._leases.items() if le.expires_at <= now
+        )
+        for _, lid in due:
             self._revoke(lid)
-        return len(expired)
+        return len(due)
 
     # Objects.
 
@@ -139,12 +141,12 @@ class MemoryStore(CommitBatches):
         kv = await self.get_key(kind.key(name))
         return None if kv is None else _versioned(kind, kv)
 
-    async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
+    async def list(self, kind: Kind) -> tuple[builtins.list[Versioned], int]:
         await self._enter()
         items = [_versioned(kind, kv) for kv in self._range(kind.prefix)]
         return items, self._revision
 
-    async def snapshot(self) -> tuple[list[Versioned], int]:
+    async def snapshot(self) -> tuple[builtins.list[Versioned], int]:
         await self._enter()
         items = []
         for kv in self._range(PREFIX):
@@ -259,16 +261,16 @@ class MemoryStore(CommitBatches):
             raise StoreError("memory store: closed")
         self.expire()
 
-    def _range(self, prefix: str) -> list[KeyValue]:
+    def _range(self, prefix: str) -> builtins.list[KeyValue]:
         return sorted((kv for k, kv in self._keys.items() if k.startswith(prefix)), key=_by_key)
 
-    def _check_leases(self, writes: list[_Write]) -> None:
+    def _check_leases(self, writes: builtins.list[_Write]) -> None:
         """StoreError, as from etcd, for a put on a lease that does not exist."""
         for key, value, lease in writes:
             if value is not None and lease and lease not in self._leases:
                 raise StoreError(f"put {key}: lease {lease:x} not found")
 
-    def _holds(self, ops: list[Op], fence: Fence | None) -> bool:
+    def _holds(self, ops: builtins.list[Op], fence: Fence | None) -> bool:
         if fence:
             current = self._keys.get(fence.key)
             if current is None or current.value != fence.value:
@@ -284,7 +286,7 @@ class MemoryStore(CommitBatches):
         current = self._keys.get(key)
         return (current.mod_revision if current else 0) == op.mod_revision
 
-    def _apply(self, writes: list[_Write]) -> int:
+    def _apply(self, writes: builtins.list[_Write]) -> int:
         """Write ``writes`` at one new revision (none if nothing changes, like etcd: a
         delete of an absent key is not a change); returns the current revision."""
         revision = self._revision + 1
@@ -326,7 +328,7 @@ class MemoryStore(CommitBatches):
 
     async def _follow(
         self, wanted: Callable[[str], bool], start_revision: int
-    ) -> AsyncIterator[list[KeyEvent]]:
+    ) -> AsyncIterator[builtins.list[KeyEvent]]:
         """The events of ``wanted`` keys from ``start_revision`` on (0: from now), a list
         per step, read from the history as the watcher's cursor moves on."""
         await self._enter()
@@ -341,7 +343,7 @@ class MemoryStore(CommitBatches):
             if cursor > self._revision:
                 await self._changed.wait()
                 continue
-            events: list[KeyEvent] = []
+            events: builtins.list[KeyEvent] = []
             while cursor <= self._revision and len(events) < _BATCH_EVENTS:
                 events.extend(ev for ev in self._history.get(cursor, ()) if wanted(ev.key))
                 cursor += 1

@@ -28,6 +28,7 @@ fails its compare and the caller sees a ConflictError, never a double write.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -149,7 +150,7 @@ class EtcdStore(CommitBatches):
             return None
         return Versioned(kind, key, decode(kind, kv.value), kv.mod_revision)
 
-    async def list(self, kind: Kind) -> tuple[list[Versioned], int]:
+    async def list(self, kind: Kind) -> tuple[builtins.list[Versioned], int]:
         """All objects of one kind and the revision they were read at."""
         resp = await self._call(
             "list " + kind.prefix,
@@ -162,7 +163,7 @@ class EtcdStore(CommitBatches):
         ]
         return items, resp.header.revision
 
-    async def snapshot(self) -> tuple[list[Versioned], int]:
+    async def snapshot(self) -> tuple[builtins.list[Versioned], int]:
         """Every object of every kind, read at one revision (the start of a watch)."""
         resp = await self._call(
             "snapshot",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from orch.manager.state.api import (
 )
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
 from orch.manager.state.memstore import MemoryStore
+from orch.manager.state.store import EtcdStore
 from orch.proto import objects_pb2, specs_pb2
 
 # etcd rounds a shorter TTL up to its minimum (2 s with its default timings).
@@ -85,6 +87,22 @@ async def take(stream: AsyncIterator[Any], until: Callable[[list], bool], timeou
         with contextlib.suppress(Exception):
             await stream.aclose()  # type: ignore[attr-defined]
     pytest.fail(f"the stream ended; got {items!r}")
+
+
+@pytest.mark.parametrize("implementation", [EtcdStore, MemoryStore])
+def test_both_stores_have_every_method_of_the_protocol(implementation: type) -> None:
+    """What a type checker would say, for a run without one: same names, same
+    parameters, same kind of callable (a coroutine, or an async generator for watches)."""
+    for name, member in vars(Store).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        theirs = getattr(implementation, name, None)
+        assert theirs is not None, f"{implementation.__name__} has no {name}"
+        assert [*inspect.signature(theirs).parameters] == [*inspect.signature(member).parameters]
+        if name.startswith("watch"):
+            assert inspect.isasyncgenfunction(theirs), name
+        else:
+            assert inspect.iscoroutinefunction(theirs), name
 
 
 # --- guarded transactions -----------------------------------------------------------------
@@ -415,12 +433,22 @@ class Standby(Proxy):
 
 
 class CutOff(Proxy):
-    """A manager cut off from the store for keep-alives (a paused or partitioned leader):
-    they never answer."""
+    """A manager that loses the store once ``cut`` is set (partitioned, or paused past
+    its lease): every call fails from then on, as a call to an unreachable etcd does
+    after the store's timeout. It can neither keep its lease alive nor campaign again."""
 
-    async def keep_alive(self, lease: int) -> int:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.cut = False
+
+    def __getattr__(self, name: str) -> Any:
+        if not self.cut:
+            return getattr(self._store, name)
+
+        async def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError(f"{name}: the store is unreachable")
+
+        return unreachable
 
 
 @contextlib.asynccontextmanager
@@ -455,13 +483,14 @@ async def test_one_leader_and_the_other_takes_over_when_it_resigns(subject: Subj
 
 async def test_the_other_takes_over_when_the_leaders_lease_expires(subject: Subject) -> None:
     store = subject.store
-    terms, standby = Terms("m1", "m2"), Standby(store)
-    e1 = Election(CutOff(store), "m1", FAST)  # type: ignore[arg-type]
+    terms, standby, m1 = Terms("m1", "m2"), Standby(store), CutOff(store)
+    e1 = Election(m1, "m1", FAST)  # type: ignore[arg-type]
     e2 = Election(standby, "m2", FAST)  # type: ignore[arg-type]
     async with running(e1.run(terms.lead_as("m1"))):
         await asyncio.wait_for(terms.leading["m1"].wait(), 10)
         async with running(e2.run(terms.lead_as("m2"))):
             await asyncio.wait_for(standby.lost.wait(), 10)
+            m1.cut = True
             await subject.pass_time(TTL)  # m1's keep-alives never reach the store
             await asyncio.wait_for(terms.leading["m2"].wait(), TTL + EXPIRY_SLACK)
             assert await e2.leader() == "m2"

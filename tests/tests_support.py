@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import secrets
 import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,3 +116,154 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or cond}; last: {value!r}")
         await asyncio.sleep(interval)
+
+
+class Sampler:
+    """Samples ``probe()`` in a thread all through a ``with`` block, for claims about an
+    interval ("never fewer than 4 healthy", "stays running", "no other node"): the claim is
+    checked on every sample, not once.
+
+    The sampler's own failure fails the test: a probe that raises ends the block's check
+    with that error, and a sampler that stalled (no sample for ``max_gap`` seconds: the
+    interval was not watched) or never sampled fails too. ``__enter__`` returns after the
+    first sample, and ``__exit__`` takes a last one, so the samples span the whole block.
+
+        with Sampler(lambda: len(healthy()), what="healthy replicas") as s:
+            update()
+        s.assert_all(lambda n: n >= 4, "at least 4 healthy")
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Any],
+        interval: float = 0.05,
+        what: str = "",
+        max_gap: float = 5.0,
+    ) -> None:
+        self.probe = probe
+        self.interval = interval
+        self.what = what or getattr(probe, "__name__", "probe")
+        self.max_gap = max_gap
+        self.samples: list[tuple[float, Any]] = []  # (monotonic time the probe began, value)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sampler {what}")
+        self._began = 0.0
+
+    @property
+    def values(self) -> list[Any]:
+        return [v for _, v in self.samples]
+
+    def _sample(self) -> None:
+        at = time.monotonic()
+        self.samples.append((at, self.probe()))
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._sample()
+                self._first.set()
+                if self._stop.wait(self.interval):
+                    self._sample()  # the last one begins after the block ended
+                    return
+        except BaseException as exc:  # handed to the test in __exit__
+            self.error = exc
+        finally:
+            self._first.set()
+
+    def __enter__(self) -> Sampler:
+        self._began = time.monotonic()
+        self._thread.start()
+        if not self._first.wait(self.max_gap) or self.error:
+            self._stop.set()
+            self._check()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        ended = time.monotonic()
+        self._stop.set()
+        self._thread.join(self.max_gap + 30)
+        if exc_type is None:  # the block's own error, if any, says more
+            self._check(ended)
+
+    def _check(self, ended: float | None = None) -> None:
+        if self.error is not None:
+            pytest.fail(f"sampler of {self.what} failed: {self.error!r}", pytrace=True)
+        if self._thread.is_alive():
+            pytest.fail(f"sampler of {self.what} stuck in its probe")
+        if not self.samples:
+            pytest.fail(f"sampler of {self.what} took no sample within {self.max_gap}s")
+        if ended is None:
+            return
+        times = [t for t, _ in self.samples]
+        if times[-1] < ended:
+            pytest.fail(f"sampler of {self.what} stopped before the interval ended")
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        if gaps and max(gaps) > self.max_gap:
+            at = times[gaps.index(max(gaps))] - self._began
+            pytest.fail(
+                f"sampler of {self.what} took no sample for {max(gaps):.1f}s "
+                f"(from {at:.1f}s in): the interval was not watched"
+            )
+
+    def assert_all(self, ok: Callable[[Any], Any], claim: str = "") -> None:
+        """Fail unless ``ok(value)`` holds for every sample, naming the ones that broke it."""
+        bad = [(t - self._began, v) for t, v in self.samples if not ok(v)]
+        if bad:
+            shown = ", ".join(f"{t:.2f}s: {v!r}" for t, v in bad[:10])
+            pytest.fail(
+                f"{claim or self.what}: broken in {len(bad)} of {len(self.samples)} samples "
+                f"over {self.samples[-1][0] - self._began:.1f}s ({shown})"
+            )
+
+
+def holds_for(
+    cond: Callable[[], Any],
+    seconds: float,
+    interval: float = 0.05,
+    what: str = "",
+    max_gap: float = 5.0,
+) -> list[Any]:
+    """``cond()`` truthy at every sample for ``seconds`` (a "stays" claim, watched through
+    the interval it is about; the last sample begins after it). Fails at the first sample
+    that is not, and if two samples are more than ``max_gap`` apart (a probe that hung
+    left the interval unwatched). Returns the values."""
+    began = time.monotonic()
+    values: list[Any] = []
+    last = began
+    while True:
+        at = time.monotonic()
+        if at - last > max_gap:
+            pytest.fail(f"{what or cond}: no sample for {at - last:.1f}s, not watched")
+        value = cond()
+        values.append(value)
+        if not value:
+            pytest.fail(f"{what or cond} broke {at - began:.2f}s in: {value!r}")
+        if at - began >= seconds:
+            return values
+        last = at
+        time.sleep(min(interval, max(0.0, began + seconds - time.monotonic())))
+
+
+async def always(
+    cond: Callable[[], Any], seconds: float, what: str = "", interval: float = 0.0
+) -> None:
+    """The async tests' holds_for: ``cond()`` (a value, or an awaitable of one) is truthy at
+    every check for ``seconds``; between checks the loop runs everything else that is
+    ready (``interval`` 0: one pass of the event loop per check). Fails at the first
+    check that is not, or if fewer than 2 checks ran (nothing was watched)."""
+    deadline = time.monotonic() + seconds
+    checks = 0
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        checks += 1
+        if not value:
+            pytest.fail(f"{what or cond} broke after {checks} checks: {value!r}")
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(interval)
+    if checks < 2:
+        pytest.fail(f"{what or cond}: checked only {checks} time(s) in {seconds}s")

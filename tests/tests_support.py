@@ -86,17 +86,23 @@ def runc_running(cluster, hostname: str) -> set[str]:
     pytest.fail(f"runc list on {hostname}: {res.stderr.strip()}")
 
 
-def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
-    """One UDP query to a host's node listener from this netns: the A records (none on
-    any error)."""
+def dns_answer(address: str, name: str, timeout: float = 1.0) -> set[str] | None:
+    """One UDP query to a host's node listener from this netns: the A records of the
+    reply (empty for NXDOMAIN or no records), or None when no reply came (a lost datagram
+    or a timeout is not an answer: callers ask again or count it apart)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
             s.sendto(DNSRecord.question(name).pack(), (address, 53))
             reply = DNSRecord.parse(s.recv(4096))
         except OSError:
-            return set()
+            return None
     return {str(r.rdata) for r in reply.rr if r.rtype == QTYPE.A}
+
+
+def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
+    """dns_answer, with no reply as no records: for waits, where either means "not yet"."""
+    return dns_answer(address, name, timeout) or set()
 
 
 async def eventually(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -273,3 +274,44 @@ async def always(
         await asyncio.sleep(interval)
     if checks < 2:
         pytest.fail(f"{what or cond}: checked only {checks} time(s) in {seconds}s")
+
+
+class ControlProbe:
+    """The Control API called in-process: a probe for samplers, at a few ms a call where
+    running the CLI costs an interpreter start (seconds on a loaded 2-core machine, enough
+    to leave a claimed interval unwatched)."""
+
+    def __init__(self, managers: list[str]) -> None:
+        from orch.cli.client import ControlClient
+
+        self.client = ControlClient(managers)
+
+    def __enter__(self) -> ControlProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def tasks(self, service: str = "", history: bool = False) -> list:
+        from orch.proto import control_pb2
+
+        request = control_pb2.ListTasksRequest(service=service, include_history=history)
+        return list(self.client.call("ListTasks", request).tasks)
+
+    def nodes(self) -> dict[str, Any]:
+        """hostname -> Node, as `orch nodes` shows them."""
+        from orch.proto import control_pb2
+
+        listed = self.client.call("ListNodes", control_pb2.ListNodesRequest()).nodes
+        return {n.description.hostname: n for n in listed}
+
+    def running_per_host(self, service: str) -> Counter:
+        """Running tasks of ``service`` meant to run, per hostname (Orch.per_host's view)."""
+        from orch.proto import types_pb2
+
+        hostnames = {n.id: h for h, n in self.nodes().items()}
+        return Counter(
+            hostnames.get(t.node_id, t.node_id)
+            for t in self.tasks(service)
+            if t.status.state == types_pb2.RUNNING and t.desired_state == types_pb2.RUNNING
+        )

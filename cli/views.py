@@ -280,6 +280,7 @@ def node_record(node: objects_pb2.Node) -> dict[str, Any]:
         "addr": desc.addr,
         "status": node_status_name(node.status.state),
         "status_message": node.status.message,
+        "status_since": ts_to_rfc3339(node.status.timestamp),
         "availability": availability_name(node.spec.availability),
         "labels": dict(sorted(node.spec.labels.items())),
         "engine_labels": dict(sorted(desc.labels.items())),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import os
 import secrets
@@ -14,7 +15,9 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -114,17 +117,23 @@ def runc_running(cluster, hostname: str) -> set[str]:
     pytest.fail(f"runc list on {hostname}: {res.stderr.strip()}")
 
 
-def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
-    """One UDP query to a host's node listener from this netns: the A records (none on
-    any error)."""
+def dns_answer(address: str, name: str, timeout: float = 1.0) -> set[str] | None:
+    """One UDP query to a host's node listener from this netns: the A records of the
+    reply (empty for NXDOMAIN or no records), or None when no reply came (a lost datagram
+    or a timeout is not an answer: callers ask again or count it apart)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
             s.sendto(DNSRecord.question(name).pack(), (address, 53))
             reply = DNSRecord.parse(s.recv(4096))
         except OSError:
-            return set()
+            return None
     return {str(r.rdata) for r in reply.rr if r.rtype == QTYPE.A}
+
+
+def dns_query(address: str, name: str, timeout: float = 1.0) -> set[str]:
+    """dns_answer, with no reply as no records: for waits, where either means "not yet"."""
+    return dns_answer(address, name, timeout) or set()
 
 
 async def eventually(
@@ -157,3 +166,195 @@ async def control_server(servicer: control_pb2_grpc.ControlServicer) -> AsyncIte
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
+
+
+class Sampler:
+    """Samples ``probe()`` in a thread all through a ``with`` block, for claims about an
+    interval ("never fewer than 4 healthy", "stays running", "no other node"): the claim is
+    checked on every sample, not once.
+
+    The sampler's own failure fails the test: a probe that raises ends the block's check
+    with that error, and a sampler that stalled (no sample for ``max_gap`` seconds: the
+    interval was not watched) or never sampled fails too. ``__enter__`` returns after the
+    first sample, and ``__exit__`` takes a last one, so the samples span the whole block.
+
+        with Sampler(lambda: len(healthy()), what="healthy replicas") as s:
+            update()
+        s.assert_all(lambda n: n >= 4, "at least 4 healthy")
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Any],
+        interval: float = 0.05,
+        what: str = "",
+        max_gap: float = 5.0,
+    ) -> None:
+        self.probe = probe
+        self.interval = interval
+        self.what = what or getattr(probe, "__name__", "probe")
+        self.max_gap = max_gap
+        self.samples: list[tuple[float, Any]] = []  # (monotonic time the probe began, value)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"sampler {what}")
+        self._began = 0.0
+
+    @property
+    def values(self) -> list[Any]:
+        return [v for _, v in self.samples]
+
+    def _sample(self) -> None:
+        at = time.monotonic()
+        self.samples.append((at, self.probe()))
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._sample()
+                self._first.set()
+                if self._stop.wait(self.interval):
+                    self._sample()  # the last one begins after the block ended
+                    return
+        except BaseException as exc:  # handed to the test in __exit__
+            self.error = exc
+        finally:
+            self._first.set()
+
+    def __enter__(self) -> Sampler:
+        self._began = time.monotonic()
+        self._thread.start()
+        if not self._first.wait(self.max_gap) or self.error:
+            self._stop.set()
+            self._check()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        ended = time.monotonic()
+        self._stop.set()
+        self._thread.join(self.max_gap + 30)
+        if exc_type is None:  # the block's own error, if any, says more
+            self._check(ended)
+
+    def _check(self, ended: float | None = None) -> None:
+        if self.error is not None:
+            pytest.fail(f"sampler of {self.what} failed: {self.error!r}", pytrace=True)
+        if self._thread.is_alive():
+            pytest.fail(f"sampler of {self.what} stuck in its probe")
+        if not self.samples:
+            pytest.fail(f"sampler of {self.what} took no sample within {self.max_gap}s")
+        if ended is None:
+            return
+        times = [t for t, _ in self.samples]
+        if times[-1] < ended:
+            pytest.fail(f"sampler of {self.what} stopped before the interval ended")
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        if gaps and max(gaps) > self.max_gap:
+            at = times[gaps.index(max(gaps))] - self._began
+            pytest.fail(
+                f"sampler of {self.what} took no sample for {max(gaps):.1f}s "
+                f"(from {at:.1f}s in): the interval was not watched"
+            )
+
+    def assert_all(self, ok: Callable[[Any], Any], claim: str = "") -> None:
+        """Fail unless ``ok(value)`` holds for every sample, naming the ones that broke it."""
+        bad = [(t - self._began, v) for t, v in self.samples if not ok(v)]
+        if bad:
+            shown = ", ".join(f"{t:.2f}s: {v!r}" for t, v in bad[:10])
+            pytest.fail(
+                f"{claim or self.what}: broken in {len(bad)} of {len(self.samples)} samples "
+                f"over {self.samples[-1][0] - self._began:.1f}s ({shown})"
+            )
+
+
+def holds_for(
+    cond: Callable[[], Any],
+    seconds: float,
+    interval: float = 0.05,
+    what: str = "",
+    max_gap: float = 5.0,
+) -> list[Any]:
+    """``cond()`` truthy at every sample for ``seconds`` (a "stays" claim, watched through
+    the interval it is about; the last sample begins after it). Fails at the first sample
+    that is not, and if two samples are more than ``max_gap`` apart (a probe that hung
+    left the interval unwatched). Returns the values."""
+    began = time.monotonic()
+    values: list[Any] = []
+    last = began
+    while True:
+        at = time.monotonic()
+        if at - last > max_gap:
+            pytest.fail(f"{what or cond}: no sample for {at - last:.1f}s, not watched")
+        value = cond()
+        values.append(value)
+        if not value:
+            pytest.fail(f"{what or cond} broke {at - began:.2f}s in: {value!r}")
+        if at - began >= seconds:
+            return values
+        last = at
+        time.sleep(min(interval, max(0.0, began + seconds - time.monotonic())))
+
+
+async def always(
+    cond: Callable[[], Any], seconds: float, what: str = "", interval: float = 0.0
+) -> None:
+    """The async tests' holds_for: ``cond()`` (a value, or an awaitable of one) is truthy at
+    every check for ``seconds``; between checks the loop runs everything else that is
+    ready (``interval`` 0: one pass of the event loop per check). Fails at the first
+    check that is not, or if fewer than 2 checks ran (nothing was watched)."""
+    deadline = time.monotonic() + seconds
+    checks = 0
+    while True:
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
+        checks += 1
+        if not value:
+            pytest.fail(f"{what or cond} broke after {checks} checks: {value!r}")
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(interval)
+    if checks < 2:
+        pytest.fail(f"{what or cond}: checked only {checks} time(s) in {seconds}s")
+
+
+class ControlProbe:
+    """The Control API called in-process: a probe for samplers, at a few ms a call where
+    running the CLI costs an interpreter start (seconds on a loaded 2-core machine, enough
+    to leave a claimed interval unwatched)."""
+
+    def __init__(self, managers: list[str]) -> None:
+        from orch.cli.client import ControlClient
+
+        self.client = ControlClient(managers)
+
+    def __enter__(self) -> ControlProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def tasks(self, service: str = "", history: bool = False) -> list:
+        from orch.proto import control_pb2
+
+        request = control_pb2.ListTasksRequest(service=service, include_history=history)
+        return list(self.client.call("ListTasks", request).tasks)
+
+    def nodes(self) -> dict[str, Any]:
+        """hostname -> Node, as `orch nodes` shows them."""
+        from orch.proto import control_pb2
+
+        listed = self.client.call("ListNodes", control_pb2.ListNodesRequest()).nodes
+        return {n.description.hostname: n for n in listed}
+
+    def running_per_host(self, service: str) -> Counter:
+        """Running tasks of ``service`` meant to run, per hostname (Orch.per_host's view)."""
+        from orch.proto import types_pb2
+
+        hostnames = {n.id: h for h, n in self.nodes().items()}
+        return Counter(
+            hostnames.get(t.node_id, t.node_id)
+            for t in self.tasks(service)
+            if t.status.state == types_pb2.RUNNING and t.desired_state == types_pb2.RUNNING
+        )

@@ -169,17 +169,29 @@ def test_node_record_contract() -> None:
             labels={"engine": "x"},
         ),
         spec=objects_pb2.NodeSpec(availability=types_pb2.PAUSE, labels={"zone": "a"}),
-        status=objects_pb2.NodeState(state=types_pb2.NODE_READY),
+        status=objects_pb2.NodeState(
+            state=types_pb2.NODE_READY, timestamp=Timestamp(seconds=1_700_000_000)
+        ),
     )
     record = views.node_record(node)
     assert {
         k: record[k]
-        for k in ("id", "hostname", "addr", "status", "availability", "labels", "resources")
+        for k in (
+            "id",
+            "hostname",
+            "addr",
+            "status",
+            "status_since",
+            "availability",
+            "labels",
+            "resources",
+        )
     } == {
         "id": "n1",
         "hostname": "node1",
         "addr": "10.99.0.1",
         "status": "ready",
+        "status_since": "2023-11-14T22:13:20Z",
         "availability": "pause",
         "labels": {"zone": "a"},
         "resources": {"nano_cpus": 4_000_000_000, "memory_bytes": 8 << 30},

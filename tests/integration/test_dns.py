@@ -13,6 +13,14 @@ timing probe is a plain UDP query from the machine's netns to a host's underlay 
 - scale up: each new replica is answered on every host within 1 s of running; scale
   down: the stopped ones are gone from the answers;
 - a restarted agent serves its adopted containers again.
+
+Each test starts from the state it needs (`web` at 3 replicas, answered as such on every
+host; `gated` is its own test's service), so the tests pass in any order.
+
+Timings are the system's, not the harness's: a replica's RUNNING is the agent's status
+timestamp (`state_since`), a change made inside a container is stamped by the container
+itself (/proc/uptime, the kernel's boot clock), and every host is asked in parallel, each
+reply timed as it arrives.
 """
 
 from __future__ import annotations
@@ -20,18 +28,23 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
+from tests_support import dns_answer, wait_until
 from tests_support import dns_query as query
-from tests_support import wait_until
 
 pytestmark = pytest.mark.integration
 
 CLUSTER_NODES = 3
 # The agent restart test must not look like a lost node (see test_agent_restart.py).
 CLUSTER_LIVENESS_TTL = 10
-LIMIT = 1.0  # seconds from a replica running to its address answered on every host
+# Seconds from a replica running to its address answered on every host. bench/dns.py's
+# p99 on this machine (2 vCPU, shared) is 0.161 s (bench/RESULTS.md, "Propagation"): the
+# limit leaves 6x that for the load of a full `make test` on 2 cores.
+LIMIT = 1.0
 
 MANIFEST = """
 apiVersion: orch/v1
@@ -66,17 +79,6 @@ spec:
 ---
 apiVersion: orch/v1
 kind: Service
-metadata: {name: gated}
-spec:
-  image: REGISTRY/busybox:latest
-  command: [sleep, "100000"]
-  replicas: 2
-  networks: [front]
-  healthcheck: {exec: "test -e /tmp/ready", interval: 100ms, timeout: 2s, start_period: 10m}
-  stop_grace_period: 100ms
----
-apiVersion: orch/v1
-kind: Service
 metadata: {name: local}
 spec:
   image: REGISTRY/busybox:latest
@@ -91,6 +93,20 @@ spec:
   image: REGISTRY/busybox:latest
   command: [sleep, "100000"]
   networks: [back]
+  stop_grace_period: 100ms
+"""
+
+
+GATED = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: gated}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'mkdir -p /www && exec httpd -f -p 80 -h /www']
+  replicas: 2
+  networks: [front]
+  healthcheck: {http: {port: 80, path: /ready}, interval: 100ms, timeout: 2s, start_period: 10m}
   stop_grace_period: 100ms
 """
 
@@ -133,8 +149,49 @@ def since(task: dict) -> float:
     return datetime.fromisoformat(task["state_since"].replace("Z", "+00:00")).timestamp()
 
 
+def stamped_in(orch, task: dict, command: str) -> float:
+    """Run ``command`` (sh) inside a task's container and return when it ran, as the
+    container's own kernel clock saw it just before (wall-clock seconds): what follows is
+    timed from the change itself, not from this `orch exec`'s start-up and round trip."""
+    rc, out = exec_in(orch, task, "sh", "-c", f"read t _ < /proc/uptime && {command} && echo $t")
+    assert rc == 0, out
+    uptime = float(out.split()[0])  # CLOCK_BOOTTIME, 10 ms resolution
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - uptime)
+
+
+_POOL = ThreadPoolExecutor(CLUSTER_NODES, thread_name_prefix="dns-probe")
+
+
+def ask_every_host(addresses: list[str], name: str) -> dict[str, tuple[float, set[str] | None]]:
+    """One query for ``name`` to every host's node listener at once: address -> (when the
+    reply came, its A records, or None for no reply within 0.25 s)."""
+
+    def ask(address: str) -> tuple[float, set[str] | None]:
+        found = dns_answer(address, name, timeout=0.25)
+        return time.time(), found
+
+    return dict(zip(addresses, _POOL.map(ask, addresses), strict=True))
+
+
+def every_host_when(
+    addresses: list[str], name: str, holds: Callable[[set[str]], bool], timeout: float, what: str
+) -> float:
+    """Ask every host (in parallel, every 20 ms) until each has answered ``name`` so that
+    ``holds(records)``; the time the last of them first did (its reply's arrival)."""
+    when: dict[str, float] = {}
+
+    def all_hold() -> bool:
+        for address, (at, found) in ask_every_host(addresses, name).items():
+            if found is not None and holds(found):
+                when.setdefault(address, at)
+        return len(when) == len(addresses)
+
+    wait_until(all_hold, timeout, 0.02, what)
+    return max(when.values())
+
+
 @pytest.fixture(scope="module")
-def deployed(orch, cluster, tmp_path_factory):
+def services(orch, cluster, tmp_path_factory):
     path = tmp_path_factory.mktemp("dns") / "dns.yaml"
     path.write_text(MANIFEST.replace("REGISTRY", cluster.record.registry))
     orch("apply", "-f", str(path))
@@ -143,15 +200,30 @@ def deployed(orch, cluster, tmp_path_factory):
             len(orch.running("web")) == 3
             and len(orch.running("client")) == 3
             and len(orch.running("db")) == 1
-            and len(orch.running("gated")) == 2
             and len(orch.running("local")) == 3
         ),
         90,
-        what="web x3, client x3, gated x2, local x3 and db running",
+        what="web x3, client x3, local x3 and db running",
     )
     yield
-    orch("rm", "web", "client", "gated", "local", "db", check=False)
+    orch("rm", "web", "client", "local", "db", check=False)
     wait_until(lambda: not orch.tasks(all=True), 60, what="every task removed")
+
+
+@pytest.fixture
+def deployed(orch, cluster, services):
+    """The state every test starts from, whatever ran before: `web` at 3 replicas, and
+    every host answering exactly those 3 (a test that scaled it leaves it otherwise)."""
+    if len(orch.running("web")) != 3 or len(orch.tasks("web")) != 3:
+        orch("scale", "web=3")
+        wait_until(
+            lambda: len(orch.running("web")) == 3 and len(orch.tasks("web")) == 3,
+            60,
+            what="web back at 3 replicas",
+        )
+    want = web_ips(orch)
+    addresses = [a["address"] for a in cluster.record.agents]
+    wait_until(lambda: all(query(a, "web") == want for a in addresses), 10, 0.05, "DNS at web x3")
 
 
 def web_ips(orch) -> set[str]:
@@ -171,28 +243,40 @@ def test_a_container_resolves_web_to_exactly_the_running_replicas(orch, cluster,
     assert nslookup(orch, clients[0], "web.2") == ("ok", {front_ip(slot2)})
 
 
-def test_only_healthy_replicas_are_answered(orch, cluster, deployed) -> None:
-    gated = orch.running("gated")
-    assert {t["health"] for t in gated} == {"starting"}  # no probe has passed yet
-    addresses = [a["address"] for a in cluster.record.agents]
-    assert all(
-        dig(cluster, a["hostname"], "gated") == ("NOERROR", []) for a in cluster.record.agents
-    )
-    first = gated[0]
-    touched = time.time()
-    assert exec_in(orch, first, "touch", "/tmp/ready")[0] == 0
-    wait_until(
-        lambda: all(query(address, "gated") == {front_ip(first)} for address in addresses),
-        10,
-        0.02,
-        "the healthy replica answered on every host",
-    )
-    took = time.time() - touched
-    print(f"healthy replica answered on every host {took:.3f} s after its probe could pass")
-    # Turning healthy takes up to one probe interval (0.1 s) plus the exec probe itself.
-    assert took <= LIMIT + 0.5, f"answered {took:.2f} s after its probe could pass"
-    client = orch.running("client")[0]
-    assert nslookup(orch, client, "gated") == ("ok", {front_ip(first)})
+def test_only_healthy_replicas_are_answered(orch, cluster, deployed, tmp_path) -> None:
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED.replace("REGISTRY", cluster.record.registry))
+    orch("apply", "-f", str(path))
+    try:
+        gated = wait_until(
+            lambda: len(r := orch.running("gated")) == 2 and r, 60, what="gated x2 running"
+        )
+        assert {t["health"] for t in gated} == {"starting"}  # no probe has passed yet
+        addresses = [a["address"] for a in cluster.record.agents]
+        assert all(
+            dig(cluster, a["hostname"], "gated") == ("NOERROR", []) for a in cluster.record.agents
+        )
+        first = gated[0]
+        touched = stamped_in(orch, first, "touch /www/ready")
+        answered = every_host_when(
+            addresses,
+            "gated",
+            lambda found: found == {front_ip(first)},
+            10,
+            "the healthy replica answered on every host",
+        )
+        took = answered - touched
+        print(f"healthy replica answered on every host {took:.3f} s after its probe could pass")
+        # Turning healthy takes up to one probe interval (0.1 s) plus an http probe (ms: an
+        # http check, not an exec one, whose runc exec alone took up to ~0.8 s under load
+        # here and is test_health's to cover); from there the health report takes the
+        # status path, the same as RUNNING (LIMIT, above).
+        assert took <= LIMIT + 0.5, f"answered {took:.2f} s after its probe could pass"
+        client = orch.running("client")[0]
+        assert nslookup(orch, client, "gated") == ("ok", {front_ip(first)})
+    finally:
+        orch("rm", "gated", check=False)
+        wait_until(lambda: not orch.tasks_left("gated"), 30, what="gated's tasks to go")
 
 
 def test_wget_fetches_by_service_name(orch, cluster, deployed) -> None:
@@ -248,30 +332,30 @@ def test_other_names_get_servfail_at_once(orch, cluster, deployed) -> None:
     assert "status: SERVFAIL" in res.stdout, res.stdout
     took = int(re.search(r"Query time: (\d+) msec", res.stdout).group(1))
     assert took < 500, f"SERVFAIL after {took} ms"
+    # The same from a container's own resolver: SERVFAIL, not a timeout (busybox nslookup
+    # would print "timed out"); how fast is dig's measure above, not this exec's.
     client = orch.running("client")[0]
-    start = time.monotonic()
     assert nslookup(orch, client, "example.com")[0] == "SERVFAIL"
-    assert time.monotonic() - start < 3.0  # runc exec included
 
 
 def test_scale_up_answers_new_replicas_within_1s_of_running(orch, cluster, deployed) -> None:
     before = {t["id"] for t in orch.running("web")}
     addresses = [a["address"] for a in cluster.record.agents]
-    seen: dict[str, float] = {}  # address -> when every host first answered it
+    seen: dict[tuple[str, str], float] = {}  # (host, address) -> its first reply with it
     orch("scale", "web=6")
 
     def every_host_answers_six() -> bool:
-        # DNS only (a few ms per round), so ``seen`` is accurate to the poll interval.
-        now = time.time()
-        common = set.intersection(*(query(address, "web") for address in addresses))
-        for ip in common:
-            seen.setdefault(ip, now)
-        return len(common) == 6
+        # Every host asked at once, each reply timed as it arrives.
+        answers = ask_every_host(addresses, "web")
+        for host, (at, found) in answers.items():
+            for ip in found or ():
+                seen.setdefault((host, ip), at)
+        return all(found is not None and len(found) == 6 for _, found in answers.values())
 
     wait_until(every_host_answers_six, 60, 0.02, "6 replicas answered on every host")
     fresh = [t for t in orch.running("web") if t["id"] not in before]
     assert len(fresh) == 3
-    lags = [seen[front_ip(t)] - since(t) for t in fresh]
+    lags = [max(seen[(h, front_ip(t))] for h in addresses) - since(t) for t in fresh]
     print(
         "new replicas answered on every host after running: " + " ".join(f"{x:.3f}" for x in lags)
     )
@@ -324,7 +408,8 @@ def test_a_replica_failing_its_check_leaves_dns_in_time_and_is_replaced(
     orch, cluster, deployed, tmp_path
 ) -> None:
     """interval 0.5 s x retries 2 + 1 s: the failing replica's address is gone from every
-    host's answers within 2 s of its health file going, and a replacement takes its place."""
+    host's answers within 2 s of its health file going (the container's own clock), and a
+    replacement takes its place."""
     path = tmp_path / "flaky.yaml"
     path.write_text(FLAKY.replace("REGISTRY", cluster.record.registry))
     orch("apply", "-f", str(path))
@@ -343,16 +428,19 @@ def test_a_replica_failing_its_check_leaves_dns_in_time_and_is_replaced(
         ips = {front_ip(t) for t in healthy}
         wait_until(lambda: all(query(a, "flaky") == ips for a in addresses), 5, 0.02)
         victim = next(t for t in healthy if t["slot"] == 2)
-        broken_at = time.time()
-        assert exec_in(orch, victim, "rm", "/www/health")[0] == 0
-        wait_until(
-            lambda: all(front_ip(victim) not in query(a, "flaky") for a in addresses),
+        broken_at = stamped_in(orch, victim, "rm /www/health")
+        gone_at = every_host_when(
+            addresses,
+            "flaky",
+            lambda found: front_ip(victim) not in found,
             10,
-            0.02,
             "the failing replica gone from every host's answers",
         )
-        took = time.time() - broken_at
+        took = gone_at - broken_at
         print(f"the failing replica left DNS on every host {took:.3f} s after its check broke")
+        # Failing takes 2 probes 0.5 s apart, the first up to 0.5 s after the file went:
+        # <= 1 s; then the status path to DNS (bench/dns.py p99 0.161 s here): 2 s leaves
+        # ~0.8 s for a loaded machine.
         assert took <= 0.5 * 2 + 1, f"left DNS {took:.2f} s after its check broke"
 
         def replaced() -> list[dict] | None:

@@ -4,9 +4,10 @@ One member lost (kill -9 of the etcd leader member, the harder case): nothing vi
 changes. `orch scale` works and converges, no task is replaced, the manager leadership
 stays put; the member, started again, rejoins and catches up.
 
-Quorum lost (kill -9 of two members): `orch scale` and `orch apply` fail within the
-stated bound (the manager's Store timeout, 5 s, plus the CLI's start) with one clear line,
-and the CLI does not try the other manager; reads answer from the managers' views; the
+Quorum lost (kill -9 of two members): `orch scale` and `orch apply` fail with one clear
+line once the manager's Store timeout (5 s) ran out, and the CLI does not try the other
+manager; the manager answers within that timeout plus 1.5 s (timed in-process: the CLI's
+own start-up is not the manager's to bound); reads answer from the managers' views; the
 leading manager steps down; the agents keep every container running. Once the members are
 back the managers elect a leader, the nodes are READY, not a task was replaced, and a scale
 converges, with no manual step.
@@ -26,7 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests_support import runc_running, wait_until
+from tests_support import Sampler, runc_running, wait_until
+
+from orch.cli.client import ControlClient
+from orch.errors import OrchError
+from orch.proto import control_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +89,19 @@ def all_ready(orch) -> bool:
     return all(n["status"] == "ready" for n in orch.json("nodes"))
 
 
+def rpc_timed(cluster, method: str, request) -> tuple[float, str]:
+    """A Control API call to the first manager only, in-process: (seconds the manager
+    took to answer, its error text or ""). The manager's own answer time, without the
+    CLI's interpreter start (seconds on this loaded 2-core machine)."""
+    with ControlClient([cluster.managers[0]]) as client:
+        start = time.monotonic()
+        try:
+            client.call(method, request, timeout=30)
+        except OrchError as exc:
+            return time.monotonic() - start, str(exc)
+        return time.monotonic() - start, ""
+
+
 def timed(orch, *args: str) -> tuple[float, subprocess.CompletedProcess]:
     start = time.monotonic()
     res = orch(*args, check=False)
@@ -128,14 +146,21 @@ def test_losing_the_etcd_leader_member_changes_nothing_visible(orch, cluster, st
     victim = asyncio.run(cluster.etcd_leader())
     assert victim is not None, "no etcd leader"
 
-    asyncio.run(cluster.stop_etcd_member(victim, crash=True))
-    took, res = timed(orch, "scale", f"{steady}=3")
-    assert res.returncode == 0, res.stderr
-    assert took < ANSWER_BOUND, f"scale took {took:.1f}s"
-    running = wait_until(lambda: len(r := orch.running(steady)) == 3 and r, 30, what="3 running")
+    # The manager leadership stays put all along: sampled from the kill to the end of the
+    # scale ("" while etcd itself elects a new leader member and cannot answer: no sample).
+    with Sampler(lambda: manager_leader(cluster), 0.2, "the leading manager") as leaders:
+        asyncio.run(cluster.stop_etcd_member(victim, crash=True))
+        took, res = timed(orch, "scale", f"{steady}=3")
+        assert res.returncode == 0, res.stderr
+        assert took < ANSWER_BOUND, f"scale took {took:.1f}s"
+        running = wait_until(
+            lambda: len(r := orch.running(steady)) == 3 and r, 30, what="3 running"
+        )
     assert before <= ids(running), "a task was replaced"
     assert not [t for t in orch.tasks(steady, all=True) if t["state"] == "orphaned"]
     assert all_ready(orch)
+    leaders.assert_all(lambda lead: lead in ("", leader), "the manager leadership stayed put")
+    assert sum(1 for lead in leaders.values if lead) >= 3, leaders.values
     assert manager_leader(cluster) == leader, "the manager leadership moved"
 
     # Back, the member rejoins and catches up: its own (serializable) copy has the scale.
@@ -169,43 +194,54 @@ def test_quorum_loss_fails_writes_in_bounded_time_and_the_cluster_recovers_by_it
     leader = asyncio.run(cluster.etcd_leader())
     assert leader is not None, "no etcd leader"
     victims = [leader, (leader + 1) % 3]
-    for i in victims:
-        asyncio.run(cluster.stop_etcd_member(i, crash=True))
+    leading = wait_until(lambda: manager_leader(cluster), 10, what="a leading manager")
+    log = Path(cluster.state_dir) / "logs" / f"manager-{int(leading.rsplit('-m', 1)[1])}.log"
+    log_before = log.stat().st_size  # only what the leader logs after the kill counts
+    # From the kill until the members are back, the same containers run on every host.
+    with Sampler(lambda: containers(cluster), 0.2, "the containers on each host") as outage:
+        for i in victims:
+            asyncio.run(cluster.stop_etcd_member(i, crash=True))
 
-    # Writes: one clear line within the bound, from the first manager only.
-    for args in (
-        ["scale", f"{steady}=3"],
-        ["apply", "-f", str(manifest(cluster, tmp_path, steady, 3))],
-    ):
-        took, res = timed(orch, *args)
-        assert res.returncode == 1, f"orch {' '.join(args)}: {res.stdout}"
-        assert res.stderr.startswith(UNAVAILABLE), res.stderr
-        assert len(res.stderr.splitlines()) == 1, res.stderr
-        assert took < ANSWER_BOUND, f"orch {args[0]} took {took:.1f}s"
-        assert took > STORE_TIMEOUT - 1, f"orch {args[0]} failed before the timeout"
+        # Writes: one clear line, from the first manager only, after the Store timeout.
+        for args in (
+            ["scale", f"{steady}=3"],
+            ["apply", "-f", str(manifest(cluster, tmp_path, steady, 3))],
+        ):
+            took, res = timed(orch, *args)
+            assert res.returncode == 1, f"orch {' '.join(args)}: {res.stdout}"
+            assert res.stderr.startswith(UNAVAILABLE), res.stderr
+            assert len(res.stderr.splitlines()) == 1, res.stderr
+            assert took > STORE_TIMEOUT - 1, f"orch {args[0]} failed before the timeout"
+        # The bound is the manager's: its answer, timed without the CLI's start-up.
+        took, err = rpc_timed(cluster, "Scale", control_pb2.ScaleRequest(replicas={steady: 3}))
+        assert err.startswith(UNAVAILABLE.removeprefix("orch: ")), err
+        assert STORE_TIMEOUT - 1 < took < STORE_TIMEOUT + 1.5, f"the manager took {took:.1f}s"
 
-    # Reads answer from the managers' views at once; `orch managers` cannot say who leads.
-    took, res = timed(orch, "ps", steady, "-o", "json")
-    assert res.returncode == 0, res.stderr
-    assert took < 3.0, f"ps took {took:.1f}s"
-    assert {t["id"] for t in json.loads(res.stdout) if t["state"] == "running"} == before
-    took, res = timed(orch, "managers", "-o", "json")
-    assert res.returncode == 0, res.stderr
-    assert took < ANSWER_BOUND
-    assert not [m for m in json.loads(res.stdout) if m["leader"]]
+        # Reads answer from the managers' views at once; `orch managers` cannot say who leads.
+        res = orch("ps", steady, "-o", "json", check=False)
+        assert res.returncode == 0, res.stderr
+        assert {t["id"] for t in json.loads(res.stdout) if t["state"] == "running"} == before
+        took, err = rpc_timed(cluster, "ListTasks", control_pb2.ListTasksRequest(service=steady))
+        assert (err, took < 1.0) == ("", True), f"ListTasks: {err!r} after {took:.1f}s"
+        res = orch("managers", "-o", "json", check=False)
+        assert res.returncode == 0, res.stderr
+        assert not [m for m in json.loads(res.stdout) if m["leader"]]
+        took, err = rpc_timed(cluster, "ListManagers", control_pb2.ListManagersRequest())
+        assert (err, took < STORE_TIMEOUT + 1.5) == ("", True), f"{err!r} after {took:.1f}s"
 
-    # The leading manager gives up (its keep-alives go unanswered) and no one can lead.
-    logs = Path(cluster.state_dir) / "logs"
+        # The leading manager gives up (its keep-alives go unanswered) and no one can lead:
+        # its own log, from the kill on.
+        def stepped_down() -> bool:
+            with log.open("rb") as f:
+                f.seek(log_before)
+                return b"stepping down" in f.read()
 
-    def stepped_down() -> bool:
-        return any("stepping down" in p.read_text() for p in logs.glob("manager-*.log"))
+        wait_until(stepped_down, 20, 0.5, what=f"the leading manager {leading} to step down")
 
-    wait_until(stepped_down, 20, 0.5, what="the leading manager to step down")
-    # All the while the containers run on, the same ones.
-    assert containers(cluster) == held
-
-    for i in victims:
-        asyncio.run(cluster.start_etcd_member(i))
+        for i in victims:
+            asyncio.run(cluster.start_etcd_member(i))
+    # All the while the containers ran on, the same ones.
+    outage.assert_all(lambda now: now == held, "the same containers on every host")
     wait_until(lambda: manager_leader(cluster), 20, what="a leading manager again")
     wait_until(lambda: all_ready(orch), 30, what="every node ready")
     took, res = timed(orch, "scale", f"{steady}=3")

@@ -15,7 +15,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests_support import wait_until
+from tests_support import ControlProbe, Sampler, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +77,19 @@ def test_one_task_per_node_drain_removes_it_activate_brings_it_back(orch, apply)
     assert refused.returncode == 1
     assert "service everywhere is global" in refused.stderr
 
-    orch("node", "drain", "node2")
-    wait_until(
-        lambda: settled(orch, "everywhere", {"node1": 1, "node3": 1}), 60, what="node2 empty"
-    )
-    assert not [t for t in orch.tasks("everywhere") if t["node_hostname"] == "node2"]
-    orch("node", "activate", "node2")
-    wait_until(lambda: settled(orch, "everywhere", every), 60, what="node2 back")
+    # From the drain until node2 has its task back: no other node ever runs a second one
+    # (nor loses its own).
+    api = ControlProbe(orch.cluster.managers)
+    per_host = Sampler(lambda: api.running_per_host("everywhere"), 0.05, "tasks per host")
+    with api, per_host as s:
+        orch("node", "drain", "node2")
+        wait_until(
+            lambda: settled(orch, "everywhere", {"node1": 1, "node3": 1}), 60, what="node2 empty"
+        )
+        assert not [t for t in orch.tasks("everywhere") if t["node_hostname"] == "node2"]
+        orch("node", "activate", "node2")
+        wait_until(lambda: settled(orch, "everywhere", every), 60, what="node2 back")
+    s.assert_all(lambda n: n["node1"] == n["node3"] == 1 and n["node2"] <= 1, "one per node")
 
 
 def test_a_constraint_follows_node_labels(orch, apply) -> None:
@@ -103,25 +109,32 @@ def test_a_node_that_leaves_keeps_no_task_and_gets_one_when_it_joins(orch, clust
     wait_until(lambda: settled(orch, "follow", every), 90, what="one per node")
     # SIGKILL: a graceful stop would keep the node for the restart grace (30 s; see
     # test_agent_graceful_restart.py) before it counts as gone.
-    asyncio.run(cluster.kill_agent("node3", crash=True))
+    # From the kill until node3 is removed, its task is not replaced elsewhere: node1 and
+    # node2 run one each all along.
+    api = ControlProbe(cluster.managers)
+    sampler = Sampler(lambda: api.running_per_host("follow"), 0.05, "follow's tasks per host")
     try:
-        wait_until(
-            lambda: any(
-                n["hostname"] == "node3" and n["status"] == "down" for n in orch.json("nodes")
-            ),
-            30,
-            what="node3 down",
-        )
-        # Its task is not replaced elsewhere: the other nodes still run one each.
-        wait_until(lambda: orch.per_host("follow") == {"node1": 1, "node2": 1}, 30)
-        orch("node", "rm", "node3")
-        wait_until(
-            lambda: (
-                not [t for t in orch.tasks("follow", all=True) if t["node_hostname"] == "node3"]
-                and not any(n["hostname"] == "node3" for n in orch.json("nodes"))
-            ),
-            30,
-            what="node3 and its task gone",
+        with api, sampler:
+            asyncio.run(cluster.kill_agent("node3", crash=True))
+            wait_until(
+                lambda: any(
+                    n["hostname"] == "node3" and n["status"] == "down" for n in orch.json("nodes")
+                ),
+                30,
+                what="node3 down",
+            )
+            wait_until(lambda: orch.per_host("follow") == {"node1": 1, "node2": 1}, 30)
+            orch("node", "rm", "node3")
+            wait_until(
+                lambda: (
+                    not [t for t in orch.tasks("follow", all=True) if t["node_hostname"] == "node3"]
+                    and not any(n["hostname"] == "node3" for n in orch.json("nodes"))
+                ),
+                30,
+                what="node3 and its task gone",
+            )
+        sampler.assert_all(
+            lambda n: n["node1"] == n["node2"] == 1 and n["node3"] <= 1, "no second task"
         )
         assert orch.per_host("follow") == {"node1": 1, "node2": 1}
     finally:

@@ -7,7 +7,8 @@ Three services, each probed by the agent of the host it runs on:
   `orch ps -a` shows the health and, in the slot's history, "unhealthy" as the reason.
 - ``htcp`` (a tcp probe of an address on an overlay network: reachable from the host's
   netns through the network's bridge) and ``hexec`` (an exec probe through `runc exec`,
-  healthy only once the file it tests exists) turn HEALTHY and stay so.
+  healthy only once the file it tests exists) turn HEALTHY and stay so: a sampler watches
+  them, and hweb's healthy replica 1, from then to the end of the test.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from tests_support import wait_until
+from tests_support import Sampler, wait_until
+
+from orch.cli.client import ControlClient
+from orch.proto import control_pb2, types_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +93,7 @@ def test_unhealthy_task_is_replaced_and_ps_says_why(orch, cluster, tmp_path: Pat
     applied = time.monotonic()
     orch("apply", "-f", str(path))
     try:
-        check(orch, applied)
+        check(orch, cluster, applied)
     finally:
         for name in ("hweb", "htcp", "hexec"):
             orch("rm", name, check=False)
@@ -97,7 +101,23 @@ def test_unhealthy_task_is_replaced_and_ps_says_why(orch, cluster, tmp_path: Pat
         orch("network", "rm", "hnet", check=False)
 
 
-def check(orch, applied: float) -> None:
+def healthy_ids(client: ControlClient) -> tuple[set[str], set[str], set[str]]:
+    """The healthy running tasks of htcp, of hexec and of hweb's slot 1 (one Control API
+    call: cheap enough to sample every 0.1 s beside the test's own CLI calls)."""
+    tasks = client.call("ListTasks", control_pb2.ListTasksRequest()).tasks
+    ok = [
+        t
+        for t in tasks
+        if t.status.state == types_pb2.RUNNING and t.status.health == types_pb2.HEALTH_HEALTHY
+    ]
+    return (
+        {t.id for t in ok if t.service_name == "htcp"},
+        {t.id for t in ok if t.service_name == "hexec"},
+        {t.id for t in ok if t.service_name == "hweb" and t.slot == 1},
+    )
+
+
+def check(orch, cluster, applied: float) -> None:
     def healthy(name: str) -> list[dict]:
         return [t for t in orch.running(name) if t["health"] == "healthy"]
 
@@ -108,7 +128,17 @@ def check(orch, applied: float) -> None:
         lambda: [t for t in healthy("hweb") if t["slot"] == 1], 90, 0.2, "hweb.1 healthy"
     )[0]
     print(f"\nhealthy after {time.monotonic() - applied:.1f}s from apply")
+    with ControlClient(cluster.managers) as client:
+        steady = healthy_ids(client)
+        assert all(len(ids) == 1 for ids in steady), steady
+        assert steady[2] == {slot1["id"]}
+        # From here to the end htcp, hexec and hweb.1 stay the same healthy tasks.
+        with Sampler(lambda: healthy_ids(client), 0.1, "healthy htcp, hexec, hweb.1") as s:
+            check_slot2(orch, slot1)
+        s.assert_all(lambda ids: ids == steady, "htcp, hexec and hweb.1 stay healthy")
 
+
+def check_slot2(orch, slot1: dict) -> None:
     # Replica 2 turns unhealthy 3 s after its start: FAILED, health and reason unhealthy.
     def failed_slot2() -> dict | None:
         return next(
@@ -141,7 +171,7 @@ def check(orch, applied: float) -> None:
     print(f"replacement ran {seconds(new['state_since']) - seconds(failed['state_since']):.1f}s "
           "after the failure (restart delay 1s)")  # fmt: skip
 
-    # The healthy replica was never touched.
+    # The healthy replica was never touched (the sampler in check() watches it throughout).
     assert [t["id"] for t in orch.tasks("hweb") if t["slot"] == 1] == [slot1["id"]]
 
     # `orch ps -a` as a person reads it: HEALTH and REASON columns.

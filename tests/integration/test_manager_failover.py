@@ -11,7 +11,10 @@ import subprocess
 import time
 
 import pytest
-from tests_support import runc_running, wait_until
+from tests_support import holds_for, runc_running, wait_until
+
+from orch.manager.state.election import LEADER_KEY
+from orch.manager.state.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +50,37 @@ def leader(cluster) -> str:
     return out
 
 
+# Seconds from the leader's SIGKILL to the standby holding the leader key, seen through an
+# etcd watch opened before the kill (the event itself, not a poll). bench/failover.py
+# measures the same span on this machine: p99 3.02 s, all of it the 3 s lease TTL
+# (bench/RESULTS.md); 5 s leaves ~2 s over that for a loaded `make test`.
+TAKEOVER_LIMIT = 5.0
+
+
+async def kill_and_time_takeover(cluster, old: str, pid: int) -> tuple[str, float]:
+    """SIGKILL the leader ``old`` (process ``pid``): (the new leader, seconds from the kill
+    until the leader key named it)."""
+    store = await Store.connect(cluster.record.etcd.split(","))
+    try:
+        watch_from = (await store.client.kv.get(LEADER_KEY)).header.revision + 1
+
+        async def elected() -> tuple[str, float]:
+            async for batch in store.client.watch.watch(LEADER_KEY, start_revision=watch_from):
+                for event in batch.events:
+                    if event.type == 0 and event.kv.value.decode() != old:  # a PUT by another
+                        return event.kv.value.decode(), time.time()
+            raise AssertionError("the leader watch ended")
+
+        election = asyncio.create_task(elected())
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            new, at = await election
+        return new, at - killed_at
+    finally:
+        await store.close()
+
+
 def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path) -> None:
     path = tmp_path / "steady.yaml"
     path.write_text(SERVICE.replace("REGISTRY", cluster.record.registry))
@@ -59,12 +93,10 @@ def test_standby_takes_over_and_a_later_scale_converges(orch, cluster, tmp_path)
         assert [m["id"] for m in managers if m["leader"]] == [old]
         index = int(old.rsplit("-m", 1)[1])
         pid = cluster.record.pids[f"manager-{index}"]
-        os.kill(pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-
-        new = wait_until(lambda: (lead := leader(cluster)) and lead != old and lead, 10)
-        assert time.monotonic() - killed_at < 5, "the standby took over too slowly"
-        assert new != old
+        new, took = asyncio.run(kill_and_time_takeover(cluster, old, pid))
+        print(f"the standby led {took:.3f} s after the leader's kill")
+        assert took < TAKEOVER_LIMIT, f"the standby took over {took:.2f} s after the kill"
+        assert new != old and leader(cluster) == new
         # `orch managers` follows: the dead one's presence expires with its lease.
         wait_until(
             lambda: [(m["id"], m["leader"]) for m in orch.json("managers")] == [(new, True)], 10
@@ -94,11 +126,13 @@ def test_agents_keep_their_tasks_while_no_manager_runs(orch, cluster, tmp_path) 
         before = {t["id"] for t in running}
         for i in range(len(cluster.managers)):
             asyncio.run(cluster.kill_manager(i, crash=True))
-        outage_ends = time.monotonic() + 4  # twice the liveness TTL
-        while time.monotonic() < outage_ends:
-            for host in ("node1", "node2"):
-                assert runc_running(cluster, host) & before, f"{host} lost its container"
-            time.sleep(0.5)  # sampling through a fixed outage, not waiting for a state
+        # Every container, on both hosts, all through an outage of twice the liveness TTL.
+        holds_for(
+            lambda: all(before & runc_running(cluster, h) for h in ("node1", "node2")),
+            4,
+            0.1,
+            "each host's container running with no manager",
+        )
         for i in range(len(cluster.managers)):
             asyncio.run(cluster.start_manager(i))
         wait_until(lambda: all(n["status"] == "ready" for n in orch.json("nodes")), 20)

@@ -2,8 +2,9 @@
 
 A host dies: its agent is killed with SIGKILL together with its containers. Its liveness
 lease expires, the node monitor marks it DOWN and its tasks ORPHANED, and replacements run
-on the other hosts within the detection window plus a margin (<= 5 s from the kill). When
-the agent comes back the node is READY again and exactly ``replicas`` tasks run.
+on the other hosts within the detection window plus a margin (<= 5 s from the kill, to the
+agent's own RUNNING timestamps). When the agent comes back the node is READY again and
+exactly ``replicas`` tasks run.
 
 An agent that dies alone leaves its containers running; when it comes back after its node
 was declared down, it stops the containers of its orphaned tasks: a slot does not stay
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +25,11 @@ from tests_support import runc_running, wait_until
 pytestmark = pytest.mark.integration
 
 CLUSTER_NODES = 3
-LIMIT = 5.0  # seconds from the kill to every replacement running
+# Seconds from the kill to every replacement running (the agents' own RUNNING timestamps).
+# bench/node_loss.py measures the same span on this machine: p99 2.28 s, max 2.28 s over
+# 10 trials (bench/RESULTS.md), nearly all of it the 2 s liveness TTL; 5 s leaves 2.7 s
+# over that p99 for a loaded `make test`.
+LIMIT = 5.0
 
 SERVICE = """
 apiVersion: orch/v1
@@ -43,6 +49,12 @@ def node_status(orch, hostname: str) -> str:
 
 def since(task: dict) -> float:
     return datetime.fromisoformat(task["state_since"].replace("Z", "+00:00")).timestamp()
+
+
+def node_since(orch, hostname: str) -> float:
+    """When the node entered its current status: the manager's own timestamp."""
+    node = next(n for n in orch.json("nodes") if n["hostname"] == hostname)
+    return datetime.fromisoformat(node["status_since"].replace("Z", "+00:00")).timestamp()
 
 
 def apply(orch, cluster, tmp_path: Path, name: str) -> list[dict]:
@@ -87,7 +99,7 @@ def test_dead_host_tasks_run_elsewhere_within_5s(orch, cluster, tmp_path: Path) 
         assert old <= runc_running(cluster, host)
 
         # The host dies: its agent and every container on it, at once.
-        killed_at = datetime.now().timestamp()
+        killed_at = time.time()
         asyncio.run(cluster.kill_agent(host, crash=True))
         root = cluster.host(host)["runc_root"]
         for cid in old:
@@ -142,16 +154,38 @@ def test_cut_off_host_is_replaced_and_after_heal_exactly_replicas_run(
         host = running[1]["node_hostname"]
         old = {t["id"] for t in running if t["node_hostname"] == host}
 
+        cut_at = time.time()
         asyncio.run(cluster.cut_host(host))
         wait_until(lambda: replaced(orch, "island", host, old), 30, what="replacements")
+        assert node_status(orch, host) == "down"
         assert old <= runc_running(cluster, host), "a cut-off host keeps its containers"
 
+        healed_at = time.time()  # just before the link is up: the span below is an upper bound
         asyncio.run(cluster.heal_host(host))
-        healed_at = datetime.now().timestamp()
+        # Only `runc list` in this poll (no CLI), so the stop is seen within ~0.1 s of it.
+        wait_until(
+            lambda: not (old & runc_running(cluster, host)), 60, 0.05, "the duplicates stopped"
+        )
+        stopped_at = time.time()
         wait_until(lambda: settled(orch, cluster, "island", host, old), 30, what="the heal")
-        took = datetime.now().timestamp() - healed_at
-        assert took <= LIMIT, f"the duplicates ran {took:.1f}s after the heal"
         assert len(orch.running("island")) == 3
+        ready_at = node_since(orch, host)  # the manager's READY, when the session came back
+        outage = healed_at - cut_at
+        back, stopped = ready_at - healed_at, stopped_at - ready_at
+        print(f"link down {outage:.2f} s; session back {back:.2f} s after the heal; "
+              f"duplicates stopped {stopped:.2f} s after that")  # fmt: skip
+        assert back > 0, "READY before the heal: the node was never cut off"
+        # No gRPC keepalive: the agent's stream lives on through the cut, and the first
+        # segment after the heal is TCP's next retransmission. Its timeout doubles from
+        # ~0.2 s, so that retransmission comes at most about as long after the heal as the
+        # link had been down when it was healed; then the session registers again. Hence
+        # a limit that grows with the outage, not a fixed one: runs here saw the session
+        # back 3.5 s after a 5.7 s cut and 2.2 s after a 6.7 s one, so the old fixed 5 s
+        # (which also counted two CLI runs and a `runc list` per poll) had no margin.
+        assert back <= outage + 2.0, f"session back {back:.1f}s after a {outage:.1f}s cut"
+        # Back in session, the agent learns its tasks were orphaned and stops them (grace
+        # 100 ms; the container exits on TERM).
+        assert stopped <= 2.0, f"the duplicates ran {stopped:.1f}s after the session was back"
     finally:
         if host:
             asyncio.run(cluster.heal_host(host))

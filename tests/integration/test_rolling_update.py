@@ -2,8 +2,10 @@
 
 A 6-replica service on an overlay network answers http and is probed by an http health
 check. An update (a new env value, so new tasks) runs through `orch apply`, which follows
-it until it ends; a thread samples, all along, the replicas answering in DNS (the A records
-node1's resolver gives for `roll`) and the healthy RUNNING tasks the Control API lists.
+it until it ends; a sampler (tests_support.Sampler: its own failure or stall fails the
+test) reads, all along, the replicas answering in DNS (the A records node1's resolver gives
+for `roll`) and the healthy RUNNING tasks the Control API lists. A DNS query with no reply
+is not a count of 0: it is counted apart, and most samples must have one.
 
 - start-first, parallelism 2: never fewer than 6 healthy;
 - stop-first, parallelism 2: never fewer than 4;
@@ -14,13 +16,12 @@ node1's resolver gives for `roll`) and the healthy RUNNING tasks the Control API
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests_support import dns_query, wait_until
+from tests_support import Sampler, dns_answer, wait_until
 
 from orch.cli.client import ControlClient
 from orch.proto import control_pb2, types_pb2
@@ -63,19 +64,15 @@ def manifest(cluster, tmp_path: Path, *, version: str, order: str, health: str =
     return path
 
 
-class Sampler:
-    """Counts, in a thread, the replicas of a service answering in DNS (at ``resolver``,
-    a node's listener, which answers for every network of its node) and its healthy
-    RUNNING tasks through the Control API."""
+class Counts:
+    """Counts the replicas of a service answering in DNS (at ``resolver``, a node's
+    listener, which answers for every network of its node) and its healthy RUNNING tasks
+    through the Control API; ``sample()`` is a Sampler's probe."""
 
     def __init__(self, managers: list[str], service: str, resolver: str = "") -> None:
         self.client = ControlClient(managers)
         self.service = service
         self.resolver = resolver
-        self.samples: list[int] = []
-        self.dns_samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def healthy(self) -> list:
         request = control_pb2.ListTasksRequest(service=self.service)
@@ -87,28 +84,39 @@ class Sampler:
             and t.status.health == types_pb2.HEALTH_HEALTHY
         ]
 
-    def answering(self) -> int:
-        """Addresses DNS answers for the service (a lost datagram is asked again)."""
+    def answering(self) -> int | None:
+        """Addresses DNS answers for the service; None when 3 queries got no reply."""
         for _ in range(3):
-            if found := dns_query(self.resolver, self.service):
+            if (found := dns_answer(self.resolver, self.service, timeout=0.5)) is not None:
                 return len(found)
-        return 0
+        return None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(len(self.healthy()))
-            if self.resolver:
-                self.dns_samples.append(self.answering())
-            time.sleep(0.02)
+    def sample(self) -> tuple[int, int | None]:
+        """(healthy tasks, addresses answered or None)."""
+        return len(self.healthy()), self.answering() if self.resolver else None
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
+    def __enter__(self) -> Counts:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
         self.client.close()
+
+
+def watch(counts: Counts) -> Sampler:
+    return Sampler(counts.sample, 0.02, f"{counts.service}: healthy tasks and DNS answers")
+
+
+def assert_floor(sampler: Sampler, floor: int, dns: bool = True) -> None:
+    """Every sample (the whole rollout) at or above ``floor``, in the store and in DNS."""
+    samples = sampler.values
+    print(f"{len(samples)} samples; min healthy {min(h for h, _ in samples)}")
+    assert len(samples) > 20
+    sampler.assert_all(lambda v: v[0] >= floor, f"healthy tasks >= {floor}")
+    if not dns:
+        return
+    answered = [n for _, n in samples if n is not None]
+    assert len(answered) >= 0.9 * len(samples), f"DNS replied to {len(answered)}/{len(samples)}"
+    sampler.assert_all(lambda v: v[1] is None or v[1] >= floor, f"DNS answers >= {floor}")
 
 
 def resolver(cluster) -> str:
@@ -137,7 +145,7 @@ def deployed(orch) -> Iterator[None]:
 def start(orch, cluster, tmp_path: Path, order: str) -> None:
     res = orch("apply", "-f", str(manifest(cluster, tmp_path, version="1", order=order)))
     assert "service/roll created" in res.stdout
-    with Sampler(cluster.managers, "roll") as s:
+    with Counts(cluster.managers, "roll") as s:
         wait_until(lambda: len(s.healthy()) == 6, 120, 0.2, "6 healthy replicas of roll")
 
 
@@ -146,20 +154,16 @@ def test_update_keeps_the_floor(orch, cluster, tmp_path, deployed, order: str, f
     start(orch, cluster, tmp_path, order)
     path = manifest(cluster, tmp_path, version="2", order=order)
     began = time.monotonic()
-    with Sampler(cluster.managers, "roll", resolver(cluster)) as sampler:
+    with Counts(cluster.managers, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
         res = orch("apply", "-f", str(path), timeout=180)
     took = time.monotonic() - began
-    print(f"\n{order}: rollout took {took:.1f}s; {len(sampler.samples)} samples, "
-          f"min healthy {min(sampler.samples)}\n{res.stdout}")  # fmt: skip
+    print(f"\n{order}: rollout took {took:.1f}s\n{res.stdout}")
     assert res.returncode == 0, res.stderr
     assert "service/roll configured (container.env)" in res.stdout.splitlines()
     assert res.stdout.splitlines()[-1].startswith("roll: 6/6 updated")
     assert "completed" in res.stdout.splitlines()[-1]
-    assert len(sampler.samples) > 20
-    assert min(sampler.samples) >= floor, sampler.samples
-    assert len(sampler.dns_samples) > 20
-    assert min(sampler.dns_samples) >= floor, sampler.dns_samples
-    with Sampler(cluster.managers, "roll") as s:
+    assert_floor(sampler, floor)
+    with Counts(cluster.managers, "roll") as s:
         tasks = s.healthy()
     assert sorted(env_of(t) for t in tasks) == ["VERSION=2"] * 6
     status = orch("rollout", "status", "roll")
@@ -169,16 +173,15 @@ def test_update_keeps_the_floor(orch, cluster, tmp_path, deployed, order: str, f
 def test_failing_health_check_rolls_back(orch, cluster, tmp_path, deployed) -> None:
     start(orch, cluster, tmp_path, "start-first")
     bad = manifest(cluster, tmp_path, version="2", order="start-first", health="/missing")
-    with Sampler(cluster.managers, "roll", resolver(cluster)) as sampler:
+    with Counts(cluster.managers, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
         res = orch("apply", "-f", str(bad), check=False, timeout=180)
     print(f"\n{res.stdout}{res.stderr}")
     assert res.returncode == 1
     assert "roll: rollback completed: rollback completed (update failed:" in res.stderr
-    assert min(sampler.samples) == 6, sampler.samples
-    assert min(sampler.dns_samples) == 6, sampler.dns_samples
+    assert_floor(sampler, 6)
     info = orch.json("rollout", "status", "roll")
     assert info["state"] == "rollback completed" and "unhealthy" in info["message"], info
-    with Sampler(cluster.managers, "roll") as s:
+    with Counts(cluster.managers, "roll") as s:
         wait_until(lambda: len(s.healthy()) == 6, 60, 0.2, "6 healthy replicas after rollback")
         assert sorted(env_of(t) for t in s.healthy()) == ["VERSION=1"] * 6
         spec = s.client.call("GetService", control_pb2.GetServiceRequest(name="roll")).service
@@ -190,12 +193,12 @@ def test_orch_rollback_returns_to_the_previous_spec(orch, cluster, tmp_path, dep
     start(orch, cluster, tmp_path, "stop-first")
     orch("apply", "-f", str(manifest(cluster, tmp_path, version="2", order="stop-first")),
          timeout=180)  # fmt: skip
-    with Sampler(cluster.managers, "roll") as sampler:
+    with Counts(cluster.managers, "roll") as counts, watch(counts) as sampler:
         res = orch("rollback", "roll", timeout=180)
     assert res.stdout.splitlines()[0] == "service/roll rolling back"
     assert "rollback completed" in res.stdout.splitlines()[-1]
-    assert min(sampler.samples) >= 4
-    with Sampler(cluster.managers, "roll") as s:
+    assert_floor(sampler, 4, dns=False)
+    with Counts(cluster.managers, "roll") as s:
         assert sorted(env_of(t) for t in s.healthy()) == ["VERSION=1"] * 6
     again = orch("rollback", "roll", "--detach")  # back to 2: a rollback rolls back too
     assert again.returncode == 0

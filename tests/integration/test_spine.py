@@ -14,7 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests_support import fetch_from, wait_until
+from tests_support import ControlProbe, fetch_from, holds_for, wait_until
+
+from orch.proto import types_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -198,6 +200,20 @@ spec:
         assert task["state"] == "pending" and not task["node"]
         assert "insufficient memory" in task["error"], task["error"]
         assert "insufficient memory" in orch("ps", "huge").stdout
+        # And stays so: the same task, unplaced, through several scheduling passes.
+        with ControlProbe(cluster.managers) as api:
+            holds_for(
+                lambda: (
+                    [
+                        (t.id, t.status.state, t.node_id, "insufficient memory" in t.status.err)
+                        for t in api.tasks("huge")
+                    ]
+                    == [(task["id"], types_pb2.PENDING, "", True)]
+                ),
+                3,
+                0.05,
+                "huge pending with its reason",
+            )
     finally:
         orch("rm", "huge")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests_support import always
 
 from orch import model
 from orch.errors import ConflictError
@@ -102,8 +103,12 @@ async def test_one_leader_and_a_standby_takes_over(store) -> None:
     await asyncio.wait_for(started["m1"].wait(), 5)
     t2 = asyncio.create_task(e2.run(lead_as("m2")))
     try:
-        await asyncio.sleep(0)  # let m2 campaign; it must not lead while m1 does
-        assert await e2.leader() == "m1"
+        # m2 campaigns and must not lead while m1 does: watched for longer than a lease TTL
+        # (so m1's keep-alives are what keep it leader), not checked once.
+        async def m1_alone() -> bool:
+            return not started["m2"].is_set() and await e2.leader() == "m1"
+
+        await always(m1_alone, settings.lease_ttl + 0.5, "m1 alone leading", interval=0.05)
         t1.cancel()  # m1 dies: its lease is revoked on the way out
         await asyncio.wait_for(started["m2"].wait(), 5)
         assert leading == ["m1", "m2"]

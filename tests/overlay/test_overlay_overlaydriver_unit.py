@@ -12,6 +12,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from tests_support import always
 
 from orch.overlay import names
 from orch.overlay.endpoints import EndpointManager
@@ -149,8 +150,9 @@ async def test_a_setup_racing_the_last_teardown_gets_fresh_devices(mgr, fake) ->
     teardown = asyncio.create_task(manager.teardown("a"))
     await fake.deleting.wait()  # the teardown decided "unused" and is deleting devices
     setup = asyncio.create_task(manager.setup("c", ["front"], addresses={"front": "10.10.0.4"}))
-    await asyncio.sleep(0)  # let the setup run up to the driver's lock
-    assert not setup.done()
+    # The setup waits for the teardown's deletion (the driver's lock), however many turns
+    # the loop gives it: watched for a while, not after a single yield.
+    await always(lambda: not setup.done(), 0.2, "the setup waiting for the teardown")
     fake.gate.set()
     await teardown
     info = await setup

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from runtime_helpers import cleanup_runtime, needs, output, run_to_end, runtime_settings
+from tests_support import always
 
 from orch.errors import ContainerError, NotFoundError
 from orch.runtime import cgroups
@@ -244,8 +245,8 @@ async def test_container_outlives_the_process_that_started_it(
     await wait_for_line(runtime, cid, b"started")
 
     waiter = asyncio.create_task(runtime.wait(cid))
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    # wait() does not return while the container runs: watched for a while, not once.
+    await always(lambda: not waiter.done(), 0.5, "wait() pending", interval=0.01)
     await runtime.runc.kill(cid, "SIGKILL")
     status = await asyncio.wait_for(waiter, 30)
     assert (status.exit_code, status.signal) == (137, "SIGKILL")
@@ -266,9 +267,18 @@ async def test_limits_land_in_the_cgroup(
     assert mem is not None and int(mem.read_text()) == 64 << 20
     pids = next(d / "pids.max" for d in cgroups.cgroup_dirs(path) if (d / "pids.max").exists())
     assert pids.read_text().strip() == "50"
-    quota = [d for d in cgroups.cgroup_dirs(path) if (d / "cpu.cfs_quota_us").exists()]
-    if quota:
-        assert quota[0].joinpath("cpu.cfs_quota_us").read_text().strip() == "50000"
+    # Half a CPU: a 50 ms quota per 100 ms period, in v1's cpu.cfs_quota_us or v2's cpu.max
+    # (the test runs on either layout; a missing file is a failure, not a skip).
+    dirs = cgroups.cgroup_dirs(path)
+    v1 = [d / "cpu.cfs_quota_us" for d in dirs if (d / "cpu.cfs_quota_us").exists()]
+    v2 = [d / "cpu.max" for d in dirs if (d / "cpu.max").exists()]
+    if v1:
+        assert v1[0].read_text().strip() == "50000"
+        period = v1[0].with_name("cpu.cfs_period_us").read_text().strip()
+        assert period == "100000"
+    else:
+        assert v2, f"no cpu.cfs_quota_us nor cpu.max under {dirs}"
+        assert v2[0].read_text().split() == ["50000", "100000"]
     await runtime.stop(cid, grace=0)
     assert (await runtime.wait(cid)).exit_code == 137
 
@@ -419,8 +429,7 @@ async def test_a_dead_shim_is_reported_not_hidden(
     assert runtime.shim_pid(cid) is None
     assert runtime.list()[0].status == "running"
     waiter = asyncio.create_task(runtime.wait(cid))
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    await always(lambda: not waiter.done(), 0.5, "wait() pending", interval=0.01)
     os.kill(pid, signal.SIGKILL)
     status = await asyncio.wait_for(waiter, 30)
     assert status.exit_code == 255 and "shim exited" in (status.error or "")

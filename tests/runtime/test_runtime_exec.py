@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from runtime_helpers import run, running
-from tests_support import eventually
+from tests_support import always, eventually
 
 from orch.errors import ContainerError
 from orch.runtime.containers import ContainerRuntime
@@ -171,7 +171,13 @@ async def test_kill_while_runc_is_still_starting_the_command(
         proc.kill()
         async with asyncio.timeout(10):
             assert await proc.wait() == 137
-    assert not any("sleep 1003" in p for p in processes_in(runtime, cid))
+    # Nothing may start afterwards: watched for a while, not checked once.
+    await always(
+        lambda: not any("sleep 1003" in p for p in processes_in(runtime, cid)),
+        1.0,
+        "no sleep 1003 in the container",
+        interval=0.02,
+    )
 
 
 async def test_an_exec_call_cancelled_while_runc_starts_leaves_nothing(
@@ -191,7 +197,12 @@ async def test_an_exec_call_cancelled_while_runc_starts_leaves_nothing(
         finished.kill()  # it was done before the cancel landed: an ordinary kill
         async with asyncio.timeout(10):
             await finished.wait()
-    assert not [p for p in processes_in(runtime, cid) if "sleep 1005" in p]
+    await always(
+        lambda: not [p for p in processes_in(runtime, cid) if "sleep 1005" in p],
+        1.0,
+        "no sleep 1005 in the container",
+        interval=0.02,
+    )
     assert not list(runtime.container_dir(cid).glob("exec-*"))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests_support import wait_until
 
+from orch.errors import ContainerError
 from orch.runtime import shim
 from orch.runtime.containers import ContainerRuntime, wait_pid_exit
 from orch.runtime.images import ImageStore
@@ -158,7 +159,7 @@ async def test_start_error_keeps_the_runtime_log(
     cid = f"{prefix}-nolog"
     image = await image_store.pull(busybox_ref)
     await runtime.create(ContainerConfig(id=cid, image=busybox_ref, command=["/nope"]), image)
-    with pytest.raises(Exception, match="no such file"):
+    with pytest.raises(ContainerError, match="no such file"):
         await runtime.start(cid)
     d = runtime.container_dir(cid)
     assert "no such file" in (d / "start-error").read_text()
@@ -177,7 +178,7 @@ async def test_shim_complaints_land_in_shim_log(
     await runtime.create(ContainerConfig(id=cid, image=busybox_ref, command=["true"]), image)
     runtime.settings.logs_dir.rmdir()
     try:
-        with pytest.raises(Exception, match="No such file or directory"):
+        with pytest.raises(ContainerError, match="No such file or directory"):
             await runtime.start(cid)
         text = (runtime.container_dir(cid) / "shim.log").read_text()
         assert "Traceback" in text and str(runtime.log_path(cid)) in text

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from orch.cli.commands import (
     changes,
+    contextcmds,
     dev,
     execs,
     inspect,
@@ -74,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _connection_flags(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev):
+    modules = (
+        changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds
+    )  # fmt: skip
+    for module in modules:
         module.register(subparsers, common)
     return parser
 

@@ -6,6 +6,7 @@ printing). End-to-end runs against a real manager are in the lead's tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -225,8 +226,8 @@ class FakeServer:
     address: str
 
 
-@pytest.fixture
-async def fake_server() -> AsyncIterator[FakeServer]:
+@contextlib.asynccontextmanager
+async def serve_fake() -> AsyncIterator[FakeServer]:
     server = grpc.aio.server()
     control = FakeControl()
     control_pb2_grpc.add_ControlServicer_to_server(control, server)
@@ -236,6 +237,27 @@ async def fake_server() -> AsyncIterator[FakeServer]:
         yield FakeServer(control, f"127.0.0.1:{port}")
     finally:
         await server.stop(0)
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeServer]:
+    async with serve_fake() as server:
+        yield server
+
+
+@pytest.fixture
+async def other_fake_server() -> AsyncIterator[FakeServer]:
+    """A second, separate fake cluster (e.g. for switching contexts)."""
+    async with serve_fake() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the real ~/.config/orch: the config file's default place
+    follows $HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ORCH_CONFIG", raising=False)
 
 
 @pytest.fixture
@@ -264,6 +286,7 @@ def orch(tmp_path: Path) -> Any:
     the fake server meanwhile). No manager comes from the environment or a state dir."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env["ORCH_STATE_DIR"] = str(tmp_path / "state")
+    env["ORCH_CONFIG"] = str(tmp_path / "config" / "orch" / "config.yaml")
 
     async def run(*args: str, extra_env: dict[str, str] | None = None) -> Result:
         proc = await asyncio.create_subprocess_exec(

@@ -280,13 +280,19 @@ class Result:
         return self.stdout.decode()
 
 
-@pytest.fixture
-def orch(tmp_path: Path) -> Any:
-    """Runs the installed `orch` executable as a subprocess (the event loop keeps serving
-    the fake server meanwhile). No manager comes from the environment or a state dir."""
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    """No manager comes from the environment, a state dir or the user's config file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env["ORCH_STATE_DIR"] = str(tmp_path / "state")
     env["ORCH_CONFIG"] = str(tmp_path / "config" / "orch" / "config.yaml")
+    return env
+
+
+@pytest.fixture
+def orch(tmp_path: Path) -> Any:
+    """Runs the installed `orch` executable as a subprocess to its end (the event loop
+    keeps serving the fake server meanwhile)."""
+    env = _cli_env(tmp_path)
 
     async def run(*args: str, extra_env: dict[str, str] | None = None) -> Result:
         proc = await asyncio.create_subprocess_exec(
@@ -301,3 +307,28 @@ def orch(tmp_path: Path) -> Any:
         return Result(proc.returncode, stdout, stderr.decode())
 
     return run
+
+
+@pytest.fixture
+async def orch_process(tmp_path: Path) -> AsyncIterator[Any]:
+    """Starts `orch` as a subprocess that keeps running (logs -f, ps --watch) with piped
+    stdout and stderr; any still running at the end of the test is killed."""
+    env = _cli_env(tmp_path)
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            str(ORCH),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -8,15 +8,11 @@ import asyncio
 import json
 import re
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
 from orch.cli import filters
 from orch.proto import types_pb2
-
-ORCH = Path(sys.executable).parent / "orch"
 
 RECORDS = [
     {"id": "t1", "service": "web", "node": "n1", "node_hostname": "node1", "state": "running"},
@@ -78,30 +74,15 @@ async def test_ps_filter_on_a_server(orch, fake_server) -> None:
     )
 
 
-async def test_ps_watch_prints_again_when_tasks_change(fake_server) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(ORCH),
-        "ps",
-        "--watch",
-        "-o",
-        "json",
-        "--manager",
-        fake_server.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        first = await asyncio.wait_for(_read_json(proc), 10)
-        assert [t["state"] for t in first] == ["running", "running"]
-        fake_server.control.tasks[1].status.state = types_pb2.FAILED
-        second = await asyncio.wait_for(_read_json(proc), 10)
-        assert sorted(t["state"] for t in second) == ["failed", "running"]
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+async def test_ps_watch_prints_again_when_tasks_change(fake_server, orch_process) -> None:
+    proc = await orch_process("ps", "--watch", "-o", "json", "--manager", fake_server.address)
+    first = await asyncio.wait_for(_read_json(proc), 10)
+    assert [t["state"] for t in first] == ["running", "running"]
+    fake_server.control.tasks[1].status.state = types_pb2.FAILED
+    second = await asyncio.wait_for(_read_json(proc), 10)
+    assert sorted(t["state"] for t in second) == ["failed", "running"]
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 130
     # Unchanged polls print nothing: exactly the two frames came out.
     assert (await proc.stdout.read()).strip() == b""

@@ -27,6 +27,7 @@ from orch.cli.commands import (
     networks,
     nodes,
     rollouts,
+    version,
 )
 from orch.cli.config import ENV_MANAGER, CliSettings
 from orch.cli.context import Context
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (
-        changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds
+        changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds,
+        version,
     )  # fmt: skip
     for module in modules:
         module.register(subparsers, common)

@@ -66,6 +66,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
+        self.version = "9.9.9-fake"
         self.nodes = [
             make_node("n1abc", "node1", "10.99.0.1"),
             make_node("n2abc", "node2", "10.99.0.2"),
@@ -199,6 +200,10 @@ class FakeControl(control_pb2_grpc.ControlServicer):
             if request.id in (node.id, node.description.hostname):
                 return node
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no such node: {request.id}")
+
+    async def Version(self, request: Any, context: Any) -> Any:
+        self.requests.append(("Version", request))
+        return control_pb2.VersionResponse(version=self.version)
 
     async def Logs(self, request: Any, context: Any) -> AsyncIterator[Any]:
         self.requests.append(("Logs", request))

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from orch.cli.commands import (
     changes,
+    completion,
     contextcmds,
     dev,
     execs,
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (
         changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds,
-        version,
+        version, completion,
     )  # fmt: skip
     for module in modules:
         module.register(subparsers, common)
@@ -96,9 +97,10 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     env = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     settings = CliSettings() if args.timeout is None else CliSettings(timeout=args.timeout)
-    ctx = Context(args=args, out=out, err=err, env=env, settings=settings)
+    ctx = Context(args=args, out=out, err=err, env=env, settings=settings, parser=parser)
     debug = env.get("ORCH_DEBUG", "") not in ("", "0")
     try:
         return args.func(ctx)

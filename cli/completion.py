@@ -1,7 +1,6 @@
 """Shell completion generated from the argument parser, so it cannot drift from it.
 
-:func:`command_table` walks argparse's parsers (argparse has no public API for that; its
-``_actions`` list is stable in practice and is what argparse's own help uses) into one
+:func:`command_table` walks argparse's parsers (helptext.iter_parsers) into one
 entry per command path ("orch", "orch node", "orch node drain"; bash's associative
 arrays refuse an empty key): its subcommands, its flags, the flags
 that take a value (and their choices), and what its positional arguments name. The bash
@@ -15,6 +14,8 @@ from __future__ import annotations
 import argparse
 import shlex
 from dataclasses import dataclass, field
+
+from orch.cli.helptext import iter_parsers, subcommand_names
 
 NAME_KINDS = ("services", "tasks", "nodes")
 
@@ -37,27 +38,20 @@ class Entry:
 
 def command_table(parser: argparse.ArgumentParser) -> dict[str, Entry]:
     table: dict[str, Entry] = {}
-    _walk(parser, parser.prog, table)
+    for path, command in iter_parsers(parser):
+        entry = table[path] = Entry(subcommands=subcommand_names(command))
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            if action.option_strings:
+                entry.flags += action.option_strings
+                if action.nargs != 0:
+                    for flag in action.option_strings:
+                        entry.valued[flag] = [str(c) for c in action.choices or ()]
+            else:
+                entry.kinds += _kinds(action.metavar)
+                entry.words += [str(c) for c in action.choices or ()]
     return table
-
-
-def _walk(parser: argparse.ArgumentParser, path: str, table: dict[str, Entry]) -> None:
-    entry = table.setdefault(path, Entry())
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                if name.startswith("__"):  # hidden helpers such as __complete
-                    continue
-                entry.subcommands.append(name)
-                _walk(sub, f"{path} {name}", table)
-        elif action.option_strings:
-            entry.flags += action.option_strings
-            if action.nargs != 0:
-                for flag in action.option_strings:
-                    entry.valued[flag] = [str(c) for c in action.choices or ()]
-        else:
-            entry.kinds += _kinds(action.metavar)
-            entry.words += [str(c) for c in action.choices or ()]
 
 
 def _kinds(metavar: object) -> list[str]:

@@ -32,6 +32,7 @@ from orch.cli.commands import (
 )
 from orch.cli.config import ENV_MANAGER, CliSettings
 from orch.cli.context import Context
+from orch.cli.helptext import add_examples
 from orch.errors import OrchError, ValidationError
 
 EXIT_ERROR = 1
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     for module in modules:
         module.register(subparsers, common)
+    add_examples(parser)
     return parser
 
 

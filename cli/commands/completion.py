@@ -21,9 +21,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "completion",
         help="print a shell completion script",
-        epilog="examples:\n  source <(orch completion bash)          # in ~/.bashrc\n"
-        "  orch completion zsh > ~/.zfunc/_orch",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("shell", choices=("bash", "zsh"))
     p.set_defaults(func=run_completion)

@@ -22,9 +22,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "context",
         help="named clusters: which managers commands talk to",
-        epilog="examples:\n  orch context add prod --manager 10.0.0.1:7701,10.0.0.2:7701\n"
-        "  orch context use prod\n  orch context current",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="context_command", metavar="COMMAND", required=True)
 

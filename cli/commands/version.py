@@ -23,8 +23,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "version",
         parents=[common],
         help="the client's version, and the cluster's when a manager answers",
-        epilog="examples:\n  orch version\n  orch version -o json --manager 10.0.0.1:7701",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_output_flag(p)
     p.set_defaults(func=run_version)

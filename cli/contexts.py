@@ -106,7 +106,9 @@ def _parse(text: str, path: Path) -> Config:
     if not isinstance(root, PosDict):
         raise OrchError(f"{where}: expected a mapping with 'current' and 'contexts'")
     _only_keys(root, ("current", "contexts"), path)
-    contexts_node = root.get("contexts") or PosDict(documents[0].mark)
+    contexts_node = root.get("contexts")
+    if contexts_node is None:
+        contexts_node = PosDict(documents[0].mark)
     if not isinstance(contexts_node, PosDict):
         raise OrchError(f"{_at(path, root, 'contexts')}: expected a mapping of name -> context")
     contexts = {
@@ -115,6 +117,10 @@ def _parse(text: str, path: Path) -> Config:
     current = root.get("current") or ""
     if not isinstance(current, str):
         raise OrchError(f"{_at(path, root, 'current')}: expected a context name")
+    if current and current not in contexts:
+        # Falling through to the next source would silently reach another cluster.
+        known = ", ".join(sorted(contexts)) or "none"
+        raise OrchError(f"{_at(path, root, 'current')}: no context {current!r} (contexts: {known})")
     return Config(path, current, contexts)
 
 

@@ -7,6 +7,7 @@ use and why (flag > environment > current context > the local cluster's file).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from orch.cli import contexts
@@ -106,7 +107,9 @@ def run_add(ctx: Context) -> int:
     if ctx.args.name in config.contexts:
         raise OrchError(f"context {ctx.args.name} exists; remove it first (orch context rm)")
     managers = parse_addresses(ctx.args.manager, source="--manager")
-    context = contexts.ClusterContext(ctx.args.name, tuple(managers), ctx.args.tls_dir)
+    # Absolute, so that the context means the same from any working directory.
+    tls_dir = os.path.abspath(os.path.expanduser(ctx.args.tls_dir)) if ctx.args.tls_dir else ""
+    context = contexts.ClusterContext(ctx.args.name, tuple(managers), tls_dir)
     contexts.put(ctx.env, context, make_current=ctx.args.use or not config.current)
     ctx.out.write(f"context {ctx.args.name} added ({config.path})\n")
     return 0

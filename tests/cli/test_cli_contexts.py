@@ -51,6 +51,8 @@ def test_default_place_follows_home() -> None:
         ("contexts:\n  a: 5\n", 2, "expected a mapping with 'managers'"),
         ("- a\n", 1, "expected a mapping"),
         ("contexts:\n  'bad name': {managers: [x:1]}\n", 2, "is not a context name"),
+        ("contexts: []\n", 1, "expected a mapping of name -> context"),
+        ("current: b\ncontexts:\n  a: {managers: [x:1]}\n", 1, "no context 'b' (contexts: a)"),
     ],
 )
 def test_a_malformed_file_is_one_line_with_file_and_line(

@@ -97,12 +97,17 @@ def zsh_script(parser: argparse.ArgumentParser) -> str:
 _BASH_FUNCTION = r"""
 _orch_complete() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="" path="orch" word i skip=0 kind words
-    local -a reply=()
+    local -a reply=() conn=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         word="${COMP_WORDS[i]}"
         if ((skip)); then skip=0; continue; fi
         if [[ $word == -* ]]; then
             [[ " ${_orch_valued[$path]} " == *" $word "* ]] && skip=1
+            # Names come from the cluster the command line names, if it names one.
+            case "$word" in
+                --manager | --timeout) conn+=("$word" "${COMP_WORDS[i + 1]}") ;;
+                --manager=* | --timeout=*) conn+=("$word") ;;
+            esac
             continue
         fi
         if [[ " ${_orch_subs[$path]} " == *" $word "* ]]; then
@@ -120,7 +125,7 @@ _orch_complete() {
     else
         reply=($(compgen -W "${_orch_words[$path]}" -- "$cur"))
         for kind in ${_orch_kinds[$path]}; do
-            words="$("${COMP_WORDS[0]}" __complete "${kind%=}" 2>/dev/null)"
+            words="$("${COMP_WORDS[0]}" __complete "${kind%=}" "${conn[@]}" 2>/dev/null)"
             if [[ $kind == *= ]]; then
                 reply+=($(compgen -W "$words" -S = -- "$cur"))
                 compopt -o nospace 2>/dev/null

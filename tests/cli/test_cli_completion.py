@@ -79,6 +79,15 @@ async def test_names_after_flags_and_of_other_kinds(orch, fake_server, tmp_path)
     ]
 
 
+async def test_names_come_from_the_manager_on_the_line(
+    orch, fake_server, dead_address, tmp_path
+) -> None:
+    line = ("orch", "--manager", fake_server.address, "rm", "")
+    assert await _complete(orch, tmp_path, dead_address, *line) == ["web"]
+    line = ("orch", "rm", f"--manager={fake_server.address}", "")
+    assert await _complete(orch, tmp_path, dead_address, *line) == ["web"]
+
+
 async def test_an_unreachable_cluster_completes_nothing_quietly(
     orch, dead_address, tmp_path
 ) -> None:

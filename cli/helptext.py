@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Iterator
 
 EXAMPLES: dict[str, list[str]] = {
+    "": ["orch dev up", "orch apply -f web.yaml", "orch ps -f state=running", "orch logs web -f"],
     "apply": [
         "orch apply -f web.yaml",
         "orch apply -f web.yaml --dry-run",

@@ -59,7 +59,8 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         "--manager",
         metavar="HOST:PORT[,HOST:PORT...]",
         default=default,
-        help=f"manager address(es); default ${ENV_MANAGER}, then the local cluster's file",
+        help=f"manager address(es); default ${ENV_MANAGER}, then the current context "
+        "(orch context), then the local cluster's file",
     )
     parser.add_argument(
         "--timeout",

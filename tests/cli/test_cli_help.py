@@ -14,7 +14,7 @@ def test_every_command_has_examples() -> None:
     missing = [
         path
         for path, parser in iter_parsers(build_parser())
-        if path != "orch" and not (parser.epilog or "").startswith("examples:\n")
+        if not (parser.epilog or "").startswith("examples:\n")
     ]
     assert missing == []
 

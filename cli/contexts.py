@@ -42,6 +42,10 @@ class ClusterContext:
     managers: tuple[str, ...]
     tls_dir: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.managers:  # every way of making one checks this; a client needs one
+            raise OrchError(f"context {self.name}: expected at least one manager HOST:PORT")
+
 
 @dataclass
 class Config:
@@ -140,6 +144,8 @@ def _context(name: str, value: Any, path: Path, parent: PosDict) -> ClusterConte
         addresses = parse_addresses(",".join(managers), source=f"context {name}")
     except OrchError as exc:
         raise OrchError(f"{where}: {str(exc).splitlines()[0]}") from exc
+    if not addresses:
+        raise OrchError(f"{where}: context {name}: managers: expected at least one HOST:PORT")
     tls_dir = value.get("tls_dir") or ""
     if not isinstance(tls_dir, str):
         raise OrchError(f"{_at(path, value, 'tls_dir')}: expected a directory path")

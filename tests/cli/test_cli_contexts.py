@@ -52,6 +52,7 @@ def test_default_place_follows_home() -> None:
         ("- a\n", 1, "expected a mapping"),
         ("contexts:\n  'bad name': {managers: [x:1]}\n", 2, "is not a context name"),
         ("contexts: []\n", 1, "expected a mapping of name -> context"),
+        ("contexts:\n  a: {managers: []}\n", 2, "managers: expected at least one HOST:PORT"),
         ("current: b\ncontexts:\n  a: {managers: [x:1]}\n", 1, "no context 'b' (contexts: a)"),
     ],
 )
@@ -144,6 +145,8 @@ async def test_context_errors_are_one_line(orch) -> None:
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("orch: no context nope in ")
     assert len(unknown.stderr.splitlines()) == 1
+    empty = await orch("context", "add", "x", "--manager", " , ")
+    assert empty.stderr == "orch: context x: expected at least one manager HOST:PORT\n"
     bad = await orch("context", "add", "x", "--manager", "nonsense")
     assert bad.stderr == "orch: --manager: 'nonsense' is not HOST:PORT\n"
     await orch("context", "add", "x", "--manager", "h:1")

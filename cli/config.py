@@ -1,27 +1,25 @@
 """Where the CLI finds a manager, and the CLI's tunables.
 
 The manager address is looked up in one place, :func:`resolve_manager_addresses`, in this
-order: the ``--manager`` flag, the ``ORCH_MANAGER`` environment variable, then the file a
-local cluster (``orch dev up``) writes into its state directory. The local cluster and its
-tests call the same function, so the CLI and the harness cannot disagree on the lookup.
+order: the ``--manager`` flag, the ``ORCH_MANAGER`` environment variable, the current
+context of the config file (contexts.py), then the file a local cluster (``orch dev up``)
+writes into its state directory. The local cluster and its tests call the same function, so the CLI and the harness cannot disagree on the lookup.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orch.errors import OrchError, ValidationError
+from orch.cli import contexts
+from orch.cli.addresses import parse_addresses
+from orch.errors import OrchError
 from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
 
 ENV_MANAGER = "ORCH_MANAGER"
 ENV_STATE_DIR = "ORCH_STATE_DIR"
-
-# HOST:PORT where HOST is a name, an IPv4 address or a bracketed IPv6 address.
-_ADDRESS = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -43,21 +41,14 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(value) if value else DEFAULT_STATE_DIR
 
 
-def parse_addresses(text: str, *, source: str) -> list[str]:
-    """Split ``"h1:p1,h2:p2"`` (commas and/or whitespace) into checked HOST:PORT strings.
+@dataclass(frozen=True)
+class ManagerSource:
+    """The addresses to try and where they came from (for `orch context current`)."""
 
-    ``source`` names where the text came from, for the error message.
-    """
-    addresses = [part for part in re.split(r"[,\s]+", text) if part]
-    bad = [a for a in addresses if not _valid_address(a)]
-    if bad:
-        raise ValidationError([f"{source}: {a!r} is not HOST:PORT" for a in bad])
-    return addresses
-
-
-def _valid_address(address: str) -> bool:
-    match = _ADDRESS.match(address)
-    return match is not None and 0 < int(match.group(1)) < 65536
+    addresses: list[str]
+    source: str
+    context: str = ""
+    """The context's name when the addresses came from one."""
 
 
 def resolve_manager_addresses(
@@ -66,17 +57,33 @@ def resolve_manager_addresses(
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
 ) -> list[str]:
-    """The manager addresses to try, in order: ``flag`` > ``$ORCH_MANAGER`` > the local
-    cluster's address file (in ``state_dir``, default :func:`default_state_dir`).
+    """The manager addresses to try; see :func:`resolve_managers`."""
+    return resolve_managers(flag, env=env, state_dir=state_dir).addresses
+
+
+def resolve_managers(
+    flag: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    state_dir: Path | None = None,
+) -> ManagerSource:
+    """The manager addresses to try, in order: ``flag`` > ``$ORCH_MANAGER`` > the current
+    context of the config file (contexts.py) > the local cluster's address file (in
+    ``state_dir``, default :func:`default_state_dir`).
 
     Raises OrchError naming every place looked at when none gives an address, and
     ValidationError when the chosen source holds something that is not HOST:PORT.
     """
     env = os.environ if env is None else env
     if flag is not None and flag.strip():
-        return parse_addresses(flag, source="--manager")
+        return ManagerSource(parse_addresses(flag, source="--manager"), "--manager")
     if env.get(ENV_MANAGER, "").strip():
-        return parse_addresses(env[ENV_MANAGER], source=ENV_MANAGER)
+        return ManagerSource(parse_addresses(env[ENV_MANAGER], source=ENV_MANAGER), ENV_MANAGER)
+    config = contexts.load(env)
+    current = config.current_context()
+    if current is not None:
+        source = f"context {current.name} ({config.path})"
+        return ManagerSource(list(current.managers), source, current.name)
     path = manager_address_file(state_dir if state_dir is not None else default_state_dir(env))
     try:
         text = path.read_text()
@@ -88,6 +95,7 @@ def resolve_manager_addresses(
     if not addresses:
         raise OrchError(
             f"no manager address: pass --manager HOST:PORT, set {ENV_MANAGER}, "
+            f"add a context with `orch context add`, "
             f"or start a local cluster with `orch dev up` (no addresses in {path})"
         )
-    return addresses
+    return ManagerSource(addresses, str(path))

@@ -26,6 +26,8 @@ class Context:
     err: TextIO
     env: Mapping[str, str]
     settings: CliSettings = field(default_factory=CliSettings)
+    parser: argparse.ArgumentParser | None = None
+    """The whole command line's parser, for commands generated from it (completion)."""
     now: Callable[[], datetime] = _utcnow
     _client: ControlClient | None = None
 

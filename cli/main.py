@@ -18,6 +18,8 @@ from typing import TextIO
 
 from orch.cli.commands import (
     changes,
+    completion,
+    contextcmds,
     dev,
     execs,
     inspect,
@@ -26,9 +28,11 @@ from orch.cli.commands import (
     networks,
     nodes,
     rollouts,
+    version,
 )
 from orch.cli.config import ENV_MANAGER, CliSettings
 from orch.cli.context import Context
+from orch.cli.helptext import add_examples
 from orch.errors import OrchError, ValidationError
 
 EXIT_ERROR = 1
@@ -55,7 +59,8 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         "--manager",
         metavar="HOST:PORT[,HOST:PORT...]",
         default=default,
-        help=f"manager address(es); default ${ENV_MANAGER}, then the local cluster's file",
+        help=f"manager address(es); default ${ENV_MANAGER}, then the current context "
+        "(orch context), then the local cluster's file",
     )
     parser.add_argument(
         "--timeout",
@@ -74,8 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _connection_flags(common, suppress=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev):
+    modules = (
+        changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds,
+        version, completion,
+    )  # fmt: skip
+    for module in modules:
         module.register(subparsers, common)
+    add_examples(parser)
     return parser
 
 
@@ -90,9 +100,10 @@ def main(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     env = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     settings = CliSettings() if args.timeout is None else CliSettings(timeout=args.timeout)
-    ctx = Context(args=args, out=out, err=err, env=env, settings=settings)
+    ctx = Context(args=args, out=out, err=err, env=env, settings=settings, parser=parser)
     debug = env.get("ORCH_DEBUG", "") not in ("", "0")
     try:
         return args.func(ctx)

@@ -125,6 +125,11 @@ class ControlStub:
                 request_serializer=orch_dot_proto_dot_control__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=orch_dot_proto_dot_control__pb2.ServiceInfo.FromString,
                 _registered_method=True)
+        self.Version = channel.unary_unary(
+                '/orch.v1.Control/Version',
+                request_serializer=orch_dot_proto_dot_control__pb2.VersionRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_control__pb2.VersionResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -261,6 +266,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Version(self, request, context):
+        """The answering manager's orch version (`orch version`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -353,6 +365,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=orch_dot_proto_dot_control__pb2.RollbackRequest.FromString,
                     response_serializer=orch_dot_proto_dot_control__pb2.ServiceInfo.SerializeToString,
+            ),
+            'Version': grpc.unary_unary_rpc_method_handler(
+                    servicer.Version,
+                    request_deserializer=orch_dot_proto_dot_control__pb2.VersionRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_control__pb2.VersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -841,6 +858,33 @@ class Control:
             '/orch.v1.Control/Rollback',
             orch_dot_proto_dot_control__pb2.RollbackRequest.SerializeToString,
             orch_dot_proto_dot_control__pb2.ServiceInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Version(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.Control/Version',
+            orch_dot_proto_dot_control__pb2.VersionRequest.SerializeToString,
+            orch_dot_proto_dot_control__pb2.VersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,9 +13,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from orch.cli import contexts
 from orch.cli.config import default_state_dir
 from orch.cli.context import Context
 from orch.errors import OrchError
+
+DEV_CONTEXT = "dev"
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -82,6 +85,11 @@ def run_up(ctx: Context) -> int:
     )
     record = asyncio.run(cluster.up(settings))
     ctx.out.write(up_summary(record))
+    # Like kind and minikube: the cluster just made becomes the current context, so the
+    # next command talks to it even when another context was current.
+    dev_context = contexts.ClusterContext(DEV_CONTEXT, tuple(record.managers))
+    config = contexts.put(ctx.env, dev_context, make_current=True)
+    ctx.out.write(f"context:   {DEV_CONTEXT} (now current, in {config.path})\n")
     return 0
 
 

@@ -4,12 +4,17 @@ into records (views.py) and prints them in the form ``-o`` asks for."""
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
-from orch.cli import views
+from orch.cli import filters, views
 from orch.cli.context import Context
 from orch.cli.output import FORMATS, emit
 from orch.proto import control_pb2
+
+WATCH_INTERVAL = 1.0
+"""Seconds between two ListTasks calls of `orch ps --watch` (no watch RPC exists)."""
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def add_output_flag(parser: argparse.ArgumentParser, default: str = "table") -> None:
@@ -33,6 +38,22 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "-a", "--all", action="store_true", help="also tasks no longer desired to run (history)"
     )
     p.add_argument("--no-trunc", action="store_true", help="do not shorten ids and errors")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        type=filters.parse_filter,
+        metavar="KEY=VALUE",
+        help=f"only tasks matching; keys: {', '.join(filters.TASK_FILTER_KEYS)}; "
+        "repeat a key for either value, different keys must all match",
+    )
+    p.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help=f"print again whenever the tasks change, until Ctrl-C (there is no watch API: "
+        f"this asks the manager every {WATCH_INTERVAL:g}s)",
+    )
     add_output_flag(p)
     p.set_defaults(func=run_ps)
 
@@ -53,15 +74,33 @@ def run_ls(ctx: Context) -> int:
 
 
 def run_ps(ctx: Context) -> int:
-    client = ctx.client()
+    if not ctx.args.watch:
+        _emit_tasks(ctx, _task_records(ctx))
+        return 0
+    shown: list[dict[str, Any]] | None = None
+    while True:  # ends with Ctrl-C (main turns it into exit 130)
+        records = _task_records(ctx)
+        if records != shown:
+            if shown is not None:
+                ctx.out.write(CLEAR_SCREEN if ctx.out.isatty() else "\n")
+            _emit_tasks(ctx, records)
+            shown = records
+        time.sleep(WATCH_INTERVAL)
+
+
+def _task_records(ctx: Context) -> list[dict[str, Any]]:
     request = control_pb2.ListTasksRequest(
         service=ctx.args.service or "", include_history=ctx.args.all
     )
-    tasks = client.call("ListTasks", request).tasks
+    tasks = ctx.client().call("ListTasks", request).tasks
     hostnames = node_hostnames(ctx)
-    records = [
-        dict(r) for r in views.sort_task_records([views.task_record(t, hostnames) for t in tasks])
-    ]
+    wanted = filters.group(ctx.args.filter)
+    records = [views.task_record(t, hostnames) for t in tasks]
+    matching = [r for r in records if filters.task_matches(r, wanted)]
+    return [dict(r) for r in views.sort_task_records(matching)]
+
+
+def _emit_tasks(ctx: Context, records: list[dict[str, Any]]) -> None:
     now = ctx.now()
     emit(
         ctx.out,
@@ -69,7 +108,6 @@ def run_ps(ctx: Context) -> int:
         records,
         lambda rs: views.task_table(rs, now, truncate=not ctx.args.no_trunc),
     )
-    return 0
 
 
 def run_nodes(ctx: Context) -> int:

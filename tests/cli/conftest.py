@@ -6,6 +6,7 @@ printing). End-to-end runs against a real manager are in the lead's tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -65,6 +66,7 @@ class FakeControl(control_pb2_grpc.ControlServicer):
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any]] = []
+        self.version = "9.9.9-fake"
         self.nodes = [
             make_node("n1abc", "node1", "10.99.0.1"),
             make_node("n2abc", "node2", "10.99.0.2"),
@@ -199,6 +201,10 @@ class FakeControl(control_pb2_grpc.ControlServicer):
                 return node
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no such node: {request.id}")
 
+    async def Version(self, request: Any, context: Any) -> Any:
+        self.requests.append(("Version", request))
+        return control_pb2.VersionResponse(version=self.version)
+
     async def Logs(self, request: Any, context: Any) -> AsyncIterator[Any]:
         self.requests.append(("Logs", request))
         for task, stream, line in [
@@ -225,8 +231,8 @@ class FakeServer:
     address: str
 
 
-@pytest.fixture
-async def fake_server() -> AsyncIterator[FakeServer]:
+@contextlib.asynccontextmanager
+async def serve_fake() -> AsyncIterator[FakeServer]:
     server = grpc.aio.server()
     control = FakeControl()
     control_pb2_grpc.add_ControlServicer_to_server(control, server)
@@ -236,6 +242,27 @@ async def fake_server() -> AsyncIterator[FakeServer]:
         yield FakeServer(control, f"127.0.0.1:{port}")
     finally:
         await server.stop(0)
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeServer]:
+    async with serve_fake() as server:
+        yield server
+
+
+@pytest.fixture
+async def other_fake_server() -> AsyncIterator[FakeServer]:
+    """A second, separate fake cluster (e.g. for switching contexts)."""
+    async with serve_fake() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the real ~/.config/orch: the config file's default place
+    follows $HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ORCH_CONFIG", raising=False)
 
 
 @pytest.fixture
@@ -258,12 +285,19 @@ class Result:
         return self.stdout.decode()
 
 
-@pytest.fixture
-def orch(tmp_path: Path) -> Any:
-    """Runs the installed `orch` executable as a subprocess (the event loop keeps serving
-    the fake server meanwhile). No manager comes from the environment or a state dir."""
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    """No manager comes from the environment, a state dir or the user's config file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env["ORCH_STATE_DIR"] = str(tmp_path / "state")
+    env["ORCH_CONFIG"] = str(tmp_path / "config" / "orch" / "config.yaml")
+    return env
+
+
+@pytest.fixture
+def orch(tmp_path: Path) -> Any:
+    """Runs the installed `orch` executable as a subprocess to its end (the event loop
+    keeps serving the fake server meanwhile)."""
+    env = _cli_env(tmp_path)
 
     async def run(*args: str, extra_env: dict[str, str] | None = None) -> Result:
         proc = await asyncio.create_subprocess_exec(
@@ -278,3 +312,28 @@ def orch(tmp_path: Path) -> Any:
         return Result(proc.returncode, stdout, stderr.decode())
 
     return run
+
+
+@pytest.fixture
+async def orch_process(tmp_path: Path) -> AsyncIterator[Any]:
+    """Starts `orch` as a subprocess that keeps running (logs -f, ps --watch) with piped
+    stdout and stderr; any still running at the end of the test is killed."""
+    env = _cli_env(tmp_path)
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            str(ORCH),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import types
+
+from orch.cli import contexts
+from orch.cli.commands import dev
 from orch.cli.commands.dev import up_summary
+from orch.cli.main import main
 from orch.localcluster.cluster import ClusterRecord, ClusterSettings
 
 
@@ -31,3 +37,23 @@ def test_the_summary_names_managers_hosts_underlay_and_registry() -> None:
 
 def test_a_cluster_has_three_hosts_unless_told_otherwise() -> None:
     assert ClusterSettings().nodes == 3
+
+
+def test_up_adds_or_refreshes_a_current_dev_context(tmp_path, monkeypatch) -> None:
+    """`orch dev up` leaves other contexts alone and points `dev` at the new managers."""
+    env = {"ORCH_CONFIG": str(tmp_path / "config.yaml"), "ORCH_STATE_DIR": str(tmp_path)}
+    contexts.put(env, contexts.ClusterContext("prod", ("p:1",)), make_current=True)
+    contexts.put(env, contexts.ClusterContext("dev", ("old:1",)), make_current=False)
+
+    async def up(settings: ClusterSettings) -> ClusterRecord:
+        return ClusterRecord(prefix="orchx", state_dir=str(tmp_path), managers=["10.1.1.1:4000"])
+
+    fake_cluster = types.SimpleNamespace(ClusterSettings=ClusterSettings, up=up)
+    monkeypatch.setattr(dev, "_cluster_module", lambda: fake_cluster)
+    out = io.StringIO()
+    assert main(["dev", "up"], out=out, err=io.StringIO(), env=env) == 0
+    assert "context:   dev (now current" in out.getvalue()
+    config = contexts.load(env)
+    assert config.current == "dev"
+    assert config.contexts["dev"].managers == ("10.1.1.1:4000",)
+    assert config.contexts["prod"].managers == ("p:1",)

@@ -311,31 +311,19 @@ async def test_dev_down_without_a_cluster(orch, tmp_path) -> None:
     assert result.out == f"no local cluster in {tmp_path}\n"
 
 
-async def test_logs_follow_has_no_deadline_and_ctrl_c_ends_it_quietly(fake_server) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(ORCH),
-        "logs",
-        "web",
-        "-f",
-        "--timeout",
-        "0.3",
-        "--manager",
-        fake_server.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def test_logs_follow_has_no_deadline_and_ctrl_c_ends_it_quietly(
+    fake_server, orch_process
+) -> None:
+    proc = await orch_process(
+        "logs", "web", "-f", "--timeout", "0.3", "--manager", fake_server.address
     )
-    try:
-        first = await asyncio.wait_for(proc.stdout.readline(), 10)
-        assert first == b"web.1@node1 | hello from 1\n"
-        # Well past the 0.3 s call deadline, the stream is still open.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 1.0)
-        proc.send_signal(signal.SIGINT)
-        await asyncio.wait_for(proc.wait(), 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    first = await asyncio.wait_for(proc.stdout.readline(), 10)
+    assert first == b"web.1@node1 | hello from 1\n"
+    # Well past the 0.3 s call deadline, the stream is still open.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 1.0)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 130
     assert await proc.stderr.read() == b"web.2@node2 | warning from 2\n"
 

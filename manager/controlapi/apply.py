@@ -16,6 +16,7 @@ from orch.manager.controlapi import networks, services
 from orch.manager.controlapi.decision import Decision, View, duplicates
 from orch.manager.state.store import Create, Kind, Update
 from orch.manifests.validate import (
+    apply_size_problems,
     port_clashes,
     port_text,
     validate_network_spec,
@@ -32,7 +33,7 @@ def validated(request: control_pb2.ApplyRequest) -> tuple[NetSpecs, ServiceSpecs
     request itself (one per line), before anything is read or written."""
     nets = [networks.normalize(s) for s in request.networks]
     specs = [services.normalize(s) for s in request.services]
-    problems = []
+    problems = apply_size_problems([*nets, *specs])
     for i, spec in enumerate(nets):
         problems += [f"networks[{i}] ({spec.name}): {p}" for p in validate_network_spec(spec)]
     for i, spec in enumerate(specs):

@@ -82,6 +82,16 @@ def validate_network_spec(spec: specs_pb2.NetworkSpec) -> list[str]:
     return [str(p) for p in check_network(spec)]
 
 
+def scale_problems(replicas: Mapping[str, int]) -> list[str]:
+    """The problems of a scale request (service name -> replicas), one line each: what
+    `orch scale` checks before sending and the manager before it reads anything."""
+    problems: list[Problem] = []
+    for name, count in sorted(replicas.items()):
+        named = check_name(name, "service name")
+        problems += named or limits.replicas_problems(count, join_key("replicas", name))
+    return [str(p) for p in problems]
+
+
 def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     """The problems of a service spec as records, for callers that attach positions."""
     c = spec.container

@@ -139,7 +139,12 @@ def follow_rollouts(ctx: Context, changes: Sequence[control_pb2.Change]) -> int:
 
 
 def run_scale(ctx: Context) -> int:
+    from orch.manifests.validate import scale_problems
+
     targets: list[tuple[str, int]] = ctx.args.targets
+    problems = scale_problems(dict(targets))  # what the manager would refuse
+    if problems:
+        raise ValidationError(problems)
     ctx.client().call("Scale", control_pb2.ScaleRequest(replicas=dict(targets)))
     for name, replicas in targets:
         ctx.out.write(f"{name} scaled to {replicas}\n")

@@ -132,6 +132,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:
+        services.check_scale(request)
         decision = await self._commit(lambda view: services.decide_scale(view, request, _now()))
         return control_pb2.ScaleResponse(changes=decision.changes)
 

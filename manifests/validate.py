@@ -184,7 +184,7 @@ def label_problems(labels: Mapping[str, str], path: str) -> list[Problem]:
     """Label keys and values: count, sizes, key syntax, no control characters in values.
     The rule of service, network and node labels."""
     problems = limits.too_many(labels, limits.MAX_LABELS, path, "labels")
-    for key, value in labels.items():
+    for key, value in sorted(labels.items()):  # protobuf maps have no stable order
         where = join_key(path, key[: limits.MAX_LABEL_KEY])
         if len(key) > limits.MAX_LABEL_KEY:
             problems += limits.too_long(key, limits.MAX_LABEL_KEY, f"{path} (a key)")

@@ -6,7 +6,12 @@ table per agent, ``table ip <prefix>``, with three NAT base chains:
 
 - ``prerouting`` and ``output``: ``ip daddr <advertise> tcp dport <published> dnat to
   <task ip>:<target>`` (without an advertise address: ``fib daddr type local``, every
-  local address, as Docker matches);
+  local address, as Docker matches; in ``output`` loopback excepted). The host's own
+  connections are caught only towards the published address: a connection to
+  127.0.0.1:<published> (or, with an advertise address, to any other local address)
+  still reaches the host's own service on that port number. Ports of the host's own
+  services that the DNAT would capture (ssh, etcd, the manager) are refused by the
+  manager at apply time (manager/controlapi/hosts.py);
 - ``postrouting``: ``ct status dnat ... masquerade`` towards the task, so the container
   sees the connection come from its gateway (the bridge's address). Containers have no
   default route (traffic cannot leave the node), so without this they could not answer
@@ -115,8 +120,15 @@ def parse_rules(nft_json: str, table: str) -> list[Rule]:
     return rules
 
 
-def _match(address: str | None) -> str:
-    return f"ip daddr {address}" if address else "fib daddr type local"
+def _match(address: str | None, chain: str) -> str:
+    """Which destinations a chain's DNAT catches: the advertise address, else every
+    local one; the host's own traffic (``output``) to loopback never, as the host's
+    own services on 127.0.0.1 are not the container's."""
+    if address:
+        return f"ip daddr {address}"
+    if chain == "output":
+        return "fib daddr type local ip daddr != 127.0.0.0/8"
+    return "fib daddr type local"
 
 
 def publish_script(
@@ -137,8 +149,8 @@ def publish_script(
         note = json.dumps(comment_of(endpoint_id, port))
         proto = port.protocol
         dnat = f"{proto} dport {port.published} dnat to {target_ip}:{port.target} comment {note}"
-        lines.append(f"add rule ip {table} prerouting {_match(address)} {dnat}")
-        lines.append(f"add rule ip {table} output {_match(address)} {dnat}")
+        for chain in ("prerouting", "output"):
+            lines.append(f"add rule ip {table} {chain} {_match(address, chain)} {dnat}")
         lines.append(
             f"add rule ip {table} postrouting ip daddr {target_ip} {proto} dport {port.target} "
             f"ct status dnat masquerade comment {note}"

@@ -190,6 +190,9 @@ def test_publish_script_dnats_and_masquerades_per_endpoint() -> None:
     )
     anywhere = publish_script("t", "e", [PortMapping(1, 2)], target_ip="10.0.0.2", address=None)
     assert "prerouting fib daddr type local tcp dport 1 dnat to 10.0.0.2:2" in anywhere
+    # The host's own connections to 127.0.0.1:<port> stay with the host's services.
+    output = "output fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 1 dnat"
+    assert output in anywhere
 
 
 def test_rules_are_read_back_from_nft_json_by_their_comment() -> None:

@@ -22,6 +22,9 @@ Every rule carries the comment ``"<endpoint id> <proto>/<published>"``: that is 
 task's rules are found again (``nft -j -a list`` gives their handles) and deleted by
 handle, how a port already published by another task is refused, and how a sweep finds
 rules whose endpoint is gone. Changes go to nft as one script, so they apply atomically.
+A port a service of the host listens on (read from /proc/net in the host netns) where
+the DNAT would catch its clients is refused too: the task fails saying so, rather than
+cutting off sshd or a database.
 Forwarding (``net.ipv4.ip_forward``) is turned on in the agent's host netns with the
 first published port: DNAT to a container on a local bridge is forwarding.
 
@@ -31,9 +34,11 @@ names one): a few milliseconds, paid only by tasks that publish ports.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -175,6 +180,65 @@ def conflicts(rules: Iterable[Rule], endpoint_id: str, ports: Iterable[PortMappi
     ]
 
 
+TCP_LISTEN = "0A"
+"""The state column of a listening socket in /proc/net/tcp (include/net/tcp_states.h)."""
+ProcAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def proc_address(text: str) -> ProcAddress:
+    """An address as /proc/net/{tcp,udp}[6] prints it: 32-bit words in host byte order."""
+    raw = bytes.fromhex(text)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(raw)
+
+
+def host_listeners(proc_net: str, protocol: str) -> list[tuple[ProcAddress, int]]:
+    """(local address, port) of each listening TCP socket, or unconnected (bound) UDP
+    socket, in the text of /proc/net/tcp[6] or udp[6]. Pure."""
+    found = []
+    for line in proc_net.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        local, remote, state = fields[1], fields[2], fields[3]
+        if protocol == "tcp" and state != TCP_LISTEN:
+            continue
+        if protocol == "udp" and remote.partition(":")[2] != "0000":
+            continue  # a connected client socket, not a service
+        host, _, port = local.partition(":")
+        found.append((proc_address(host), int(port, 16)))
+    return found
+
+
+def in_use(listeners: Iterable[tuple[ProcAddress, int]], port: int, address: str | None) -> bool:
+    """True when a host service listens where the DNAT of ``port`` would catch its
+    clients: on every address, on the published address, or (without one, when every
+    local address is published) on any address but loopback."""
+    published = ipaddress.ip_address(address) if address else None
+    for local, number in listeners:
+        mapped = getattr(local, "ipv4_mapped", None) or local
+        if number != port:
+            continue
+        if mapped.is_unspecified or mapped == published:
+            return True
+        if published is None and not mapped.is_loopback:
+            return True
+    return False
+
+
+def _read_listeners(protocol: str) -> list[tuple[ProcAddress, int]]:
+    """On a thread inside the host netns: /proc/thread-self/net is that netns' view."""
+    found = []
+    for suffix in ("", "6"):
+        try:
+            with open(f"/proc/thread-self/net/{protocol}{suffix}") as f:
+                found += host_listeners(f.read(), protocol)
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+    return found
+
+
 class PortPublisher:
     """Publishes and withdraws endpoints' ports in this agent's nft table."""
 
@@ -210,6 +274,9 @@ class PortPublisher:
         taken = conflicts(rules, endpoint_id, ports)
         if taken:
             raise NetworkError(f"port already published on this node: {', '.join(taken)}")
+        busy = await self._used_by_host(ports)
+        if busy:
+            raise NetworkError(f"port in use by a service of this node: {', '.join(busy)}")
         await self._ensure_forwarding()
         script = publish_script(
             self.table,
@@ -220,6 +287,23 @@ class PortPublisher:
             stale=[r for r in rules if r.endpoint_id == endpoint_id],
         )
         await self._apply(script, f"publish ports of {endpoint_id}")
+
+    async def _used_by_host(self, ports: Iterable[PortMapping]) -> list[str]:
+        """Ports a service of the host listens on where the DNAT would take its clients
+        (sshd on 0.0.0.0:22, a database on the node's address): publishing them would
+        silently cut that service off, so the task fails with this reason instead."""
+        address = self.settings.host_address
+        busy = []
+        for protocol in sorted({p.protocol for p in ports}):
+            listeners = await ns.run_in_netns(
+                self.settings.host_netns, lambda proto=protocol: _read_listeners(proto)
+            )
+            busy += [
+                f"{p.published}/{protocol}"
+                for p in ports
+                if p.protocol == protocol and in_use(listeners, p.published, address)
+            ]
+        return busy
 
     async def unpublish(self, endpoint_id: str) -> None:
         """Delete the endpoint's rules. Safe to call twice."""

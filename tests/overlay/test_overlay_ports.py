@@ -117,7 +117,7 @@ async def test_the_hosts_own_traffic_to_its_own_service_is_not_captured(
     if advertise:
         publisher = h1.manager.ports
     async with (
-        http_server(h1.netns, tmp_path / "host", port=8080),
+        http_server(h1.netns, tmp_path / "host", port=8080, bind="127.0.0.1"),
         http_server(h1.manager.netns_name("web"), tmp_path / "web"),
     ):
         await publisher.publish("web", [PortMapping(8080, 80)], info.addresses["bridge"])
@@ -127,6 +127,21 @@ async def test_the_hosts_own_traffic_to_its_own_service_is_not_captured(
         assert await fetch(h1.netns, "http://10.99.0.1:8080/hello.txt") == "from the container"
     await publisher.unpublish("web")
     await h1.manager.teardown("web")
+
+
+async def test_a_port_a_host_service_listens_on_is_refused(underlay, tmp_path: Path) -> None:
+    """sshd on 0.0.0.0:22 or a database on the node's address: the DNAT would take its
+    clients, so the endpoint is refused and nothing is published."""
+    (h1,) = await underlay(1)
+    (tmp_path / "hello.txt").write_text("from the host\n")
+    async with http_server(h1.netns, tmp_path, port=8081):
+        with pytest.raises(NetworkError, match=r"in use by a service of this node: 8081/tcp$"):
+            await h1.manager.setup("web", ["bridge"], ports=[PortMapping(8081, 80)])
+        assert await h1.manager.ports.rules() == []
+        assert await fetch(h1.netns, "http://10.99.0.1:8081/hello.txt") == "from the host"
+    async with http_server(h1.netns, tmp_path, port=8081, bind="10.99.0.1"):
+        with pytest.raises(NetworkError, match="in use by a service of this node"):
+            await h1.manager.setup("web", ["bridge"], ports=[PortMapping(8081, 80)])
 
 
 AGENT_IN_ITS_OWN_NETNS = """

@@ -202,6 +202,14 @@ def label_key_problems(keys: Iterable[str], path: str) -> list[Problem]:
     return label_problems(dict.fromkeys(keys, ""), path)
 
 
+def node_label_problems(add: Mapping[str, str], remove: Iterable[str]) -> list[str]:
+    """One line per bad label of a node update (`orch node label`, UpdateNode): the
+    label rule of services and networks."""
+    problems = label_problems(add, "add_labels")
+    problems += label_key_problems(remove, "remove_labels")
+    return [str(p) for p in problems]
+
+
 def _argv_size(argv: Sequence[str], path: str, max_bytes: int) -> list[Problem]:
     """A command line bounded in arguments and bytes."""
     problems = limits.too_many(argv, limits.MAX_ARGS, path, "arguments")

@@ -14,7 +14,6 @@ forced, like ``docker node rm``: its tasks would run twice until the agent learn
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from orch.errors import NotFoundError, ValidationError
@@ -42,17 +41,9 @@ def resolve(view: View, ident: str) -> Versioned:
     return matches[0]
 
 
-def label_problems(add: Mapping[str, str], remove: Iterable[str]) -> list[str]:
-    """One line per bad label key or value in an UpdateNode request: the label rule of
-    services and networks (manifests/validate.py)."""
-    problems = validate.label_problems(add, "add_labels")
-    problems += validate.label_key_problems(remove, "remove_labels")
-    return [str(p) for p in problems]
-
-
 def check_update(request: control_pb2.UpdateNodeRequest) -> None:
     """ValidationError listing what is wrong with the request itself (before any read)."""
-    problems = label_problems(request.add_labels, request.remove_labels)
+    problems = validate.node_label_problems(request.add_labels, request.remove_labels)
     if (
         request.availability != types_pb2.AVAILABILITY_UNSPECIFIED
         and request.availability not in _AVAILABILITIES

@@ -143,6 +143,15 @@ async def test_scale_beyond_the_bound_is_refused_before_any_call(orch, fake_serv
     assert fake_server.control.requests == []
 
 
+async def test_a_label_the_manager_would_refuse_is_refused_before_any_call(
+    orch, fake_server
+) -> None:
+    result = await orch("--manager", fake_server.address, "node", "label", "n1", "k=" + "v" * 1025)
+    assert result.returncode == 1
+    assert result.stderr == "orch: add_labels.k: 1025 characters, at most 1024 allowed\n"
+    assert fake_server.control.requests == []
+
+
 async def test_ls_table(orch, fake_server) -> None:
     result = await orch("ls", "--manager", fake_server.address)
     assert result.returncode == 0, result.stderr

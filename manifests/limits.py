@@ -39,6 +39,14 @@ MAX_COMMAND_BYTES = 128 * 1024
 """All of spec.command, as MAX_ENV_BYTES."""
 MAX_HEALTH_COMMAND_BYTES = 16 * 1024
 """A health check's exec command: it runs every interval, a script belongs in the image."""
+MAX_PORTS = 256
+"""Published ports of a service: each is three nft rules on its node."""
+MAX_NETWORKS = 32
+"""Networks of a service: each is an interface (eth0...) and an address in every task."""
+MAX_ALIASES = 64
+"""Aliases on one network: each is a DNS record on every node of the network."""
+MAX_PLACEMENT_RULES = 64
+"""Constraints, and spread preferences, of a service: evaluated per node per task."""
 MAX_PATH = 4096
 """PATH_MAX: spec.workdir and a health check's URL path."""
 MAX_SPEC_BYTES = 256 * 1024

@@ -129,6 +129,8 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     for name in ("update", "rollback"):
         if spec.HasField(name):
             problems += _update_config(getattr(spec, name), f"spec.{name}")
+    problems += limits.too_many(spec.networks, limits.MAX_NETWORKS, "spec.networks", "networks")
+    problems += limits.too_many(spec.ports, limits.MAX_PORTS, "spec.ports", "ports")
     problems += _attachments(spec.networks)
     problems += _ports(spec.ports, [n.target for n in spec.networks])
     problems += _mode_and_placement(spec)
@@ -396,8 +398,11 @@ def _http_probe(http: specs_pb2.HttpProbe, path: str) -> list[Problem]:
 def _mode_and_placement(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     """Constraints and spread keys parse (orch/placement.py's grammar, the scheduler's);
     settings that mean nothing for a global service are refused rather than ignored."""
-    problems: list[Problem] = []
     base = "spec.placement"
+    problems: list[Problem] = []
+    for field in ("constraints", "preferences"):
+        rules = getattr(spec.placement, field)
+        problems += limits.too_many(rules, limits.MAX_PLACEMENT_RULES, f"{base}.{field}", field)
     for index, text in enumerate(spec.placement.constraints):
         try:
             placement_rules.parse_constraint(text)
@@ -516,8 +521,8 @@ def _ports(ports: Iterable[specs_pb2.PortConfig], networks: list[str]) -> list[P
     return problems
 
 
-def _aliases(aliases: Iterable[str], path: str) -> list[Problem]:
-    problems: list[Problem] = []
+def _aliases(aliases: Sequence[str], path: str) -> list[Problem]:
+    problems = limits.too_many(aliases, limits.MAX_ALIASES, path, "aliases")
     seen: set[str] = set()
     for index, alias in enumerate(aliases):
         item = join_index(path, index)

@@ -263,6 +263,22 @@ def test_size_limits_name_the_field_and_the_limit(
     assert all("\n" not in p and len(p) < 400 for p in problems), problems
 
 
+def test_list_limits() -> None:
+    spec = good_service()
+    spec.networks[0].aliases.extend(f"a{i}" for i in range(64))
+    for port in range(1000, 1257):
+        spec.ports.add(published=port, target=80)
+    spec.placement.constraints.extend(["node.labels.a==b"] * 65)
+    for i in range(32):
+        spec.networks.add(target=f"n{i}")
+    assert validate_service_spec(spec)[:4] == [
+        "spec.networks: 33 networks, at most 32 allowed",
+        "spec.ports: 257 ports, at most 256 allowed",
+        "spec.networks[0].aliases: 66 aliases, at most 64 allowed",
+        "spec.placement.constraints: 65 constraints, at most 64 allowed",
+    ]
+
+
 def test_label_count_and_value_limits() -> None:
     spec = good_service()
     spec.labels.update({f"k{i}": "v" for i in range(65)})

@@ -189,6 +189,13 @@ def main(argv: list[str] | None = None) -> None:
         f"agent to come back (default {DispatcherSettings.restart_grace}, "
         f"at most {RESTART_GRACE_MAX}; 0: none)",
     )
+    p.add_argument(
+        "--reserved-ports",
+        default=None,
+        help="comma-separated host ports no service may publish (default "
+        f"{','.join(map(str, ControlSettings.reserved_ports))}; the --etcd ports and the "
+        "managers' own are always added)",
+    )
     p.add_argument("--log-level", default=os.environ.get("ORCH_LOG_LEVEL", "INFO"))
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.dispatcher = dataclasses.replace(
             settings.dispatcher, restart_grace=args.restart_grace
         )
+    settings.control = _with_reserved_ports(settings, args.reserved_ports, p)
     if args.address_pool:
         try:
             ipaddress.IPv4Network(args.address_pool)
@@ -219,6 +227,24 @@ def main(argv: list[str] | None = None) -> None:
         ipam = dataclasses.replace(IpamSettings(), address_pool=args.address_pool)
         settings.control = dataclasses.replace(settings.control, ipam=ipam)
     asyncio.run(_serve(Manager(settings)))
+
+
+def _with_reserved_ports(
+    settings: ManagerSettings, text: str | None, p: argparse.ArgumentParser
+) -> ControlSettings:
+    """The Control API's settings with the reserved host ports: ``text`` (or the
+    default) and the client ports of etcd, which a published port would capture."""
+    ports = set(settings.control.reserved_ports)
+    if text is not None:
+        try:
+            ports = {int(part) for part in text.split(",") if part.strip()}
+        except ValueError:
+            p.error(f"--reserved-ports: expected port numbers, got {text!r}")
+    for endpoint in settings.etcd:
+        port = endpoint.rpartition(":")[2]
+        if port.isdigit():
+            ports.add(int(port))
+    return dataclasses.replace(settings.control, reserved_ports=tuple(sorted(ports)))
 
 
 async def _serve(manager: Manager) -> None:

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from google.protobuf.duration_pb2 import Duration
 
 from orch import model
 from orch import placement as placement_rules
+from orch.manifests import limits
+from orch.manifests.limits import MAX_NAME, MAX_REPLICAS
 from orch.manifests.problems import Problem, join_index, join_key
 from orch.manifests.units import DURATION_ACCEPTED, cpus_text, format_duration, size_text
 from orch.proto import specs_pb2, types_pb2
 
-MAX_NAME = 63
-MAX_REPLICAS = 10_000
-"""A typo guard: more tasks than any orch cluster is meant to run for one service."""
+__all__ = ["MAX_NAME", "MAX_REPLICAS"]  # kept importable from here, defined in limits.py
 MIN_MEMORY_LIMIT = 4 * 1024 * 1024
 """Docker's floor: below this a container is killed before its process starts."""
 MIN_NANO_CPUS = 10_000_000
@@ -82,15 +82,29 @@ def validate_network_spec(spec: specs_pb2.NetworkSpec) -> list[str]:
     return [str(p) for p in check_network(spec)]
 
 
+def scale_problems(replicas: Mapping[str, int]) -> list[str]:
+    """The problems of a scale request (service name -> replicas), one line each: what
+    `orch scale` checks before sending and the manager before it reads anything."""
+    problems: list[Problem] = []
+    for name, count in sorted(replicas.items()):
+        named = check_name(name, "service name")
+        problems += named or limits.replicas_problems(count, join_key("replicas", name))
+    return [str(p) for p in problems]
+
+
 def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     """The problems of a service spec as records, for callers that attach positions."""
     c = spec.container
     problems = check_name(spec.name, "metadata.name")
-    problems += _labels(spec.labels, "metadata.labels")
+    problems += spec_size_problems(spec)
+    problems += label_problems(spec.labels, "metadata.labels")
     problems += _image(c.image)
+    problems += _argv_size(c.command, "spec.command", limits.MAX_COMMAND_BYTES)
+    problems += _argv_size(c.args, "spec.args", limits.MAX_COMMAND_BYTES)
     if c.command and not c.command[0]:
         problems.append(Problem("spec.command[0]", "the program to run cannot be empty"))
     problems += _env(c.env)
+    problems += limits.too_long(c.workdir, limits.MAX_PATH, "spec.workdir")
     if c.workdir and not c.workdir.startswith("/"):
         problems.append(Problem("spec.workdir", f"expected an absolute path, got {c.workdir!r}"))
     if c.hostname and not (len(c.hostname) <= MAX_NAME and _HOSTNAME.fullmatch(c.hostname)):
@@ -106,10 +120,8 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
         problems.append(
             Problem("spec.stop_signal", f"unknown signal {c.stop_signal!r}", "a name like SIGTERM")
         )
-    problems += _labels(c.labels, "spec.labels")
-    if spec.replicas > MAX_REPLICAS:
-        msg = f"expected at most {MAX_REPLICAS} replicas, got {spec.replicas}"
-        problems.append(Problem("spec.replicas", msg))
+    problems += label_problems(c.labels, "spec.labels")
+    problems += limits.replicas_problems(spec.replicas, "spec.replicas")
     problems += _resources(spec.resources)
     problems += _restart_policy(spec.restart_policy)
     if c.HasField("healthcheck"):
@@ -117,6 +129,8 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     for name in ("update", "rollback"):
         if spec.HasField(name):
             problems += _update_config(getattr(spec, name), f"spec.{name}")
+    problems += limits.too_many(spec.networks, limits.MAX_NETWORKS, "spec.networks", "networks")
+    problems += limits.too_many(spec.ports, limits.MAX_PORTS, "spec.ports", "ports")
     problems += _attachments(spec.networks)
     problems += _ports(spec.ports, [n.target for n in spec.networks])
     problems += _mode_and_placement(spec)
@@ -126,10 +140,11 @@ def check_service(spec: specs_pb2.ServiceSpec) -> list[Problem]:
 def check_network(spec: specs_pb2.NetworkSpec) -> list[Problem]:
     """The problems of a network spec as records, for callers that attach positions."""
     problems = check_name(spec.name, "metadata.name")
+    problems += spec_size_problems(spec)
     if spec.name in model.BUILTIN_NETWORKS:
         msg = f"{spec.name!r} is a built-in network mode"
         problems.append(Problem("metadata.name", msg, "any other name"))
-    problems += _labels(spec.labels, "metadata.labels")
+    problems += label_problems(spec.labels, "metadata.labels")
     if spec.driver and spec.driver not in NETWORK_DRIVERS:
         msg = f"unknown driver {spec.driver!r}"
         problems.append(Problem("spec.driver", msg, ", ".join(NETWORK_DRIVERS)))
@@ -142,6 +157,8 @@ def check_name(name: str, path: str) -> list[Problem]:
     """The DNS-label rule of service and network names, with a corrected suggestion."""
     if not name:
         return [Problem(path, "required", NAME_ACCEPTED)]
+    if len(name) > 4 * MAX_NAME:  # too long to echo with a suggestion on one line
+        return limits.too_long(name, MAX_NAME, path)
     if len(name) <= MAX_NAME and _DNS_LABEL.fullmatch(name):
         return []
     message = f"invalid name {name!r}"
@@ -151,12 +168,54 @@ def check_name(name: str, path: str) -> list[Problem]:
     return [Problem(path, message, NAME_ACCEPTED)]
 
 
-def _labels(labels: Iterable[str], path: str) -> list[Problem]:
-    return [
-        Problem(join_key(path, key), f"invalid label key {key!r}", LABEL_KEY_ACCEPTED)
-        for key in labels
-        if len(key) > 253 or not _LABEL_KEY.fullmatch(key)
-    ]
+def spec_size_problems(spec: specs_pb2.ServiceSpec | specs_pb2.NetworkSpec) -> list[Problem]:
+    """The whole spec, encoded, within MAX_SPEC_BYTES (what no single field cap bounds:
+    many ports, networks, constraints...)."""
+    return limits.too_large(spec.ByteSize(), limits.MAX_SPEC_BYTES, "spec (encoded)")
+
+
+def apply_size_problems(
+    specs: Iterable[specs_pb2.ServiceSpec | specs_pb2.NetworkSpec],
+) -> list[str]:
+    """All the specs of one apply within MAX_APPLY_BYTES: one etcd transaction."""
+    size = sum(s.ByteSize() for s in specs)
+    return [str(p) for p in limits.too_large(size, limits.MAX_APPLY_BYTES, "apply (encoded)")]
+
+
+def label_problems(labels: Mapping[str, str], path: str) -> list[Problem]:
+    """Label keys and values: count, sizes, key syntax, no control characters in values.
+    The rule of service, network and node labels."""
+    problems = limits.too_many(labels, limits.MAX_LABELS, path, "labels")
+    for key, value in sorted(labels.items()):  # protobuf maps have no stable order
+        where = join_key(path, key[: limits.MAX_LABEL_KEY])
+        if len(key) > limits.MAX_LABEL_KEY:
+            problems += limits.too_long(key, limits.MAX_LABEL_KEY, f"{path} (a key)")
+        elif not _LABEL_KEY.fullmatch(key):
+            problems.append(Problem(where, f"invalid label key {key!r}", LABEL_KEY_ACCEPTED))
+        elif len(value) > limits.MAX_LABEL_VALUE:
+            problems += limits.too_long(value, limits.MAX_LABEL_VALUE, where)
+        elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+            problems.append(Problem(where, "the value holds a control character"))
+    return problems
+
+
+def label_key_problems(keys: Iterable[str], path: str) -> list[Problem]:
+    """Keys alone (labels to remove): the key rule of ``label_problems``."""
+    return label_problems(dict.fromkeys(keys, ""), path)
+
+
+def node_label_problems(add: Mapping[str, str], remove: Iterable[str]) -> list[str]:
+    """One line per bad label of a node update (`orch node label`, UpdateNode): the
+    label rule of services and networks."""
+    problems = label_problems(add, "add_labels")
+    problems += label_key_problems(remove, "remove_labels")
+    return [str(p) for p in problems]
+
+
+def _argv_size(argv: Sequence[str], path: str, max_bytes: int) -> list[Problem]:
+    """A command line bounded in arguments and bytes."""
+    problems = limits.too_many(argv, limits.MAX_ARGS, path, "arguments")
+    return problems + limits.too_big(argv, max_bytes, path)
 
 
 def _image(image: str) -> list[Problem]:
@@ -185,7 +244,11 @@ def _lower_path(image: str) -> str:
 
 
 def _env(env: Iterable[str]) -> list[Problem]:
-    problems: list[Problem] = []
+    env = list(env)
+    problems = limits.too_many(env, limits.MAX_ENV, "spec.env", "entries")
+    problems += limits.too_big(env, limits.MAX_ENV_BYTES, "spec.env")
+    if problems:  # too much to check (and report) entry by entry
+        return problems
     seen: dict[str, int] = {}
     for index, item in enumerate(env):
         path = join_index("spec.env", index)
@@ -295,6 +358,9 @@ def _healthcheck(check: specs_pb2.HealthCheck) -> list[Problem]:
         problems.append(Problem(base, "no probe given", "exactly one of exec, http, tcp"))
     elif kind == "exec" and not (check.exec.command and check.exec.command[0]):
         problems.append(Problem(f"{base}.exec", "the command cannot be empty"))
+    elif kind == "exec":
+        path, cap = f"{base}.exec", limits.MAX_HEALTH_COMMAND_BYTES
+        problems += _argv_size(check.exec.command, path, cap)
     elif kind in ("http", "tcp"):
         port = getattr(check, kind).port
         if not 1 <= port <= MAX_PORT:
@@ -314,7 +380,9 @@ def _healthcheck(check: specs_pb2.HealthCheck) -> list[Problem]:
 
 
 def _http_probe(http: specs_pb2.HttpProbe, path: str) -> list[Problem]:
-    problems: list[Problem] = []
+    problems = limits.too_long(http.path, limits.MAX_PATH, f"{path}.path")
+    if problems:
+        return problems
     if http.path and not http.path.startswith("/"):
         msg = f"expected a path starting with '/', got {http.path!r}"
         problems.append(Problem(f"{path}.path", msg, f"e.g. /{http.path.lstrip('/')}"))
@@ -330,8 +398,11 @@ def _http_probe(http: specs_pb2.HttpProbe, path: str) -> list[Problem]:
 def _mode_and_placement(spec: specs_pb2.ServiceSpec) -> list[Problem]:
     """Constraints and spread keys parse (orch/placement.py's grammar, the scheduler's);
     settings that mean nothing for a global service are refused rather than ignored."""
-    problems: list[Problem] = []
     base = "spec.placement"
+    problems: list[Problem] = []
+    for field in ("constraints", "preferences"):
+        rules = getattr(spec.placement, field)
+        problems += limits.too_many(rules, limits.MAX_PLACEMENT_RULES, f"{base}.{field}", field)
     for index, text in enumerate(spec.placement.constraints):
         try:
             placement_rules.parse_constraint(text)
@@ -450,8 +521,8 @@ def _ports(ports: Iterable[specs_pb2.PortConfig], networks: list[str]) -> list[P
     return problems
 
 
-def _aliases(aliases: Iterable[str], path: str) -> list[Problem]:
-    problems: list[Problem] = []
+def _aliases(aliases: Sequence[str], path: str) -> list[Problem]:
+    problems = limits.too_many(aliases, limits.MAX_ALIASES, path, "aliases")
     seen: set[str] = set()
     for index, alias in enumerate(aliases):
         item = join_index(path, index)

@@ -6,7 +6,12 @@ table per agent, ``table ip <prefix>``, with three NAT base chains:
 
 - ``prerouting`` and ``output``: ``ip daddr <advertise> tcp dport <published> dnat to
   <task ip>:<target>`` (without an advertise address: ``fib daddr type local``, every
-  local address, as Docker matches);
+  local address, as Docker matches; in ``output`` loopback excepted). The host's own
+  connections are caught only towards the published address: a connection to
+  127.0.0.1:<published> (or, with an advertise address, to any other local address)
+  still reaches the host's own service on that port number. Ports of the host's own
+  services that the DNAT would capture (ssh, etcd, the manager) are refused by the
+  manager at apply time (manager/controlapi/hosts.py);
 - ``postrouting``: ``ct status dnat ... masquerade`` towards the task, so the container
   sees the connection come from its gateway (the bridge's address). Containers have no
   default route (traffic cannot leave the node), so without this they could not answer
@@ -17,6 +22,9 @@ Every rule carries the comment ``"<endpoint id> <proto>/<published>"``: that is 
 task's rules are found again (``nft -j -a list`` gives their handles) and deleted by
 handle, how a port already published by another task is refused, and how a sweep finds
 rules whose endpoint is gone. Changes go to nft as one script, so they apply atomically.
+A port a service of the host listens on (read from /proc/net in the host netns) where
+the DNAT would catch its clients is refused too: the task fails saying so, rather than
+cutting off sshd or a database.
 Forwarding (``net.ipv4.ip_forward``) is turned on in the agent's host netns with the
 first published port: DNAT to a container on a local bridge is forwarding.
 
@@ -26,9 +34,11 @@ names one): a few milliseconds, paid only by tasks that publish ports.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
+import sys
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -115,8 +125,15 @@ def parse_rules(nft_json: str, table: str) -> list[Rule]:
     return rules
 
 
-def _match(address: str | None) -> str:
-    return f"ip daddr {address}" if address else "fib daddr type local"
+def _match(address: str | None, chain: str) -> str:
+    """Which destinations a chain's DNAT catches: the advertise address, else every
+    local one; the host's own traffic (``output``) to loopback never, as the host's
+    own services on 127.0.0.1 are not the container's."""
+    if address:
+        return f"ip daddr {address}"
+    if chain == "output":
+        return "fib daddr type local ip daddr != 127.0.0.0/8"
+    return "fib daddr type local"
 
 
 def publish_script(
@@ -137,8 +154,8 @@ def publish_script(
         note = json.dumps(comment_of(endpoint_id, port))
         proto = port.protocol
         dnat = f"{proto} dport {port.published} dnat to {target_ip}:{port.target} comment {note}"
-        lines.append(f"add rule ip {table} prerouting {_match(address)} {dnat}")
-        lines.append(f"add rule ip {table} output {_match(address)} {dnat}")
+        for chain in ("prerouting", "output"):
+            lines.append(f"add rule ip {table} {chain} {_match(address, chain)} {dnat}")
         lines.append(
             f"add rule ip {table} postrouting ip daddr {target_ip} {proto} dport {port.target} "
             f"ct status dnat masquerade comment {note}"
@@ -161,6 +178,65 @@ def conflicts(rules: Iterable[Rule], endpoint_id: str, ports: Iterable[PortMappi
         for p in ports
         if (p.protocol, p.published) in taken
     ]
+
+
+TCP_LISTEN = "0A"
+"""The state column of a listening socket in /proc/net/tcp (include/net/tcp_states.h)."""
+ProcAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def proc_address(text: str) -> ProcAddress:
+    """An address as /proc/net/{tcp,udp}[6] prints it: 32-bit words in host byte order."""
+    raw = bytes.fromhex(text)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(raw)
+
+
+def host_listeners(proc_net: str, protocol: str) -> list[tuple[ProcAddress, int]]:
+    """(local address, port) of each listening TCP socket, or unconnected (bound) UDP
+    socket, in the text of /proc/net/tcp[6] or udp[6]. Pure."""
+    found = []
+    for line in proc_net.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        local, remote, state = fields[1], fields[2], fields[3]
+        if protocol == "tcp" and state != TCP_LISTEN:
+            continue
+        if protocol == "udp" and remote.partition(":")[2] != "0000":
+            continue  # a connected client socket, not a service
+        host, _, port = local.partition(":")
+        found.append((proc_address(host), int(port, 16)))
+    return found
+
+
+def in_use(listeners: Iterable[tuple[ProcAddress, int]], port: int, address: str | None) -> bool:
+    """True when a host service listens where the DNAT of ``port`` would catch its
+    clients: on every address, on the published address, or (without one, when every
+    local address is published) on any address but loopback."""
+    published = ipaddress.ip_address(address) if address else None
+    for local, number in listeners:
+        mapped = getattr(local, "ipv4_mapped", None) or local
+        if number != port:
+            continue
+        if mapped.is_unspecified or mapped == published:
+            return True
+        if published is None and not mapped.is_loopback:
+            return True
+    return False
+
+
+def _read_listeners(protocol: str) -> list[tuple[ProcAddress, int]]:
+    """On a thread inside the host netns: /proc/thread-self/net is that netns' view."""
+    found = []
+    for suffix in ("", "6"):
+        try:
+            with open(f"/proc/thread-self/net/{protocol}{suffix}") as f:
+                found += host_listeners(f.read(), protocol)
+        except FileNotFoundError:  # no IPv6 in this kernel
+            continue
+    return found
 
 
 class PortPublisher:
@@ -198,6 +274,9 @@ class PortPublisher:
         taken = conflicts(rules, endpoint_id, ports)
         if taken:
             raise NetworkError(f"port already published on this node: {', '.join(taken)}")
+        busy = await self._used_by_host(ports)
+        if busy:
+            raise NetworkError(f"port in use by a service of this node: {', '.join(busy)}")
         await self._ensure_forwarding()
         script = publish_script(
             self.table,
@@ -208,6 +287,23 @@ class PortPublisher:
             stale=[r for r in rules if r.endpoint_id == endpoint_id],
         )
         await self._apply(script, f"publish ports of {endpoint_id}")
+
+    async def _used_by_host(self, ports: Iterable[PortMapping]) -> list[str]:
+        """Ports a service of the host listens on where the DNAT would take its clients
+        (sshd on 0.0.0.0:22, a database on the node's address): publishing them would
+        silently cut that service off, so the task fails with this reason instead."""
+        address = self.settings.host_address
+        busy = []
+        for protocol in sorted({p.protocol for p in ports}):
+            listeners = await ns.run_in_netns(
+                self.settings.host_netns, lambda proto=protocol: _read_listeners(proto)
+            )
+            busy += [
+                f"{p.published}/{protocol}"
+                for p in ports
+                if p.protocol == protocol and in_use(listeners, p.published, address)
+            ]
+        return busy
 
     async def unpublish(self, endpoint_id: str) -> None:
         """Delete the endpoint's rules. Safe to call twice."""

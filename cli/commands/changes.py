@@ -85,6 +85,7 @@ class _UniqueNames(argparse.Action):
 def run_apply(ctx: Context) -> int:
     # Imported here so that the listing commands start without loading the manifest code.
     from orch.manifests.loader import load_paths
+    from orch.manifests.validate import apply_size_problems
 
     paths = [Path(p) for p in ctx.args.files]
     manifest = load_paths(paths)
@@ -92,6 +93,9 @@ def run_apply(ctx: Context) -> int:
         raise ValidationError(
             f"no services or networks found in {', '.join(str(p) for p in paths)}"
         )
+    too_big = apply_size_problems([*manifest.networks, *manifest.services])
+    if too_big:  # what the manager would refuse: one etcd transaction
+        raise ValidationError(too_big)
     request = control_pb2.ApplyRequest(
         networks=manifest.networks, services=manifest.services, dry_run=ctx.args.dry_run
     )
@@ -135,7 +139,12 @@ def follow_rollouts(ctx: Context, changes: Sequence[control_pb2.Change]) -> int:
 
 
 def run_scale(ctx: Context) -> int:
+    from orch.manifests.validate import scale_problems
+
     targets: list[tuple[str, int]] = ctx.args.targets
+    problems = scale_problems(dict(targets))  # what the manager would refuse
+    if problems:
+        raise ValidationError(problems)
     ctx.client().call("Scale", control_pb2.ScaleRequest(replicas=dict(targets)))
     for name, replicas in targets:
         ctx.out.write(f"{name} scaled to {replicas}\n")

@@ -128,8 +128,14 @@ def run_availability(ctx: Context) -> int:
 
 
 def run_label(ctx: Context) -> int:
+    from orch.manifests.validate import node_label_problems
+
     changes: list[tuple[str, str | None]] = ctx.args.changes
-    node = ctx.client().call("UpdateNode", label_request(ctx.args.node, changes))
+    request = label_request(ctx.args.node, changes)
+    problems = node_label_problems(request.add_labels, request.remove_labels)
+    if problems:  # what the manager would refuse
+        raise ValidationError(problems)
+    node = ctx.client().call("UpdateNode", request)
     name = _name(node, ctx.args.node)
     for key, value in changes:
         if value is None:

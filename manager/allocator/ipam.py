@@ -46,6 +46,10 @@ class IpamSettings:
     """Lowest VXLAN network identifier given to a network (below: room for static ones)."""
     vni_max: int = 16_777_215
     """Highest VNI (VXLAN has 24 bits)."""
+    bridge_subnets: tuple[str, ...] = ("10.213.0.0/16",)
+    """The agents' local bridge subnets, which no network may overlap: every agent's
+    default is 10.213.0.0/24, and agents sharing a netns take 10.213.<i>.0/24
+    (overlay/settings.py, ``bridge_subnet_for``)."""
 
 
 # -- addresses --------------------------------------------------------------------------

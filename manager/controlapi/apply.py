@@ -7,15 +7,17 @@ services.py for services.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from orch import model
 from orch.errors import ValidationError
 from orch.manager.allocator import ipam
-from orch.manager.controlapi import networks, services
+from orch.manager.controlapi import hosts, networks, services
 from orch.manager.controlapi.decision import Decision, View, duplicates
 from orch.manager.state.store import Create, Kind, Update
 from orch.manifests.validate import (
+    apply_size_problems,
     port_clashes,
     port_text,
     validate_network_spec,
@@ -32,7 +34,7 @@ def validated(request: control_pb2.ApplyRequest) -> tuple[NetSpecs, ServiceSpecs
     request itself (one per line), before anything is read or written."""
     nets = [networks.normalize(s) for s in request.networks]
     specs = [services.normalize(s) for s in request.services]
-    problems = []
+    problems = apply_size_problems([*nets, *specs])
     for i, spec in enumerate(nets):
         problems += [f"networks[{i}] ({spec.name}): {p}" for p in validate_network_spec(spec)]
     for i, spec in enumerate(specs):
@@ -50,11 +52,18 @@ def validated(request: control_pb2.ApplyRequest) -> tuple[NetSpecs, ServiceSpecs
 
 
 def decide(
-    view: View, nets: NetSpecs, specs: ServiceSpecs, settings: ipam.IpamSettings, now: datetime
+    view: View,
+    nets: NetSpecs,
+    specs: ServiceSpecs,
+    settings: ipam.IpamSettings,
+    now: datetime,
+    reserved_ports: Collection[int] = (),
 ) -> Decision:
-    """The writes of an Apply over the view as it is now."""
+    """The writes of an Apply over the view as it is now; ``reserved_ports`` are host
+    ports no service may publish (besides the managers' own, hosts.py)."""
     problems = networks.immutable_problems(nets, view)
-    problems += networks.overlap_problems(nets, view)
+    problems += networks.overlap_problems(nets, view, settings)
+    problems += hosts.port_problems(view, specs, reserved_ports)
     problems += unknown_networks(view, nets, specs)
     if problems:
         raise ValidationError(problems)

@@ -25,6 +25,7 @@ from datetime import datetime
 from orch import model
 from orch.errors import NotFoundError, ValidationError
 from orch.manager.allocator import ipam
+from orch.manager.controlapi import hosts
 from orch.manager.controlapi.decision import Decision, InUseError, View, change, respecced
 from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified, Versioned
 from orch.proto import control_pb2, objects_pb2, specs_pb2
@@ -61,24 +62,32 @@ def immutable_problems(specs: list[specs_pb2.NetworkSpec], view: View) -> list[s
     return problems
 
 
-def overlap_problems(specs: list[specs_pb2.NetworkSpec], view: View) -> list[str]:
-    """Subnets given for new networks that overlap an existing network's subnet."""
-    existing = [
-        (n.spec.name, ipaddress.IPv4Network(n.subnet))
+def taken_subnets(view: View, settings: ipam.IpamSettings) -> hosts.Subnets:
+    """What a new network's subnet must not overlap: every network's subnet, every host's
+    address and the agents' bridge subnets (hosts.py says why), each named."""
+    taken = [
+        (ipaddress.IPv4Network(n.subnet), f"network {n.spec.name!r}")
         for n in view.objects(Kind.NETWORK)
         if n.subnet
     ]
+    return taken + hosts.host_subnets(view, settings.bridge_subnets)
+
+
+def overlap_problems(
+    specs: list[specs_pb2.NetworkSpec], view: View, settings: ipam.IpamSettings
+) -> list[str]:
+    """Subnets given for new networks that overlap what ``taken_subnets`` names."""
+    taken = taken_subnets(view, settings)
     problems = []
     for i, spec in enumerate(specs):
         if not spec.subnet or view.get(Kind.NETWORK, spec.name) is not None:
             continue
         subnet = ipaddress.IPv4Network(spec.subnet)
-        for name, other in existing:
-            if subnet.overlaps(other):
-                problems.append(
-                    f"networks[{i}] ({spec.name}): subnet {subnet} overlaps network "
-                    f"{name!r} ({other})"
-                )
+        problems += [
+            f"networks[{i}] ({spec.name}): subnet {subnet} overlaps {what} ({other})"
+            for other, what in taken
+            if subnet.overlaps(other)
+        ]
     return problems
 
 
@@ -91,7 +100,7 @@ def decide(
     networks = list(view.objects(Kind.NETWORK))
     claims = list(view.objects(Kind.CLAIM))
     vnis = {n.vni for n in networks} | {int(c.value) for c in claims if c.kind == "vni"}
-    subnets = [ipaddress.IPv4Network(n.subnet) for n in networks if n.subnet]
+    subnets = [subnet for subnet, _ in taken_subnets(view, settings)]
     subnets += [ipaddress.IPv4Network(c.value) for c in claims if c.kind == "subnet"]
     # Subnets given in this apply are taken before any is cut from the pool.
     subnets += [ipaddress.IPv4Network(s.subnet) for s in specs if s.subnet]

@@ -14,22 +14,13 @@ forced, like ``docker node rm``: its tasks would run twice until the agent learn
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from orch.errors import NotFoundError, ValidationError
 from orch.manager.controlapi.decision import Decision, InUseError, View, respecced
 from orch.manager.state.store import Delete, Kind, Versioned
-from orch.manifests.validate import LABEL_KEY_ACCEPTED
+from orch.manifests import limits, validate
 from orch.proto import control_pb2, objects_pb2, types_pb2
-
-# The label key rule of manifests/validate.py (which keeps it private); the same text
-# says what is accepted.
-_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
-MAX_LABEL_KEY = 253
-MAX_LABEL_VALUE = 1024
-"""Values are free text, but not unbounded: a node object is sent to every manager view."""
 
 _AVAILABILITIES = (types_pb2.ACTIVE, types_pb2.PAUSE, types_pb2.DRAIN)
 
@@ -50,30 +41,9 @@ def resolve(view: View, ident: str) -> Versioned:
     return matches[0]
 
 
-def label_problems(add: Mapping[str, str], remove: Iterable[str]) -> list[str]:
-    """One line per bad label key or value in an UpdateNode request."""
-    problems = []
-    for where, keys in (("add_labels", sorted(add)), ("remove_labels", list(remove))):
-        for key in keys:
-            if len(key) > MAX_LABEL_KEY or not _LABEL_KEY.fullmatch(key):
-                problems.append(
-                    f"{where}: invalid label key {key!r} (accepted: {LABEL_KEY_ACCEPTED}, "
-                    f"at most {MAX_LABEL_KEY} characters)"
-                )
-    for key, value in sorted(add.items()):
-        if len(value) > MAX_LABEL_VALUE:
-            problems.append(
-                f"add_labels: value of {key!r} is {len(value)} characters "
-                f"(at most {MAX_LABEL_VALUE})"
-            )
-        elif any(ord(c) < 32 or ord(c) == 127 for c in value):
-            problems.append(f"add_labels: value of {key!r} holds a control character")
-    return problems
-
-
 def check_update(request: control_pb2.UpdateNodeRequest) -> None:
     """ValidationError listing what is wrong with the request itself (before any read)."""
-    problems = label_problems(request.add_labels, request.remove_labels)
+    problems = validate.node_label_problems(request.add_labels, request.remove_labels)
     if (
         request.availability != types_pb2.AVAILABILITY_UNSPECIFIED
         and request.availability not in _AVAILABILITIES
@@ -104,6 +74,10 @@ def decide_update(view: View, request: control_pb2.UpdateNodeRequest, now: datet
     node = updated(current.obj, request)
     if node.spec == current.obj.spec:
         return Decision(result=current.obj)
+    # The request alone was checked; the count is of the labels the node would have.
+    too_many = limits.too_many(node.spec.labels, limits.MAX_LABELS, "add_labels", "labels")
+    if too_many and len(node.spec.labels) > len(current.obj.spec.labels):
+        raise ValidationError(f"{too_many[0]} on a node")
     write = respecced(current, node.spec, now)
     return Decision([write], result=write.obj)
 

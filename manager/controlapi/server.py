@@ -72,6 +72,11 @@ class ControlSettings:
 
     ipam: IpamSettings = dataclasses.field(default_factory=IpamSettings)
     """Where new networks get their subnet and VNI."""
+    reserved_ports: tuple[int, ...] = (22, 53, 2379, 2380)
+    """Host ports no service may publish, on any protocol, besides the port each manager
+    serves on (known from its presence record): ssh, DNS (the agents' resolvers), etcd's
+    client and peer ports; the manager adds the ports of its --etcd endpoints. A
+    published port is a DNAT on the node's address, so it would capture these."""
     apply_attempts: int = 8
     """Times a write (apply, scale, removal, node update) decides again after its
     transaction lost a race (another Apply created a network meanwhile, the dispatcher
@@ -120,7 +125,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
         ipam = self._settings.ipam
 
         def decide(view: View) -> Decision:
-            return apply.decide(view, nets, specs, ipam, _now())
+            return apply.decide(view, nets, specs, ipam, _now(), self._settings.reserved_ports)
 
         decision = await self._commit(decide, dry_run=request.dry_run)
         response = control_pb2.ApplyResponse(changes=decision.changes)
@@ -132,6 +137,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def Scale(self, request: control_pb2.ScaleRequest, context: Any) -> Any:
+        services.check_scale(request)
         decision = await self._commit(lambda view: services.decide_scale(view, request, _now()))
         return control_pb2.ScaleResponse(changes=decision.changes)
 

@@ -18,6 +18,7 @@ from orch.errors import NotFoundError, PreconditionError, ValidationError
 from orch.manager.controlapi.decision import Decision, View, change
 from orch.manager.orchestrator import updater
 from orch.manager.state.store import Create, Delete, Kind, Update, Versioned
+from orch.manifests import validate
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 
@@ -62,6 +63,15 @@ def decide_specs(view: View, specs: Sequence[specs_pb2.ServiceSpec], now: dateti
     for spec in specs:
         decision += decide_spec(view, spec, now)
     return decision
+
+
+def check_scale(request: control_pb2.ScaleRequest) -> None:
+    """ValidationError for what is wrong with the request itself, before any read: a
+    replicas count of 2**64-1 would have the leader plan every slot until it runs out of
+    memory, and every next leader after it."""
+    problems = validate.scale_problems(request.replicas)
+    if problems:
+        raise ValidationError(problems)
 
 
 def decide_scale(view: View, request: control_pb2.ScaleRequest, now: datetime) -> Decision:

@@ -134,6 +134,24 @@ async def test_scale_sends_all_targets_in_one_call(orch, fake_server) -> None:
     assert dict(request.replicas) == {"web": 5, "api": 0}
 
 
+async def test_scale_beyond_the_bound_is_refused_before_any_call(orch, fake_server) -> None:
+    result = await orch("--manager", fake_server.address, "scale", "web=18446744073709551615")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "orch: replicas.web: expected at most 10000 replicas, got 18446744073709551615\n"
+    )
+    assert fake_server.control.requests == []
+
+
+async def test_a_label_the_manager_would_refuse_is_refused_before_any_call(
+    orch, fake_server
+) -> None:
+    result = await orch("--manager", fake_server.address, "node", "label", "n1", "k=" + "v" * 1025)
+    assert result.returncode == 1
+    assert result.stderr == "orch: add_labels.k: 1025 characters, at most 1024 allowed\n"
+    assert fake_server.control.requests == []
+
+
 async def test_ls_table(orch, fake_server) -> None:
     result = await orch("ls", "--manager", fake_server.address)
     assert result.returncode == 0, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,46 @@ def test_manager_down_is_one_line(orch) -> None:
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("orch: cannot reach a manager at " + dead)
+
+
+def refused(orch, cluster, *args: str) -> list[str]:
+    """The lines (one per problem) `orch ARGS` fails with, checking that etcd did not
+    change."""
+    before = etcd_state(cluster)
+    res = orch(*args, check=False)
+    assert res.returncode == 1, res.stdout
+    assert "Traceback" not in res.stderr, res.stderr
+    assert etcd_state(cluster) == before
+    return res.stderr.strip().splitlines()
+
+
+def test_scale_beyond_the_replica_bound(orch, cluster) -> None:
+    [line] = refused(orch, cluster, "scale", "web=18446744073709551615")
+    assert line == "orch: replicas.web: expected at most 10000 replicas, got 18446744073709551615"
+
+
+def test_publishing_a_reserved_host_port(orch, cluster, tmp_path: Path) -> None:
+    path = tmp_path / "ssh.yaml"
+    path.write_text(GOOD.format(registry=cluster.record.registry) + '  ports: ["22:80"]\n')
+    [line] = refused(orch, cluster, "apply", "-f", str(path))
+    assert line.startswith(
+        "orch: services[0] (good): spec.ports[0].published: host port 22 is reserved"
+    ), line
+
+
+@pytest.mark.parametrize("what", ["node", "bridge"])
+def test_a_subnet_over_a_node_address_or_the_bridge(
+    orch, cluster, tmp_path: Path, what: str
+) -> None:
+    node = ipaddress.IPv4Address(cluster.record.agents[0]["address"])
+    subnet = ipaddress.IPv4Network(f"{node}/24", strict=False) if what == "node" else None
+    text = "10.213.0.0/24" if subnet is None else str(subnet)
+    path = tmp_path / "net.yaml"
+    path.write_text(
+        f"apiVersion: orch/v1\nkind: Network\nmetadata: {{name: lan}}\nspec: {{subnet: {text}}}\n"
+    )
+    lines = refused(orch, cluster, "apply", "-f", str(path))
+    # One line per overlap: a manager's address may be in the same subnet.
+    expected = "the address of node" if what == "node" else "the agents' bridge subnet"
+    assert lines[0].startswith(f"orch: networks[0] (lan): subnet {text} overlaps "), lines
+    assert any(expected in line for line in lines), lines

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from orch.manager.state.store import Create, Kind, Update
+from orch.manifests import limits
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
 from .conftest import Api
@@ -113,11 +114,30 @@ async def test_update_errors(api: Api) -> None:
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
     lines = bad.details().splitlines()
     assert len(lines) == 3
-    assert lines[0].startswith("add_labels: invalid label key '-x'")
-    assert lines[1].startswith("remove_labels: invalid label key 'y/'")
-    assert lines[2] == "add_labels: value of 'ok' holds a control character"
+    assert lines[0].startswith("""add_labels["-x"]: invalid label key '-x'""")
+    assert lines[1] == "add_labels.ok: the value holds a control character"
+    assert lines[2].startswith("""remove_labels["y/"]: invalid label key 'y/'""")
     node = await stored(api, "aaaa1111")
     assert node is not None and node.meta.version == 1  # nothing written
+
+
+async def test_label_sizes_and_count_are_bounded_and_refused_unchanged(api: Api) -> None:
+    await add_node(api, "aaaa1111", "node1")
+    big = await error_of(
+        api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="node1", add_labels={"k": "v" * 1025}))
+    )
+    assert big.details() == "add_labels.k: 1025 characters, at most 1024 allowed"
+    many = {f"k{i}": "v" for i in range(limits.MAX_LABELS - 1)}  # and "keep"
+    await api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="node1", add_labels=many))
+    before = await api.store.get(Kind.NODE, "aaaa1111")
+    assert before is not None
+    over = await error_of(
+        api.stub.UpdateNode(control_pb2.UpdateNodeRequest(id="node1", add_labels={"one": "more"}))
+    )
+    assert over.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert over.details() == "add_labels: 65 labels, at most 64 allowed on a node"
+    after = await api.store.get(Kind.NODE, "aaaa1111")
+    assert after is not None and after.mod_revision == before.mod_revision
 
 
 async def test_remove_only_a_down_node_unless_forced(api: Api) -> None:

@@ -24,6 +24,7 @@ ENV_KEY = st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True).filter(
 )
 LABEL_KEY = st.from_regex(r"[a-z0-9]([a-z0-9./_-]{0,10}[a-z0-9])?", fullmatch=True)
 TEXT = st.text(st.characters(exclude_characters="\0", exclude_categories=("Cs",)), max_size=20)
+LABEL_VALUE = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=20)
 NANOS = st.integers(min_value=0, max_value=10**15)
 
 
@@ -38,7 +39,7 @@ def _duration(nanos: int) -> object:
 @st.composite
 def services(draw: st.DrawFn) -> specs_pb2.ServiceSpec:
     spec = specs_pb2.ServiceSpec(name=draw(DNS_LABEL), replicas=draw(st.integers(0, MAX_REPLICAS)))
-    spec.labels.update(draw(st.dictionaries(LABEL_KEY, TEXT, max_size=3)))
+    spec.labels.update(draw(st.dictionaries(LABEL_KEY, LABEL_VALUE, max_size=3)))
     c = spec.container
     c.image = draw(
         st.sampled_from(["busybox", "127.0.0.1:5000/busybox:latest", "oci:/srv/images/app:v1"])
@@ -53,7 +54,7 @@ def services(draw: st.DrawFn) -> specs_pb2.ServiceSpec:
     if draw(st.booleans()):
         c.stop_grace_period.CopyFrom(_duration(draw(NANOS)))
     c.stop_signal = draw(st.sampled_from(["", *SIGNALS]))
-    c.labels.update(draw(st.dictionaries(LABEL_KEY, TEXT, max_size=3)))
+    c.labels.update(draw(st.dictionaries(LABEL_KEY, LABEL_VALUE, max_size=3)))
     limit_cpu = draw(st.one_of(st.just(0), st.integers(MIN_NANO_CPUS, 64 * 10**9)))
     limit_mem = draw(st.one_of(st.just(0), st.integers(MIN_MEMORY_LIMIT, 2**40)))
     reserve_cpu = draw(st.integers(0, limit_cpu or 10**10))

@@ -6,7 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
-from orch.manifests.validate import validate_network_spec, validate_service_spec
+from orch.manifests.validate import (
+    apply_size_problems,
+    validate_network_spec,
+    validate_service_spec,
+)
 from orch.proto import specs_pb2, types_pb2
 
 MI = 2**20
@@ -207,3 +211,86 @@ def test_restart_condition_enum_is_complete() -> None:
     for value in types_pb2.RestartCondition.values():
         spec.restart_policy.condition = value
         assert validate_service_spec(spec) == []
+
+
+def _fill(field: str, items: list[str]) -> Callable[[specs_pb2.ServiceSpec], None]:
+    def change(spec: specs_pb2.ServiceSpec) -> None:
+        target = spec.container.healthcheck.exec if field == "health" else spec.container
+        getattr(target, "command" if field == "health" else field).extend(items)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_set("name", "a" * 64), "metadata.name: invalid name"),
+        (_set("name", "a" * 1000), "metadata.name: 1000 characters, at most 63 allowed"),
+        (_set("replicas", 10_001), "spec.replicas: expected at most 10000 replicas, got 10001"),
+        (
+            _set("replicas", 2**64 - 1),
+            f"spec.replicas: expected at most 10000 replicas, got {2**64 - 1}",
+        ),
+        (_fill("env", [f"K{i}=v" for i in range(1025)]), "spec.env: 1027 entries, at most 1024"),
+        (_fill("env", ["K=" + "v" * 131072]), "spec.env: 131079 bytes, at most 131072"),
+        (_fill("command", ["a"] * 1025), "spec.command: 1025 arguments, at most 1024 allowed"),
+        (_fill("args", ["a" * 131073]), "spec.args: 131073 bytes, at most 131072"),
+        (_fill("health", ["a" * 16385]), "spec.healthcheck.exec: 16385 bytes, at most"),
+        (_set("container.workdir", "/" * 4097), "spec.workdir: 4097 characters, at most 4096"),
+        (_fill("args", ["a" * 100_000] * 3), "spec (encoded): 300"),
+    ],
+    ids=[
+        "name-64",
+        "name-huge",
+        "replicas",
+        "replicas-uint64",
+        "env-count",
+        "env-bytes",
+        "command-count",
+        "args-bytes",
+        "health-bytes",
+        "workdir",
+        "spec-bytes",
+    ],
+)
+def test_size_limits_name_the_field_and_the_limit(
+    change: Callable[[specs_pb2.ServiceSpec], None], expected: str
+) -> None:
+    spec = good_service()
+    change(spec)
+    problems = validate_service_spec(spec)
+    assert any(p.startswith(expected) for p in problems), problems
+    assert all("\n" not in p and len(p) < 400 for p in problems), problems
+
+
+def test_list_limits() -> None:
+    spec = good_service()
+    spec.networks[0].aliases.extend(f"a{i}" for i in range(64))
+    for port in range(1000, 1257):
+        spec.ports.add(published=port, target=80)
+    spec.placement.constraints.extend(["node.labels.a==b"] * 65)
+    for i in range(32):
+        spec.networks.add(target=f"n{i}")
+    assert validate_service_spec(spec)[:4] == [
+        "spec.networks: 33 networks, at most 32 allowed",
+        "spec.ports: 257 ports, at most 256 allowed",
+        "spec.networks[0].aliases: 66 aliases, at most 64 allowed",
+        "spec.placement.constraints: 65 constraints, at most 64 allowed",
+    ]
+
+
+def test_label_count_and_value_limits() -> None:
+    spec = good_service()
+    spec.labels.update({f"k{i}": "v" for i in range(65)})
+    spec.container.labels["long"] = "v" * 1025
+    assert validate_service_spec(spec) == [
+        "metadata.labels: 65 labels, at most 64 allowed",
+        "spec.labels.long: 1025 characters, at most 1024 allowed",
+    ]
+
+
+def test_an_apply_larger_than_one_etcd_request_is_refused() -> None:
+    spec = good_service()
+    spec.container.args.append("a" * 200_000)
+    assert apply_size_problems([spec] * 2) == []
+    assert apply_size_problems([spec] * 3)[0].startswith("apply (encoded): 600")

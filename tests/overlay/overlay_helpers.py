@@ -98,19 +98,20 @@ async def fetch(netns: str, url: str) -> str | None:
 
 @contextlib.asynccontextmanager
 async def http_server(
-    netns: str, folder: Path, port: int = 80
+    netns: str, folder: Path, port: int = 80, bind: str = "0.0.0.0"
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """python -m http.server in ``netns``, serving ``folder``; yields the process (its
     stderr carries the access log). Killed afterwards, also on failure."""
     proc = await asyncio.create_subprocess_exec(
         "nsenter", f"--net={ns.netns_path(netns)}", sys.executable, "-I", "-m", "http.server",
-        str(port), "--bind", "0.0.0.0", "--directory", str(folder),
+        str(port), "--bind", bind, "--directory", str(folder),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    probe = "127.0.0.1" if bind == "0.0.0.0" else bind
     try:
         async with asyncio.timeout(10):
             # Polling with a deadline: no event says "the server is listening".
-            while await fetch(netns, f"http://127.0.0.1:{port}/hello.txt") is None:  # noqa: ASYNC110
+            while await fetch(netns, f"http://{probe}:{port}/hello.txt") is None:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         yield proc
     finally:

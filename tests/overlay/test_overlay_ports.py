@@ -9,6 +9,7 @@ the root netns (which must stay as it was).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from overlay_helpers import fetch, http_server, needs_netns, run_ok
 from orch.errors import NetworkError, ValidationError
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
-from orch.overlay.ports import PortMapping
+from orch.overlay.ports import PortMapping, PortPublisher
 from orch.overlay.vxlan import OverlayNetwork
 
 pytestmark = [pytest.mark.integration, needs_netns]
@@ -98,13 +99,58 @@ async def test_bridge_ports_conflicts_sweep_and_remove_all(underlay, tmp_path: P
     assert await restarted.ports.remove_table() is False  # already gone: fine
 
 
+@pytest.mark.parametrize("advertise", [True, False], ids=["advertise-address", "any-local"])
+async def test_the_hosts_own_traffic_to_its_own_service_is_not_captured(
+    underlay, tmp_path: Path, advertise: bool
+) -> None:
+    """A service of the host listens on the port number a container publishes: the host
+    reaching it on 127.0.0.1 gets the host's service, other hosts get the container. With
+    no advertise address the DNAT matches every local address (``fib daddr type local``),
+    loopback excepted for the host's own connections."""
+    h1, h2 = await underlay(2)
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "hello.txt").write_text("from the container\n")
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "hello.txt").write_text("from the host\n")
+    info = await h1.manager.setup("web", ["bridge"])
+    publisher = PortPublisher(dataclasses.replace(h1.settings, host_address=None))
+    if advertise:
+        publisher = h1.manager.ports
+    async with (
+        http_server(h1.netns, tmp_path / "host", port=8080, bind="127.0.0.1"),
+        http_server(h1.manager.netns_name("web"), tmp_path / "web"),
+    ):
+        await publisher.publish("web", [PortMapping(8080, 80)], info.addresses["bridge"])
+        assert await fetch(h1.netns, "http://127.0.0.1:8080/hello.txt") == "from the host"
+        assert await fetch(h2.netns, "http://10.99.0.1:8080/hello.txt") == "from the container"
+        # The host reaching its published address is a client of the published port.
+        assert await fetch(h1.netns, "http://10.99.0.1:8080/hello.txt") == "from the container"
+    await publisher.unpublish("web")
+    await h1.manager.teardown("web")
+
+
+async def test_a_port_a_host_service_listens_on_is_refused(underlay, tmp_path: Path) -> None:
+    """sshd on 0.0.0.0:22 or a database on the node's address: the DNAT would take its
+    clients, so the endpoint is refused and nothing is published."""
+    (h1,) = await underlay(1)
+    (tmp_path / "hello.txt").write_text("from the host\n")
+    async with http_server(h1.netns, tmp_path, port=8081):
+        with pytest.raises(NetworkError, match=r"in use by a service of this node: 8081/tcp$"):
+            await h1.manager.setup("web", ["bridge"], ports=[PortMapping(8081, 80)])
+        assert await h1.manager.ports.rules() == []
+        assert await fetch(h1.netns, "http://10.99.0.1:8081/hello.txt") == "from the host"
+    async with http_server(h1.netns, tmp_path, port=8081, bind="10.99.0.1"):
+        with pytest.raises(NetworkError, match="in use by a service of this node"):
+            await h1.manager.setup("web", ["bridge"], ports=[PortMapping(8081, 80)])
+
+
 AGENT_IN_ITS_OWN_NETNS = """
 import asyncio, json, sys
 from pathlib import Path
 from orch.overlay import netns as ns
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.links import KernelNet
-from orch.overlay.ports import PortMapping
+from orch.overlay.ports import PortMapping, PortPublisher
 from orch.overlay.settings import NetworkSettings
 from orch.overlay.vxlan import OverlayDriver, OverlayNetwork
 

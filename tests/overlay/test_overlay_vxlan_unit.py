@@ -9,6 +9,7 @@ import ipaddress
 import json
 import socket
 import struct
+import sys
 
 import pytest
 
@@ -20,6 +21,8 @@ from orch.overlay.ports import (
     Rule,
     conflicts,
     delete_script,
+    host_listeners,
+    in_use,
     parse_comment,
     parse_rules,
     publish_script,
@@ -190,6 +193,9 @@ def test_publish_script_dnats_and_masquerades_per_endpoint() -> None:
     )
     anywhere = publish_script("t", "e", [PortMapping(1, 2)], target_ip="10.0.0.2", address=None)
     assert "prerouting fib daddr type local tcp dport 1 dnat to 10.0.0.2:2" in anywhere
+    # The host's own connections to 127.0.0.1:<port> stay with the host's services.
+    output = "output fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 1 dnat"
+    assert output in anywhere
 
 
 def test_rules_are_read_back_from_nft_json_by_their_comment() -> None:
@@ -218,3 +224,29 @@ def test_a_port_published_by_another_endpoint_conflicts() -> None:
     assert conflicts(rules, "task1", [PortMapping(8080, 80)]) == []  # its own: a republish
     assert conflicts(rules, "task2", [PortMapping(8080, 80)]) == ["8080/tcp (by task1)"]
     assert conflicts(rules, "task2", [PortMapping(8080, 80, "udp")]) == []
+
+
+PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   2: 0100630A:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   3: 0100630A:9C40 0200630A:0016 01 00000000:00000000 00:00000000 00000000     0
+"""
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the sample is of a little-endian host")
+def test_host_listeners_and_which_ports_the_dnat_would_take() -> None:
+    listeners = host_listeners(PROC_TCP, "tcp")
+    assert [(str(a), p) for a, p in listeners] == [
+        ("127.0.0.1", 8080),
+        ("0.0.0.0", 22),
+        ("10.99.0.1", 3306),
+    ]  # the established connection (st 01) is no listener
+    assert in_use(listeners, 22, "10.99.0.1")  # every address
+    assert in_use(listeners, 3306, "10.99.0.1")  # the published address
+    assert not in_use(listeners, 3306, "10.99.0.2")  # another address of the host
+    assert in_use(listeners, 3306, None)  # every local address is published
+    assert not in_use(listeners, 8080, None)  # loopback is never caught
+    assert not in_use(listeners, 40000, None)
+    v6 = "  sl  local_address\n   0: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07\n"
+    assert in_use(host_listeners(v6, "udp"), 53, "10.99.0.1")  # [::]:53 takes IPv4 too

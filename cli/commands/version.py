@@ -8,7 +8,6 @@ command still succeeds, since the client's version is always known.
 from __future__ import annotations
 
 import argparse
-from importlib import metadata
 from typing import Any
 
 from orch.cli.commands.listings import add_output_flag
@@ -16,6 +15,7 @@ from orch.cli.context import Context
 from orch.cli.output import emit
 from orch.errors import OrchError
 from orch.proto import control_pb2
+from orch.version import version as client_version
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -26,14 +26,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     add_output_flag(p)
     p.set_defaults(func=run_version)
-
-
-def client_version() -> str:
-    """The installed package's version (pyproject.toml), the number the build carries."""
-    try:
-        return metadata.version("orch")
-    except metadata.PackageNotFoundError:  # a source tree that is not installed
-        return "unknown"
 
 
 def run_version(ctx: Context) -> int:

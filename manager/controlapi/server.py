@@ -49,6 +49,7 @@ from orch.manager.streams.forwarding import SessionRouter
 from orch.manager.streams.logbroker import LogBroker
 from orch.manager.streams.sessionroutes import exec_task
 from orch.proto import control_pb2, control_pb2_grpc
+from orch.version import version
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +250,10 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
             log.warning("ListManagers: no leader known: %s", exc)
             leader = None
         return control_pb2.ListManagersResponse(managers=managers, leader=leader or "")
+
+    @_grpc_errors
+    async def Version(self, request: Any, context: Any) -> Any:
+        return control_pb2.VersionResponse(version=version())
 
     @_grpc_errors
     async def ListNodes(self, request: Any, context: Any) -> Any:

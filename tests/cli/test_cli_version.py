@@ -6,7 +6,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from orch.cli.commands.version import client_version
+from orch.version import version as client_version
 
 PYPROJECT = Path(__file__).parents[2] / "pyproject.toml"
 VERSION = tomllib.loads(PYPROJECT.read_text())["project"]["version"]

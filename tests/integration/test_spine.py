@@ -283,3 +283,9 @@ def _try_fetch(cluster, task: dict, address: str) -> str | None:
         return fetch(cluster, task, address)
     except OSError:
         return None
+
+
+def test_version_names_the_client_and_the_cluster(orch) -> None:
+    record = orch.json("version")
+    assert record["client"]["version"] == record["cluster"]["version"] != "unknown"
+    assert record["cluster"]["manager"] in orch.cluster.managers

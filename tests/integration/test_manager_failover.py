@@ -14,7 +14,7 @@ import pytest
 from tests_support import holds_for, runc_running, wait_until
 
 from orch.manager.state.election import LEADER_KEY
-from orch.manager.state.store import Store
+from orch.manager.state.store import EtcdStore
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ TAKEOVER_LIMIT = 5.0
 async def kill_and_time_takeover(cluster, old: str, pid: int) -> tuple[str, float]:
     """SIGKILL the leader ``old`` (process ``pid``): (the new leader, seconds from the kill
     until the leader key named it)."""
-    store = await Store.connect(cluster.record.etcd.split(","))
+    store = await EtcdStore.connect(cluster.record.etcd.split(","))
     try:
         watch_from = (await store.client.kv.get(LEADER_KEY)).header.revision + 1
 

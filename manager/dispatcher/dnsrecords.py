@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orch import model
-from orch.manager.dispatcher.netpeers import diff_by_network, takes_part
+from orch.manager.dispatcher.netpeers import diff_by_network
 from orch.manager.state.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
@@ -52,7 +52,7 @@ def node_networks(
     """The networks with records that a live task of ``node_id`` declares."""
     found: set[str] = set()
     for task in tasks:
-        if task.node_id == node_id and takes_part(task):
+        if task.node_id == node_id and model.is_current(task):
             found.update(n for n in model.networks_of(task) if _has_records(n, networks))
     return found
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from orch import model
 from orch.placement import (
@@ -235,6 +236,47 @@ def pipeline(settings: SchedulerSettings) -> list[Filter]:
         PortFilter(),
         MaxReplicasFilter(),
     ] + ([MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else [])
+
+
+# -- the loop's input and output -----------------------------------------------------------
+
+
+def waiting(tasks: Iterable[Task]) -> list[Task]:
+    """The tasks the scheduler places: desired RUNNING, no node, PENDING (the allocator has
+    given them their addresses; NEW tasks are not yet allocated), in slot order so that a
+    pass places a service's replicas in the same order on every manager."""
+    return sorted(
+        (
+            t
+            for t in tasks
+            if not t.node_id
+            and t.desired_state == types_pb2.RUNNING
+            and t.status.state == types_pb2.PENDING
+        ),
+        key=lambda t: (t.service_id, t.slot, t.id),
+    )
+
+
+def decided(task: Task, decision: Decision, now: datetime) -> Task | None:
+    """``task`` as ``decision`` leaves it: on its node and ASSIGNED, or PENDING with the
+    reason; None when that is what it already says (so the loop does not feed itself)."""
+    stamp = model.timestamp(now)
+    out = Task()
+    out.CopyFrom(task)
+    if decision.node_id:
+        out.node_id = decision.node_id
+        out.status.CopyFrom(
+            objects_pb2.TaskStatus(state=types_pb2.ASSIGNED, timestamp=stamp, message="assigned")
+        )
+    elif task.status.err != decision.reason or task.status.state != types_pb2.PENDING:
+        out.status.state = types_pb2.PENDING
+        out.status.err = decision.reason
+        out.status.message = "waiting for a node"
+        out.status.timestamp.CopyFrom(stamp)
+    else:
+        return None
+    out.meta.updated_at.CopyFrom(stamp)
+    return out
 
 
 # -- placement ---------------------------------------------------------------------------

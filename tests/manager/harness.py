@@ -23,6 +23,7 @@ from orch.manager.orchestrator.core import reconcile
 from orch.manager.orchestrator.loop import writes
 from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.manager.scheduler.core import Decision, SchedulerSettings, decided, schedule, waiting
+from orch.manager.simulator import reported
 from orch.manager.state.store import Create, Delete, Kind, Op, Update, Versioned
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T
@@ -341,23 +342,16 @@ class Harness:
         return self.report(task_id, types_pb2.COMPLETE, exit_code=exit_code)
 
     def agent_tick(self) -> int:
-        """Every READY node's agent catches up: starts its assigned tasks, stops the ones
-        desired SHUTDOWN. Returns how many tasks changed."""
-        changed = 0
-        for task in list(self.tasks.values()):
-            node = self.nodes.get(task.node_id)
-            if node is None or node.status.state != types_pb2.NODE_READY:
-                continue
-            if model.is_terminal(task.status.state):
-                continue
-            if task.desired_state == types_pb2.RUNNING:
-                if task.status.state != types_pb2.RUNNING:
-                    self.run(task.id)
-                    changed += 1
-            else:
-                self.report(task.id, types_pb2.SHUTDOWN, exit_code=143)
-                changed += 1
-        return changed
+        """Every READY node's agent catches up, as the simulator's agents do (its own
+        `reported`). Returns how many tasks changed."""
+        ready = {n.id for n in self.nodes.values() if n.status.state == types_pb2.NODE_READY}
+        reports = [
+            Update(Kind.TASK, task, 0)
+            for t in list(self.tasks.values())
+            if t.node_id in ready and (task := reported(t, self.now)) is not None
+        ]
+        self.commit(reports)
+        return len(reports)
 
     def converge(self, rounds: int = 20) -> None:
         """Reconcile, schedule and let agents act until nothing changes."""

@@ -32,6 +32,7 @@ from orch.manager.controlapi.decision import Decision, View
 from orch.manager.loop import ControlLoop
 from orch.manager.orchestrator.loop import OrchestratorLoop
 from orch.manager.orchestrator.plan import OrchestratorSettings
+from orch.manager.scheduler.core import SchedulerSettings
 from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Kind, Op, Update
@@ -50,6 +51,7 @@ _STARTING = (types_pb2.ASSIGNED, types_pb2.ACCEPTED, types_pb2.PREPARING, types_
 class SimulatorSettings:
     orchestrator: OrchestratorSettings = dataclasses.field(default_factory=OrchestratorSettings)
     """As the leader's (restart delays, task history)."""
+    scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
     horizon: timedelta = timedelta(hours=1)
     """Fake time a simulation may run: a wake-up later than this is not waited for."""
     max_rounds: int = 500
@@ -88,7 +90,7 @@ class Simulator:
         self.loops: list[ControlLoop] = [
             OrchestratorLoop(settings_core=self.settings.orchestrator, **shell),
             AllocatorLoop(**shell),
-            SchedulerLoop(**shell),
+            SchedulerLoop(settings_core=self.settings.scheduler, **shell),
         ]
         self._wake: dict[str, datetime | None] = {}
         self._feed: asyncio.Task | None = None

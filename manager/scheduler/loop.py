@@ -10,15 +10,20 @@ itself).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.scheduler.core import decided, schedule, waiting
+from orch.manager.scheduler.core import SchedulerSettings, decided, schedule, waiting
 from orch.manager.state.store import Kind, Op, Update
 
 
 class SchedulerLoop(ControlLoop):
     name = "scheduler"
     kinds = (Kind.TASK, Kind.NODE)
+
+    def __init__(self, *, settings_core: SchedulerSettings | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._core = settings_core or SchedulerSettings()
 
     def plan(self, now: datetime) -> PassResult:
         tasks = list(self.view.objects(Kind.TASK))
@@ -27,7 +32,8 @@ class SchedulerLoop(ControlLoop):
             return PassResult([])
         assigned = [t for t in tasks if t.node_id]
         ops: list[Op] = []
-        for d in schedule(pending, list(self.view.objects(Kind.NODE)), assigned):
+        nodes = list(self.view.objects(Kind.NODE))
+        for d in schedule(pending, nodes, assigned, self._core):
             current = self.view.get(Kind.TASK, d.task_id)
             task = decided(current.obj, d, now) if current else None
             if current and task:

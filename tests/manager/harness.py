@@ -1,13 +1,18 @@
 """An in-memory cluster for the manager's pure cores, like Nomad's scheduler Harness.
 
 It holds services, tasks and nodes as protobuf objects, runs the real `reconcile` and
-`schedule` on them, applies their Plans and Decisions the way the IO shells do, and plays
-the agent (tasks start, fail, complete, stop when told) at a fake `now`. No etcd, no
-clock: tests move time with `advance`.
+`schedule` on them, and applies their results with the loops' own pure functions
+(`orchestrator.loop.writes`, `ipam.allocated`, `scheduler.core.waiting`/`decided`,
+`simulator.reported` for the agents): it glues package code, it holds no rules of its
+own. `converge` hands the objects to the simulator (manager/simulator.py: the real loops
+over a MemoryStore); `converge_here` reaches the same fixpoint over the dicts, fast enough
+for hypothesis (tests/manager/test_harness_agrees.py holds the two to one answer). No
+etcd, no clock: tests move time with `advance`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import replace
@@ -23,7 +28,7 @@ from orch.manager.orchestrator.core import reconcile
 from orch.manager.orchestrator.loop import writes
 from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.manager.scheduler.core import Decision, SchedulerSettings, decided, schedule, waiting
-from orch.manager.simulator import reported
+from orch.manager.simulator import Simulator, SimulatorSettings, reported
 from orch.manager.state.store import Create, Delete, Kind, Op, Update, Versioned
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T
@@ -353,8 +358,31 @@ class Harness:
         self.commit(reports)
         return len(reports)
 
-    def converge(self, rounds: int = 20) -> None:
-        """Reconcile, schedule and let agents act until nothing changes."""
+    def converge(self) -> None:
+        """Let the leader's loops and the agents run until nothing changes, at ``now``: the
+        simulator (the real loops over a MemoryStore) over a copy of the objects here,
+        whose services and tasks then replace these."""
+        asyncio.run(self._simulate())
+
+    async def _simulate(self) -> None:
+        settings = SimulatorSettings(
+            orchestrator=self.settings,
+            scheduler=self.scheduler_settings,
+            horizon=timedelta(0),  # no time passes: tests move it with `advance`
+        )
+        async with Simulator(self.now, settings) as sim:
+            await sim.write(
+                [Create(Kind.NODE, n) for n in self.nodes.values()]
+                + [Create(Kind.SERVICE, s) for s in self.services.values()]
+                + [Create(Kind.TASK, t) for t in self.tasks.values()]
+            )
+            assert await sim.settle(), f"no fixpoint after {settings.max_rounds} rounds"
+            self.services = {s.id: s for s in sim.view.objects(Kind.SERVICE)}
+            self.tasks = {t.id: t for t in sim.tasks()}
+
+    def converge_here(self, rounds: int = 20) -> None:
+        """As `converge`, by the same pure functions the loops call, over the dicts here
+        (the allocator without networks): fast enough for hypothesis."""
         for _ in range(rounds):
             plan = self.step()
             placed = [d for d in self.place() if d.node_id]

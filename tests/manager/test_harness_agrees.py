@@ -1,7 +1,7 @@
 """The harness and the simulator agree: the same cluster converged both ways holds the
-same tasks, in the same slots, on the same nodes. The harness glues the loops' own pure
-functions over dicts (fast, for hypothesis); the simulator runs the loops themselves over
-a MemoryStore. A difference here is drift between the two."""
+same tasks, in the same slots, on the same nodes. The harness's `converge_here` glues the
+loops' own pure functions over dicts (fast, for hypothesis); the simulator runs the loops
+themselves over a MemoryStore. A difference here is drift between the two."""
 
 from __future__ import annotations
 
@@ -72,6 +72,6 @@ async def test_harness_and_simulator_converge_to_the_same_tasks(
     h = Harness()
     build(h)
     expected = await simulated(h)
-    h.converge()
+    h.converge_here()
     assert summary(h.tasks.values()) == expected
     assert any(row[5] == T.RUNNING for row in expected)

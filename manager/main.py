@@ -28,7 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
-from orch.manager.dispatcher.server import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
+from orch.manager.dispatcher.server import Dispatcher
+from orch.manager.dispatcher.settings import RESTART_GRACE_MAX, DispatcherSettings
 from orch.manager.loop import LoopSettings
 from orch.manager.nodes.core import NodeMonitorSettings
 from orch.manager.nodes.loop import NodeMonitorLoop

@@ -54,7 +54,8 @@ class AssignmentFeed:
             fresh = netpeers.peers_for_node(
                 self.node_id, view.objects(Kind.TASK), _nodes(view), networks, affected
             )
-            net_changes = netpeers.diff_networks(self.sent_networks, fresh, affected)
+            changed = netpeers.diff_by_network(self.sent_networks, fresh, affected)
+            net_changes = netpeers.NetworkChanges(*changed)
         dns_changes = self.dns.changes(batch, view.objects(Kind.TASK), networks)
         if not (upserts or removed or net_changes.networks or net_changes.removed or dns_changes):
             return None

@@ -137,15 +137,6 @@ class RecordChanges:
             msg.dns_network_names.names.extend(self.network_names)
 
 
-def diff_records(
-    sent: dict[str, dispatcher_pb2.DnsRecords],
-    fresh: Mapping[str, dispatcher_pb2.DnsRecords],
-    affected: set[str],
-) -> RecordChanges:
-    """``netpeers.diff_by_network`` for DNS record sets."""
-    return RecordChanges(*diff_by_network(sent, fresh, affected))
-
-
 class DnsFeed:
     """The DNS part of one session: what the agent was told, and what to tell it next."""
 
@@ -173,7 +164,7 @@ class DnsFeed:
         result = RecordChanges([], [])
         if affected:
             fresh = records_for_node(self.node_id, tasks, networks, affected)
-            result = diff_records(self.sent, fresh, affected)
+            result = RecordChanges(*diff_by_network(self.sent, fresh, affected))
         names = sorted(networks)
         if names != self.sent_names:
             self.sent_names = names

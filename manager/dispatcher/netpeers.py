@@ -134,12 +134,3 @@ def diff_by_network(
             sent[name] = new
             changed.append(new)
     return changed, removed
-
-
-def diff_networks(
-    sent: dict[str, dispatcher_pb2.NetworkPeers],
-    fresh: Mapping[str, dispatcher_pb2.NetworkPeers],
-    affected: set[str],
-) -> NetworkChanges:
-    """``diff_by_network`` for peer sets."""
-    return NetworkChanges(*diff_by_network(sent, fresh, affected))

@@ -137,30 +137,44 @@ class AvailabilityFilter(Filter):
         return None
 
 
-class CpuFilter(Filter):
+class _ReservationFilter(Filter):
+    """Unreserved capacity on the node covers the task's reservation of one resource
+    (``field``: a ResourceSpec field and, with ``free_``, a NodeInfo attribute)."""
+
+    field = ""
+    label = ""
+
+    def _fmt(self, value: int) -> str:
+        raise NotImplementedError
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        need = getattr(task.resources.reservations, self.field)
+        return self.label if need > getattr(info, f"free_{self.field}") else None
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        need = getattr(task.resources.reservations, self.field)
+        most = max(max(getattr(i, f"free_{self.field}") for i in failed), 0)
+        return f"need {self._fmt(need)}, max free {self._fmt(most)}"
+
+
+class CpuFilter(_ReservationFilter):
     """Unreserved CPU on the node covers the task's CPU reservation."""
 
-    def check(self, info: NodeInfo, task: Task) -> str | None:
-        need = task.resources.reservations.nano_cpus
-        return "insufficient cpu" if need > info.free_nano_cpus else None
+    field = "nano_cpus"
+    label = "insufficient cpu"
 
-    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
-        need = task.resources.reservations.nano_cpus
-        most = max(max(i.free_nano_cpus for i in failed), 0)
-        return f"need {format_cpus(need)}, max free {format_cpus(most)}"
+    def _fmt(self, value: int) -> str:
+        return format_cpus(value)
 
 
-class MemoryFilter(Filter):
+class MemoryFilter(_ReservationFilter):
     """Unreserved memory on the node covers the task's memory reservation."""
 
-    def check(self, info: NodeInfo, task: Task) -> str | None:
-        need = task.resources.reservations.memory_bytes
-        return "insufficient memory" if need > info.free_memory_bytes else None
+    field = "memory_bytes"
+    label = "insufficient memory"
 
-    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
-        need = task.resources.reservations.memory_bytes
-        most = max(max(i.free_memory_bytes for i in failed), 0)
-        return f"need {format_bytes(need)}, max free {format_bytes(most)}"
+    def _fmt(self, value: int) -> str:
+        return format_bytes(value)
 
 
 class PortFilter(Filter):

@@ -126,17 +126,9 @@ def _root_name(cluster_id: str, key: ec.EllipticCurvePrivateKey) -> x509.Name:
 
 def _key_usage(*, signs: bool) -> x509.KeyUsage:
     """Signatures only; a CA's key also signs certificates and CRLs."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signs,
-        crl_sign=signs,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+    off = dict.fromkeys((*unused, "encipher_only", "decipher_only"), False)
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=signs, crl_sign=signs, **off)
 
 
 def _ca_extensions(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.cli.commands.listings import add_output_flag
-from orch.cli.commands.removal import remove_each
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
 from orch.cli.output import emit
 from orch.cli.views import apply_record, change_line, planned_table
@@ -143,12 +143,7 @@ def run_scale(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each service in turn (a missing one is reported, the rest still go)."""
-    return remove_each(
-        ctx,
-        "service",
-        ctx.args.services,
-        "RemoveService",
-        lambda name: control_pb2.RemoveServiceRequest(name=name),
-    )
+# One missing is reported and the rest still go, as `docker service rm` does.
+run_rm = rm_command(
+    "service", "services", "RemoveService", lambda _, n: control_pb2.RemoveServiceRequest(name=n)
+)

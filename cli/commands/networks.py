@@ -9,7 +9,7 @@ from typing import Any
 
 from orch.cli import views
 from orch.cli.commands.listings import add_output_flag
-from orch.cli.commands.removal import remove_each
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
 from orch.cli.output import emit
 from orch.proto import control_pb2
@@ -46,12 +46,7 @@ def run_inspect(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each network in turn (one in use is reported, the rest still go)."""
-    return remove_each(
-        ctx,
-        "network",
-        ctx.args.names,
-        "RemoveNetwork",
-        lambda name: control_pb2.RemoveNetworkRequest(name=name),
-    )
+# One missing or in use is reported and the rest still go, as `docker network rm` does.
+run_rm = rm_command(
+    "network", "names", "RemoveNetwork", lambda _, name: control_pb2.RemoveNetworkRequest(name=name)
+)

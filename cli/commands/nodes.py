@@ -14,7 +14,7 @@ from typing import Any
 
 from orch.cli.commands import inspect, listings
 from orch.cli.commands.listings import add_output_flag
-from orch.cli.commands.removal import remove_each
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
 from orch.errors import NotFoundError, ValidationError
 from orch.proto import control_pb2, objects_pb2, types_pb2
@@ -140,12 +140,10 @@ def run_label(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each node in turn (one that is not down is reported, the rest still go)."""
-    return remove_each(
-        ctx,
-        "node",
-        ctx.args.nodes,
-        "RemoveNode",
-        lambda given: control_pb2.RemoveNodeRequest(id=given, force=ctx.args.force),
-    )
+# One missing or not down is reported and the rest still go, as `docker node rm` does.
+run_rm = rm_command(
+    "node",
+    "nodes",
+    "RemoveNode",
+    lambda ctx, node: control_pb2.RemoveNodeRequest(id=node, force=ctx.args.force),
+)

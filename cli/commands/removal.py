@@ -26,3 +26,15 @@ def remove_each(
             continue
         ctx.out.write(f"{kind}/{name} removed\n")
     return status
+
+
+def rm_command(
+    kind: str, names: str, method: str, request: Callable[[Context, str], Message]
+) -> Callable[[Context], int]:
+    """The ``run_rm`` of a command group: removes each of ``ctx.args.<names>``."""
+
+    def run_rm(ctx: Context) -> int:
+        names_given = getattr(ctx.args, names)
+        return remove_each(ctx, kind, names_given, method, lambda name: request(ctx, name))
+
+    return run_rm

@@ -17,7 +17,7 @@ from orch.manager.state.store import Create, Kind
 from orch.proto import specs_pb2
 from orch.proto import types_pb2 as T
 
-from .harness import T0, Harness
+from .harness import Harness
 
 
 def summary(tasks) -> list[tuple]:
@@ -28,14 +28,15 @@ def summary(tasks) -> list[tuple]:
 
 
 async def simulated(h: Harness) -> list[tuple]:
-    """``h``'s services and nodes, settled by the simulator (task ids t1, t2, ... as the
-    harness gives them)."""
-    ids = itertools.count(1)
+    """``h``'s services, nodes and tasks, settled by the simulator (new task ids go on
+    from the harness's last, as the harness's own would)."""
+    ids = itertools.count(1 + max((int(t.id[1:]) for t in h.tasks.values()), default=0))
     core = replace(OrchestratorSettings(), new_id=lambda: f"t{next(ids)}")
-    async with Simulator(T0, SimulatorSettings(orchestrator=core)) as sim:
+    async with Simulator(h.now, SimulatorSettings(orchestrator=core)) as sim:
         await sim.write(
             [Create(Kind.NODE, n) for n in h.nodes.values()]
             + [Create(Kind.SERVICE, s) for s in h.services.values()]
+            + [Create(Kind.TASK, t) for t in h.tasks.values()]
         )
         assert await sim.settle()
         return summary(sim.tasks())
@@ -65,7 +66,20 @@ def global_service(h: Harness) -> None:
     h.service("web", replicas=3, spread=["node.labels.zone"], ports=["8080:80"])
 
 
-@pytest.mark.parametrize("build", [spread, drained_and_down, global_service])
+def drain_and_scale_after_a_failure(h: Harness) -> None:
+    """A running cluster that then changes: a task fails, a node is drained (start-first
+    moves), a service scales down."""
+    spread(h)
+    h.converge_here()
+    h.fail("t3")
+    h.advance(60)  # past the restart delay
+    h.set_node("n2", availability=T.DRAIN)
+    h.update_service("web", replicas=3)
+
+
+@pytest.mark.parametrize(
+    "build", [spread, drained_and_down, global_service, drain_and_scale_after_a_failure]
+)
 async def test_harness_and_simulator_converge_to_the_same_tasks(
     build: Callable[[Harness], None],
 ) -> None:

@@ -14,6 +14,7 @@ import ipaddress
 import secrets
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from orch.proto import objects_pb2, specs_pb2, types_pb2
@@ -59,6 +60,19 @@ def to_datetime(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The time of an unset Timestamp: older than anything that happened."""
+
+
+def time_of(msg: Message, name: str) -> datetime | None:
+    """The Timestamp field ``name`` of ``msg`` as an aware datetime, or None when unset."""
+    return getattr(msg, name).ToDatetime(tzinfo=UTC) if msg.HasField(name) else None
+
+
+def created_at(task: objects_pb2.Task) -> datetime:
+    return time_of(task.meta, "created_at") or EPOCH
+
+
 def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
 
@@ -66,6 +80,12 @@ def is_terminal(state: int) -> bool:
 def is_live(task: objects_pb2.Task) -> bool:
     """Desired to run and not yet ended: the task that currently holds its slot."""
     return task.desired_state == types_pb2.RUNNING and not is_terminal(task.status.state)
+
+
+def is_current(task: objects_pb2.Task) -> bool:
+    """Desired to run, or not yet ended (still stopping): the tasks `orch ps` shows
+    without --all, and the ones that keep their node in a network's peers and DNS."""
+    return task.desired_state == types_pb2.RUNNING or not is_terminal(task.status.state)
 
 
 def state_name(state: int) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -118,31 +119,20 @@ class ContainerDns(Protocol):
     async def detach(self, endpoint_id: str) -> None: ...
 
 
+@dataclass(kw_only=True, eq=False)
 class ContainerEnvironment:
     """What every task's controller on this agent shares; also the worker's factory."""
 
-    def __init__(
-        self,
-        *,
-        runtime: ContainerRuntime,
-        images: ImageStore,
-        endpoints: EndpointManager,
-        node_name: str,
-        files_dir: Path,
-        resolv_conf: str = "",
-        dns: ContainerDns | None = None,
-        host_resolv_conf: str = "",
-    ) -> None:
-        self.runtime = runtime
-        self.images = images
-        self.endpoints = endpoints
-        self.node_name = node_name
-        self.files_dir = files_dir
-        self.resolv_conf = resolv_conf
-        """resolv.conf of containers with a netns of their own."""
-        self.dns = dns
-        self.host_resolv_conf = host_resolv_conf
-        """resolv.conf of host-network containers (the host's own)."""
+    runtime: ContainerRuntime
+    images: ImageStore
+    endpoints: EndpointManager
+    node_name: str
+    files_dir: Path
+    resolv_conf: str = ""
+    """resolv.conf of containers with a netns of their own."""
+    dns: ContainerDns | None = None
+    host_resolv_conf: str = ""
+    """resolv.conf of host-network containers (the host's own)."""
 
     def __call__(self, task: objects_pb2.Task) -> ContainerController:
         return ContainerController(task, self)

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import grpc
-from benchlib import pct, until
+from benchlib import pct, summary, until
 from dnslib import QTYPE, DNSRecord
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
@@ -263,10 +263,8 @@ async def main() -> None:
                 json.dumps(
                     {
                         "propagation_tasks": len(samples),
-                        "dns_p50_s": round(statistics.median(dns_lags), 3),
-                        "dns_p99_s": round(pct(dns_lags, 99), 3),
-                        "view_p50_s": round(statistics.median(view_lags), 3),
-                        "view_p99_s": round(pct(view_lags, 99), 3),
+                        **summary(dns_lags, "dns"),
+                        **summary(view_lags, "view"),
                         "target_p99_s": 0.5,
                     }
                 ),

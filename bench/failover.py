@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
-from benchlib import pct, until
+from benchlib import local_cluster, summary, until
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
+from orch.localcluster.cluster import LocalCluster
 from orch.manager.state.election import LEADER_KEY, ElectionSettings
 from orch.manager.state.store import EtcdStore, Store
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2
@@ -100,13 +97,8 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=10)
     args = p.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(
-        ClusterSettings(state_dir=state, nodes=1, managers=2, registry_port=free_port())
-    )
     results, live = [], []
-    try:
-        await cluster.up()
+    async with local_cluster(nodes=1, managers=2) as cluster:
         store = await EtcdStore.connect(cluster.record.etcd.split(","))
         channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
         stubs = [control_pb2_grpc.ControlStub(c) for c in channels]
@@ -130,9 +122,6 @@ async def main() -> None:
         for c in channels:
             await c.close()
         await store.close()
-    finally:
-        await down(state)
-        shutil.rmtree(state, ignore_errors=True)
     firsts = [r["first_reconcile_s"] for r in results]
     elections = [r["elected_s"] for r in results]
     ttl = ElectionSettings().lease_ttl
@@ -141,10 +130,8 @@ async def main() -> None:
         json.dumps(
             {
                 "trials": len(results),
-                "elected_p50_s": round(statistics.median(elections), 3),
-                "elected_p99_s": round(pct(elections, 99), 3),
-                "first_reconcile_p50_s": round(statistics.median(firsts), 3),
-                "first_reconcile_p99_s": round(pct(firsts, 99), 3),
+                **summary(elections, "elected"),
+                **summary(firsts, "first_reconcile"),
                 "live_reconcile_p50_s": round(statistics.median(live), 3),
                 "lease_ttl_s": ttl,
                 "floor_s": round(floor, 3),

@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
-import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
-from benchlib import pct, until
+from benchlib import hostnames, local_cluster, summary, until
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
+from orch.localcluster.cluster import LocalCluster
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
 
 
@@ -85,14 +81,10 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=10)
     args = p.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(ClusterSettings(state_dir=state, nodes=3, registry_port=free_port()))
-    try:
-        await cluster.up()
+    async with local_cluster(nodes=3) as cluster:
         async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
-            nodes = (await stub.ListNodes(control_pb2.ListNodesRequest())).nodes
-            hostname = {n.id: n.description.hostname for n in nodes}
+            hostname = await hostnames(stub)
             spec = specs_pb2.ServiceSpec(
                 name="web",
                 replicas=3,
@@ -113,15 +105,11 @@ async def main() -> None:
                 took = await trial(cluster, stub, hostname)
                 samples.append(took)
                 print(json.dumps({"trial": i, "replaced_after_s": round(took, 3)}), flush=True)
-    finally:
-        await down(state)
-        shutil.rmtree(state, ignore_errors=True)
     print(
         json.dumps(
             {
                 "trials": len(samples),
-                "p50_s": round(statistics.median(samples), 3),
-                "p99_s": round(pct(samples, 99), 3),
+                **summary(samples),
                 "max_s": round(max(samples), 3),
                 "target_p99_s": 5.0,
             }

@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
-from benchlib import pct
+from benchlib import hostnames, local_cluster, summary
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
+from orch.localcluster.cluster import LocalCluster
 from orch.overlay import names
 from orch.overlay.netns import run_in_netns
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
@@ -146,14 +143,10 @@ async def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="iperf3 runs per path")
     args = p.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(ClusterSettings(state_dir=state, nodes=2, registry_port=free_port()))
-    try:
-        await cluster.up()
+    async with local_cluster(nodes=2) as cluster:
         async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
-            nodes = (await stub.ListNodes(control_pb2.ListNodesRequest())).nodes
-            hostname = {n.id: n.description.hostname for n in nodes}
+            hostname = await hostnames(stub)
             image = f"{cluster.record.registry}/busybox:latest"
             await stub.Apply(
                 control_pb2.ApplyRequest(
@@ -192,17 +185,13 @@ async def main() -> None:
                 json.dumps(
                     {
                         "reach_tasks": len(samples),
-                        "p50_s": round(statistics.median(samples), 3),
-                        "p99_s": round(pct(samples, 99), 3),
+                        **summary(samples),
                         "max_s": round(max(samples), 3),
                         "target_p99_s": 1.0,
                     }
                 ),
                 flush=True,
             )
-    finally:
-        await down(state)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
-from benchlib import until
+from benchlib import local_cluster, until
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
 
 REPLICAS, PARALLELISM = 12, 3
@@ -128,11 +124,8 @@ async def main() -> None:
     p.add_argument("--singles", type=int, default=5)
     p.add_argument("--delay", type=float, default=0.5)
     args = p.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(ClusterSettings(state_dir=state, nodes=3, registry_port=free_port()))
     results = []
-    try:
-        await cluster.up()
+    async with local_cluster(nodes=3) as cluster:
         registry = cluster.record.registry
         async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
@@ -165,9 +158,6 @@ async def main() -> None:
                     }
                 )
                 print(json.dumps(results[-1]), flush=True)
-    finally:
-        await down(state)
-        shutil.rmtree(state, ignore_errors=True)
     ratios = [r["ratio"] for r in results]
     print(json.dumps({"runs": len(results), "ratio_median": statistics.median(ratios),
                       "ratio_max": max(ratios), "target": 1.3}))  # fmt: skip

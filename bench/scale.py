@@ -22,13 +22,12 @@ import platform
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
+from benchlib import local_cluster
 
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
 from orch.runtime.images import ImageStore
 
@@ -146,10 +145,8 @@ async def main() -> None:
     p.add_argument("--trials", type=int, default=3)
     args = p.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    cluster = LocalCluster(ClusterSettings(state_dir=state, nodes=1, registry_port=free_port()))
-    try:
-        await cluster.up()
+    async with local_cluster(nodes=1) as cluster:
+        state = cluster.state_dir
         async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             spec = specs_pb2.ServiceSpec(
@@ -193,9 +190,6 @@ async def main() -> None:
                     ),
                     flush=True,
                 )
-    finally:
-        await down(state)
-        shutil.rmtree(state, ignore_errors=True)
     o, f = statistics.median(orch_times), statistics.median(floor_times)
     print(
         json.dumps(

@@ -124,6 +124,13 @@ def _root_name(cluster_id: str, key: ec.EllipticCurvePrivateKey) -> x509.Name:
     )
 
 
+def _key_usage(*, signs: bool) -> x509.KeyUsage:
+    """Signatures only; a CA's key also signs certificates and CRLs."""
+    unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
+    off = dict.fromkeys((*unused, "encipher_only", "decipher_only"), False)
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=signs, crl_sign=signs, **off)
+
+
 def _ca_extensions(
     builder: x509.CertificateBuilder,
     subject_key: ec.EllipticCurvePublicKey,
@@ -135,17 +142,7 @@ def _ca_extensions(
             x509.BasicConstraints(ca=True, path_length=path_length), critical=True
         )
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(signs=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
@@ -267,17 +264,7 @@ def issue_certificate(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(signs=False),
             critical=True,
         )
         # Every node is a TLS client (agents, the CLI) and managers are servers too; one

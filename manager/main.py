@@ -28,7 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
-from orch.manager.dispatcher.server import RESTART_GRACE_MAX, Dispatcher, DispatcherSettings
+from orch.manager.dispatcher.server import Dispatcher
+from orch.manager.dispatcher.settings import RESTART_GRACE_MAX, DispatcherSettings
 from orch.manager.loop import LoopSettings
 from orch.manager.nodes.core import NodeMonitorSettings
 from orch.manager.nodes.loop import NodeMonitorLoop
@@ -84,25 +85,14 @@ class Manager:
         logs = LogBroker()
         execs = ExecBroker(s.execs)
         election = Election(store, s.manager_id, s.election)
+        shared = dict(store=store, view=view, logs=logs)  # what both servers stand on
         dispatcher = Dispatcher(
-            store=store,
-            view=view,
-            logs=logs,
-            manager_id=s.manager_id,
-            settings=s.dispatcher,
-            execs=execs,
+            **shared, manager_id=s.manager_id, settings=s.dispatcher, execs=execs
         )
         router = SessionRouter(
             view=view, logs=logs, execs=execs, manager_id=s.manager_id, settings=s.forward
         )
-        control = ControlAPI(
-            store=store,
-            view=view,
-            logs=logs,
-            settings=s.control,
-            leader=election.leader,
-            router=router,
-        )
+        control = ControlAPI(**shared, settings=s.control, leader=election.leader, router=router)
 
         def fence():
             return election.fence

@@ -32,6 +32,7 @@ from orch.manager.controlapi.decision import Decision, View
 from orch.manager.loop import ControlLoop
 from orch.manager.orchestrator.loop import OrchestratorLoop
 from orch.manager.orchestrator.plan import OrchestratorSettings
+from orch.manager.scheduler.core import SchedulerSettings
 from orch.manager.scheduler.loop import SchedulerLoop
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Kind, Op, Update
@@ -50,6 +51,7 @@ _STARTING = (types_pb2.ASSIGNED, types_pb2.ACCEPTED, types_pb2.PREPARING, types_
 class SimulatorSettings:
     orchestrator: OrchestratorSettings = dataclasses.field(default_factory=OrchestratorSettings)
     """As the leader's (restart delays, task history)."""
+    scheduler: SchedulerSettings = dataclasses.field(default_factory=SchedulerSettings)
     horizon: timedelta = timedelta(hours=1)
     """Fake time a simulation may run: a wake-up later than this is not waited for."""
     max_rounds: int = 500
@@ -88,7 +90,7 @@ class Simulator:
         self.loops: list[ControlLoop] = [
             OrchestratorLoop(settings_core=self.settings.orchestrator, **shell),
             AllocatorLoop(**shell),
-            SchedulerLoop(**shell),
+            SchedulerLoop(settings_core=self.settings.scheduler, **shell),
         ]
         self._wake: dict[str, datetime | None] = {}
         self._feed: asyncio.Task | None = None
@@ -193,23 +195,28 @@ def expected_tasks(view: View, decision: Decision) -> int:
 
 
 def agents(view: View, now: datetime) -> list[Op]:
-    """What every agent reports at once: its assigned tasks run (healthy where checked),
-    the tasks desired to stop stop. Only agents of ready nodes act."""
+    """What every agent reports at once (see :func:`reported`). Only agents of ready
+    nodes act."""
     ready = {n.id for n in view.objects(Kind.NODE) if n.status.state == types_pb2.NODE_READY}
     ops: list[Op] = []
     for current in view.items(Kind.TASK):
-        task: objects_pb2.Task = current.obj
-        if task.node_id not in ready or model.is_terminal(task.status.state):
-            continue
-        if task.desired_state == types_pb2.RUNNING and task.status.state in _STARTING:
-            ops.append(
-                Update(Kind.TASK, _reported(task, types_pb2.RUNNING, now), current.mod_revision)
-            )
-        elif task.desired_state > types_pb2.RUNNING:
-            ops.append(
-                Update(Kind.TASK, _reported(task, types_pb2.SHUTDOWN, now), current.mod_revision)
-            )
+        task = reported(current.obj, now) if current.obj.node_id in ready else None
+        if task is not None:
+            ops.append(Update(Kind.TASK, task, current.mod_revision))
     return ops
+
+
+def reported(task: objects_pb2.Task, now: datetime) -> objects_pb2.Task | None:
+    """What a simulated agent of a ready node reports for ``task`` at once: an assigned
+    task runs (healthy where checked), a task desired to stop stops (143: it took the stop
+    signal); None when there is nothing to do (it runs, or has ended)."""
+    if model.is_terminal(task.status.state):
+        return None
+    if task.desired_state == types_pb2.RUNNING and task.status.state in _STARTING:
+        return _reported(task, types_pb2.RUNNING, now)
+    if task.desired_state > types_pb2.RUNNING:
+        return _reported(task, types_pb2.SHUTDOWN, now)
+    return None
 
 
 def _reported(task: objects_pb2.Task, state: int, now: datetime) -> objects_pb2.Task:
@@ -224,6 +231,7 @@ def _reported(task: objects_pb2.Task, state: int, now: datetime) -> objects_pb2.
         if task.container.HasField("healthcheck"):
             out.status.health = types_pb2.HEALTH_HEALTHY
     else:
+        out.status.exit_code = 143
         out.status.finished_at.CopyFrom(stamp)
     return out
 

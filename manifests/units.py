@@ -86,13 +86,15 @@ def parse_duration(value: int | float | str) -> int:
             Decimal(number) * _DURATION_UNITS[unit]
             for number, unit in re.findall(_DURATION_PART, text)
         )
-    if total < 0:
-        raise UnitError(f"expected a duration >= 0, got {value!r}", DURATION_ACCEPTED)
-    if total != total.to_integral_value():
-        raise UnitError(f"duration {value!r} is finer than a nanosecond", DURATION_ACCEPTED)
-    if total > MAX_DURATION_NANOS:
-        raise UnitError(f"duration {value!r} is too long", DURATION_ACCEPTED)
-    return int(total)
+    return _whole(
+        total,
+        value,
+        "duration",
+        "is finer than a nanosecond",
+        "is too long",
+        MAX_DURATION_NANOS,
+        DURATION_ACCEPTED,
+    )
 
 
 def format_duration(nanos: int) -> str:
@@ -170,13 +172,15 @@ def parse_size(value: int | float | str) -> int:
             raise UnitError(f"invalid size {value!r}", SIZE_ACCEPTED)
         number, unit = found, ""
     total = number * _SIZE_UNITS[unit]
-    if total < 0:
-        raise UnitError(f"expected a size >= 0, got {value!r}", SIZE_ACCEPTED)
-    if total != total.to_integral_value():
-        raise UnitError(f"size {value!r} is not a whole number of bytes", SIZE_ACCEPTED)
-    if total > INT64_MAX:
-        raise UnitError(f"size {value!r} is too large", SIZE_ACCEPTED)
-    return int(total)
+    return _whole(
+        total,
+        value,
+        "size",
+        "is not a whole number of bytes",
+        "is too large",
+        INT64_MAX,
+        SIZE_ACCEPTED,
+    )
 
 
 def format_size(size: int) -> str | int:
@@ -211,13 +215,15 @@ def parse_cpus(value: int | float | str) -> int:
     if number is None:
         raise UnitError(f"invalid CPU amount {value!r}", CPUS_ACCEPTED)
     nanos = number * NANO_CPUS_PER_CPU / scale
-    if nanos < 0:
-        raise UnitError(f"expected a CPU amount >= 0, got {value!r}", CPUS_ACCEPTED)
-    if nanos != nanos.to_integral_value():
-        raise UnitError(f"CPU amount {value!r} is finer than a nano-CPU", CPUS_ACCEPTED)
-    if nanos > INT64_MAX:
-        raise UnitError(f"CPU amount {value!r} is too large", CPUS_ACCEPTED)
-    return int(nanos)
+    return _whole(
+        nanos,
+        value,
+        "CPU amount",
+        "is finer than a nano-CPU",
+        "is too large",
+        INT64_MAX,
+        CPUS_ACCEPTED,
+    )
 
 
 def format_cpus(nano_cpus: int) -> int | float | str:
@@ -232,3 +238,23 @@ def format_cpus(nano_cpus: int) -> int | float | str:
 def cpus_text(nano_cpus: int) -> str:
     """A CPU amount for messages: "0.5", "2"."""
     return _plain(Decimal(nano_cpus) / NANO_CPUS_PER_CPU)
+
+
+def _whole(
+    total: Decimal,
+    value: object,
+    kind: str,
+    fractional: str,
+    too_large: str,
+    limit: int,
+    accepted: str,
+) -> int:
+    """``total`` (parsed from ``value``) as an int, or the UnitError that says why not:
+    negative, not whole (``fractional``), above ``limit`` (``too_large``)."""
+    if total < 0:
+        raise UnitError(f"expected a {kind} >= 0, got {value!r}", accepted)
+    if total != total.to_integral_value():
+        raise UnitError(f"{kind} {value!r} {fractional}", accepted)
+    if total > limit:
+        raise UnitError(f"{kind} {value!r} {too_large}", accepted)
+    return int(total)

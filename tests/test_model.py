@@ -90,3 +90,29 @@ def test_the_built_in_networks() -> None:
 )
 def test_the_mac_follows_the_address_like_docker(address: str, mac: str) -> None:
     assert model.mac_for(address) == mac
+
+
+@pytest.mark.parametrize(
+    ("desired", "state", "current"),
+    [
+        (T.RUNNING, T.RUNNING, True),
+        (T.RUNNING, T.FAILED, True),  # its slot's task until replaced
+        (T.SHUTDOWN, T.RUNNING, True),  # still stopping
+        (T.SHUTDOWN, T.SHUTDOWN, False),
+        (T.SHUTDOWN, T.FAILED, False),
+    ],
+)
+def test_current_tasks_are_desired_running_or_not_yet_ended(
+    desired: int, state: int, current: bool
+) -> None:
+    t = task(state=state)
+    t.desired_state = desired
+    assert model.is_current(t) is current
+
+
+def test_unset_timestamps_read_as_none_and_creation_as_the_epoch() -> None:
+    t = task()
+    assert model.time_of(t.status, "started_at") is None
+    assert model.created_at(t) == model.EPOCH
+    t.meta.created_at.CopyFrom(model.timestamp(model.EPOCH.replace(year=2026)))
+    assert model.created_at(t) == model.EPOCH.replace(year=2026)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from orch.cli.commands.listings import add_output_flag
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
 from orch.cli.output import emit
 from orch.cli.views import apply_record, change_line, planned_table
-from orch.errors import NotFoundError, ValidationError
+from orch.errors import ValidationError
 from orch.proto import control_pb2
 
 _SCALE_ARG = re.compile(r"^([^=\s]+)=(\d+)$")
@@ -151,16 +152,7 @@ def run_scale(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each service in turn; a missing one is reported and the rest still go, as
-    `docker service rm` does. Exit 1 when any was missing."""
-    status = 0
-    for name in ctx.args.services:
-        try:
-            ctx.client().call("RemoveService", control_pb2.RemoveServiceRequest(name=name))
-        except NotFoundError as exc:
-            ctx.err.write(f"orch: {exc}\n")
-            status = 1
-            continue
-        ctx.out.write(f"service/{name} removed\n")
-    return status
+# One missing is reported and the rest still go, as `docker service rm` does.
+run_rm = rm_command(
+    "service", "services", "RemoveService", lambda _, n: control_pb2.RemoveServiceRequest(name=n)
+)

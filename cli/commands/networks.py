@@ -9,9 +9,9 @@ from typing import Any
 
 from orch.cli import views
 from orch.cli.commands.listings import add_output_flag
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
 from orch.cli.output import emit
-from orch.errors import ConflictError, NotFoundError
 from orch.proto import control_pb2
 
 
@@ -46,16 +46,7 @@ def run_inspect(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each network in turn; one that is missing or in use is reported and the
-    rest still go, as `docker network rm` does. Exit 1 when any was not removed."""
-    status = 0
-    for name in ctx.args.names:
-        try:
-            ctx.client().call("RemoveNetwork", control_pb2.RemoveNetworkRequest(name=name))
-        except (NotFoundError, ConflictError) as exc:
-            ctx.err.write(f"orch: {exc}\n")
-            status = 1
-            continue
-        ctx.out.write(f"network/{name} removed\n")
-    return status
+# One missing or in use is reported and the rest still go, as `docker network rm` does.
+run_rm = rm_command(
+    "network", "names", "RemoveNetwork", lambda _, name: control_pb2.RemoveNetworkRequest(name=name)
+)

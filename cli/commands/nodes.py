@@ -14,8 +14,9 @@ from typing import Any
 
 from orch.cli.commands import inspect, listings
 from orch.cli.commands.listings import add_output_flag
+from orch.cli.commands.removal import rm_command
 from orch.cli.context import Context
-from orch.errors import ConflictError, NotFoundError, ValidationError
+from orch.errors import NotFoundError, ValidationError
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
 # action -> (availability, past tense for the output line)
@@ -145,17 +146,10 @@ def run_label(ctx: Context) -> int:
     return 0
 
 
-def run_rm(ctx: Context) -> int:
-    """Removes each node in turn; one that is missing or not down is reported and the rest
-    still go, as `docker node rm` does. Exit 1 when any was not removed."""
-    status = 0
-    for given in ctx.args.nodes:
-        request = control_pb2.RemoveNodeRequest(id=given, force=ctx.args.force)
-        try:
-            ctx.client().call("RemoveNode", request)
-        except (NotFoundError, ConflictError) as exc:
-            ctx.err.write(f"orch: {exc}\n")
-            status = 1
-            continue
-        ctx.out.write(f"node/{given} removed\n")
-    return status
+# One missing or not down is reported and the rest still go, as `docker node rm` does.
+run_rm = rm_command(
+    "node",
+    "nodes",
+    "RemoveNode",
+    lambda ctx, node: control_pb2.RemoveNodeRequest(id=node, force=ctx.args.force),
+)

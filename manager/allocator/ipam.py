@@ -28,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from orch import model
 from orch.errors import ValidationError
@@ -140,6 +141,41 @@ def needs_allocation(task: objects_pb2.Task) -> bool:
         and task.desired_state == types_pb2.RUNNING
         and not task.node_id
     )
+
+
+def allocated(task: objects_pb2.Task, allocation: Allocation, now: datetime) -> objects_pb2.Task:
+    """``task`` with its addresses: the attachments recorded, state PENDING (the scheduler's
+    input), any earlier reason cleared."""
+    stamp = model.timestamp(now)
+    out = objects_pb2.Task()
+    out.CopyFrom(task)
+    del out.attachments[:]
+    out.attachments.extend(allocation.attachments)
+    out.status.CopyFrom(
+        objects_pb2.TaskStatus(state=types_pb2.PENDING, timestamp=stamp, message="allocated")
+    )
+    out.meta.updated_at.CopyFrom(stamp)
+    return out
+
+
+WAITING_MESSAGE = "waiting for an address"
+
+
+def unallocated(
+    task: objects_pb2.Task, waiting: Unallocated, now: datetime
+) -> objects_pb2.Task | None:
+    """``task`` left NEW with the reason; None when it already says so (so the loop does
+    not feed itself)."""
+    if task.status.err == waiting.reason:
+        return None
+    stamp = model.timestamp(now)
+    out = objects_pb2.Task()
+    out.CopyFrom(task)
+    out.status.err = waiting.reason
+    out.status.message = WAITING_MESSAGE
+    out.status.timestamp.CopyFrom(stamp)
+    out.meta.updated_at.CopyFrom(stamp)
+    return out
 
 
 def holds_addresses(task: objects_pb2.Task | None) -> bool:

@@ -18,15 +18,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from orch import model
 from orch.manager.allocator import ipam
 from orch.manager.loop import ControlLoop, PassResult
 from orch.manager.state.store import Create, Delete, Kind, Op, Update
-from orch.proto import objects_pb2, types_pb2
-
-WAITING_MESSAGE = "waiting for an address"
 
 
 class AllocatorLoop(ControlLoop):
@@ -37,46 +31,31 @@ class AllocatorLoop(ControlLoop):
         networks = {n.spec.name: n for n in self.view.objects(Kind.NETWORK)}
         leases = list(self.view.objects(Kind.LEASE))
         decided = ipam.plan(list(self.view.objects(Kind.TASK)), networks, leases)
-        stamp = model.timestamp(now)
         groups: list[list[Op]] = []
         for name in decided.release:
             current = self.view.get(Kind.LEASE, name)
             if current is not None:
                 groups.append([Delete(Kind.LEASE, current.key, current.mod_revision)])
         for allocation in decided.allocated:
-            group = self._allocated(allocation, stamp)
+            group = self._allocated(allocation, now)
             if group:
                 groups.append(group)
         for waiting in decided.waiting:
-            op = self._waiting(waiting, stamp)
+            op = self._waiting(waiting, now)
             if op:
                 groups.append([op])
         return PassResult(groups=groups)
 
-    def _allocated(self, allocation: ipam.Allocation, stamp: Timestamp) -> list[Op]:
+    def _allocated(self, allocation: ipam.Allocation, now: datetime) -> list[Op]:
         current = self.view.get(Kind.TASK, allocation.task_id)
         if current is None:
             return []
-        task = objects_pb2.Task()
-        task.CopyFrom(current.obj)
-        del task.attachments[:]
-        task.attachments.extend(allocation.attachments)
-        task.status.CopyFrom(
-            objects_pb2.TaskStatus(state=types_pb2.PENDING, timestamp=stamp, message="allocated")
-        )
-        task.meta.updated_at.CopyFrom(stamp)
+        task = ipam.allocated(current.obj, allocation, now)
         ops: list[Op] = [Update(Kind.TASK, task, current.mod_revision)]
         ops += [Create(Kind.LEASE, lease) for lease in allocation.leases]
         return ops
 
-    def _waiting(self, waiting: ipam.Unallocated, stamp: Timestamp) -> Op | None:
+    def _waiting(self, waiting: ipam.Unallocated, now: datetime) -> Op | None:
         current = self.view.get(Kind.TASK, waiting.task_id)
-        if current is None or current.obj.status.err == waiting.reason:
-            return None
-        task = objects_pb2.Task()
-        task.CopyFrom(current.obj)
-        task.status.err = waiting.reason
-        task.status.message = WAITING_MESSAGE
-        task.status.timestamp.CopyFrom(stamp)
-        task.meta.updated_at.CopyFrom(stamp)
-        return Update(Kind.TASK, task, current.mod_revision)
+        task = ipam.unallocated(current.obj, waiting, now) if current else None
+        return Update(Kind.TASK, task, current.mod_revision) if current and task else None

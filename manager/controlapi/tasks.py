@@ -13,7 +13,7 @@ from orch.errors import NotFoundError, ValidationError
 from orch.manager.controlapi import services
 from orch.manager.controlapi.decision import View
 from orch.manager.state.store import Kind
-from orch.proto import control_pb2, objects_pb2, types_pb2
+from orch.proto import control_pb2, objects_pb2
 
 
 def listing(view: View, request: control_pb2.ListTasksRequest) -> list[objects_pb2.Task]:
@@ -24,13 +24,8 @@ def listing(view: View, request: control_pb2.ListTasksRequest) -> list[objects_p
         services.get(view, request.service)
         tasks = (t for t in tasks if t.service_name == request.service)
     if not request.include_history:
-        tasks = (t for t in tasks if is_current(t))
+        tasks = (t for t in tasks if model.is_current(t))
     return sorted(tasks, key=lambda t: (t.service_name, t.slot, -t.meta.created_at.seconds))
-
-
-def is_current(task: objects_pb2.Task) -> bool:
-    """What `orch ps` shows without --all: tasks meant to run, and ones still stopping."""
-    return task.desired_state == types_pb2.RUNNING or not model.is_terminal(task.status.state)
 
 
 def resolve(view: View, ident: str) -> objects_pb2.Task:

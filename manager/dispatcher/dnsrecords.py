@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orch import model
-from orch.manager.dispatcher.netpeers import diff_by_network, takes_part
+from orch.manager.dispatcher.netpeers import diff_by_network
 from orch.manager.state.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
@@ -52,7 +52,7 @@ def node_networks(
     """The networks with records that a live task of ``node_id`` declares."""
     found: set[str] = set()
     for task in tasks:
-        if task.node_id == node_id and takes_part(task):
+        if task.node_id == node_id and model.is_current(task):
             found.update(n for n in model.networks_of(task) if _has_records(n, networks))
     return found
 
@@ -137,15 +137,6 @@ class RecordChanges:
             msg.dns_network_names.names.extend(self.network_names)
 
 
-def diff_records(
-    sent: dict[str, dispatcher_pb2.DnsRecords],
-    fresh: Mapping[str, dispatcher_pb2.DnsRecords],
-    affected: set[str],
-) -> RecordChanges:
-    """``netpeers.diff_by_network`` for DNS record sets."""
-    return RecordChanges(*diff_by_network(sent, fresh, affected))
-
-
 class DnsFeed:
     """The DNS part of one session: what the agent was told, and what to tell it next."""
 
@@ -173,7 +164,7 @@ class DnsFeed:
         result = RecordChanges([], [])
         if affected:
             fresh = records_for_node(self.node_id, tasks, networks, affected)
-            result = diff_records(self.sent, fresh, affected)
+            result = RecordChanges(*diff_by_network(self.sent, fresh, affected))
         names = sorted(networks)
         if names != self.sent_names:
             self.sent_names = names

@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 
 from orch import model
 from orch.manager.state.store import Event, Kind
-from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
+from orch.proto import dispatcher_pb2, objects_pb2
 
 M = TypeVar("M", bound=Message)
 
@@ -35,11 +35,6 @@ Task = objects_pb2.Task
 def attached_networks(task: Task, networks: Mapping[str, objects_pb2.Network]) -> set[str]:
     """Names of the overlay networks (Network objects) the task holds an address on."""
     return {a.network for a in task.attachments if a.network in networks and a.addresses}
-
-
-def takes_part(task: Task) -> bool:
-    """A local task keeps its node in a network while it is meant to run or still lives."""
-    return task.desired_state == types_pb2.RUNNING or not model.is_terminal(task.status.state)
 
 
 def peers_for_node(
@@ -63,7 +58,7 @@ def peers_for_node(
             if only is not None and name not in only:
                 continue
             if task.node_id == node_id:
-                if takes_part(task):
+                if model.is_current(task):  # a stopping task keeps its node in the network
                     local.add(name)
                 continue
             peer = _peer(task, attachment, nodes)
@@ -139,12 +134,3 @@ def diff_by_network(
             sent[name] = new
             changed.append(new)
     return changed, removed
-
-
-def diff_networks(
-    sent: dict[str, dispatcher_pb2.NetworkPeers],
-    fresh: Mapping[str, dispatcher_pb2.NetworkPeers],
-    affected: set[str],
-) -> NetworkChanges:
-    """``diff_by_network`` for peer sets."""
-    return NetworkChanges(*diff_by_network(sent, fresh, affected))

@@ -2,13 +2,9 @@
 
 A session starts with the agent's Register: the node object is created or refreshed
 (READY). The manager then sends the node's full assignment set, then only changes, driven
-by the ClusterView (no polling): a task is (re)sent when it is new to the node or its
-desired state changed, and dropped when it is deleted or moved; an overlay network's
-complete peer set is (re)sent when it changes, recomputed only for the networks a batch
-of events touched (netpeers.py); the DNS records of every network a task of the node
-is on follow the same way (dnsrecords.py). The agent streams status
-back; the StatusWriter batches those into etcd at most every ``status_flush`` seconds, each
-task a guarded update of the status fields only (the agent is their single writer).
+by the ClusterView (no polling): what to send is assignments.py's business. The agent
+streams status back; the StatusWriter (status.py) batches those into etcd. This module is
+the session itself: register, liveness, the streams' plumbing.
 
 Liveness: on Register the dispatcher grants an etcd lease of ``liveness_ttl`` seconds and
 puts ``/orch/v1/liveness/<node>`` with it; every message of the agent (a heartbeat, or a
@@ -35,8 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,46 +41,16 @@ from google.protobuf.duration_pb2 import Duration
 
 from orch import model
 from orch.errors import ConflictError, StoreError
-from orch.manager.dispatcher import dnsrecords, netpeers
-from orch.manager.state.store import Create, Event, Kind, Store, Update
+from orch.manager.dispatcher.assignments import AssignmentFeed
+from orch.manager.dispatcher.settings import DispatcherSettings, restart_grace
+from orch.manager.dispatcher.status import StatusWriter
+from orch.manager.state.store import Create, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, types_pb2
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DispatcherSettings:
-    heartbeat_period: float = 0.5
-    """Seconds between agent heartbeats (sent to the agent in SessionStarted)."""
-    liveness_ttl: int = 2
-    """Seconds a node's liveness lease lives after the agent's last message: the bulk of
-    the time to detect a dead node. Whole seconds (etcd leases), at least 2 (etcd's
-    minimum TTL is 1.5 s with its default timings, rounded up); four heartbeats fit in."""
-    restart_grace: int = 30
-    """Seconds a node keeps its liveness after its agent said it is restarting (Leaving):
-    how long a graceful agent restart may take before the node counts as lost. Also the
-    most an agent may ask for. 0: no grace (a graceful stop counts like a crash)."""
-    status_flush: float = 0.1
-    """Seconds status updates are gathered before one write to etcd (swarmkit: 100 ms)."""
-    write_retries: int = 5
-    """Attempts at a guarded node or status write that keeps losing races."""
-
-
-RESTART_GRACE_MAX = 600
-"""Upper bound of ``restart_grace`` (seconds): a node stopped for good stays hidden that long."""
-
-
-def restart_grace(settings: DispatcherSettings, requested: float) -> int:
-    """The grace (whole seconds) a Leaving agent gets: what it asked for (0: the manager's
-    ``restart_grace``), at most ``restart_grace``, at least one liveness TTL; 0 when the
-    manager gives none."""
-    if settings.restart_grace <= 0:
-        return 0
-    wanted = min(settings.restart_grace, math.ceil(requested)) if requested > 0 else 0
-    return max(settings.liveness_ttl, wanted or settings.restart_grace)
 
 
 @dataclass
@@ -253,60 +218,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         changes: asyncio.Queue,
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage],
     ) -> None:
-        """Full set first, then changes. ``sent`` remembers what the agent was told, so
-        status echoes of the agent's own reports are not sent back; ``sent_networks``
-        the peer set of each overlay network it was told about; ``dns`` the DNS records."""
-        sent: dict[str, int] = {}
-        sent_networks: dict[str, dispatcher_pb2.NetworkPeers] = {}
-        dns = dnsrecords.DnsFeed(node_id)
-
-        def full_set() -> dispatcher_pb2.ManagerMessage:
-            tasks = list(self._view.objects(Kind.TASK))
-            mine = [t for t in tasks if t.node_id == node_id]
-            sent.clear()
-            sent.update({t.id: t.desired_state for t in mine})
-            fresh = netpeers.peers_for_node(node_id, tasks, self._nodes(), self._networks())
-            sent_networks.clear()
-            sent_networks.update(fresh)
-            return _assignments(
-                full=True,
-                tasks=mine,
-                networks=fresh.values(),
-                dns=dns.full(tasks, self._networks()),
-            )
-
-        outbox.put_nowait(full_set())
+        """Full set first, then changes; a None batch (the view resynced) sends the full
+        set again."""
+        feed = AssignmentFeed(node_id)
+        outbox.put_nowait(feed.full(self._view))
         while True:
             batch = await changes.get()
-            if batch is None:
-                outbox.put_nowait(full_set())
-                continue
-            upserts, removed = _task_changes(node_id, batch, sent)
-            networks = self._networks()
-            affected = netpeers.affected_networks(batch, sent_networks, networks)
-            net_changes = netpeers.NetworkChanges([], [])
-            if affected:
-                fresh = netpeers.peers_for_node(
-                    node_id, self._view.objects(Kind.TASK), self._nodes(), networks, affected
-                )
-                net_changes = netpeers.diff_networks(sent_networks, fresh, affected)
-            dns_changes = dns.changes(batch, self._view.objects(Kind.TASK), networks)
-            if upserts or removed or net_changes.networks or net_changes.removed or dns_changes:
-                outbox.put_nowait(
-                    _assignments(
-                        tasks=upserts.values(),
-                        removed=removed,
-                        networks=net_changes.networks,
-                        removed_networks=net_changes.removed,
-                        dns=dns_changes,
-                    )
-                )
-
-    def _nodes(self) -> dict[str, objects_pb2.Node]:
-        return {n.id: n for n in self._view.objects(Kind.NODE)}
-
-    def _networks(self) -> dict[str, objects_pb2.Network]:
-        return {n.spec.name: n for n in self._view.objects(Kind.NETWORK)}
+            msg = feed.full(self._view) if batch is None else feed.changes(batch, self._view)
+            if msg is not None:
+                outbox.put_nowait(msg)
 
     async def _register(self, reg: dispatcher_pb2.Register, session_id: str) -> _Liveness:
         """Grant the session's liveness lease and put the liveness key (replacing a record
@@ -365,157 +285,6 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return objects_pb2.NodeState(
             state=state, timestamp=model.timestamp(), manager=self._manager_id
         )
-
-
-class StatusWriter:
-    """Gathers agents' status reports and writes them in batches. The latest report of a
-    task wins; a report that would move a task's state backwards is dropped (an agent
-    replaying old news after a reconnect)."""
-
-    def __init__(self, store: Store, view: ClusterView, settings: DispatcherSettings) -> None:
-        self._store = store
-        self._view = view
-        self._settings = settings
-        self._pending: dict[str, tuple[str, dispatcher_pb2.TaskStatusUpdate]] = {}
-        self._wakeup = asyncio.Event()
-
-    def add(self, node_id: str, updates: Any) -> None:
-        for update in updates:
-            self._pending[update.task_id] = (node_id, update)
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            await asyncio.sleep(self._settings.status_flush)
-            self._wakeup.clear()
-            pending, self._pending = self._pending, {}
-            try:
-                await self._flush(pending)
-            except StoreError as exc:
-                log.warning("status write failed, will retry: %s", exc)
-                for task_id, item in pending.items():
-                    self._pending.setdefault(task_id, item)
-                self._wakeup.set()
-
-    async def _flush(self, pending: dict[str, tuple[str, dispatcher_pb2.TaskStatusUpdate]]) -> None:
-        ops = []
-        for task_id, (node_id, update) in pending.items():
-            current = self._view.get(Kind.TASK, task_id)
-            op = _status_op(current, node_id, update)
-            if op:
-                ops.append(op)
-        try:
-            await self._store.commit_chunked(ops)
-        except ConflictError:
-            # Someone else wrote some of these tasks meanwhile: redo them one by one
-            # from fresh reads.
-            for task_id, (node_id, update) in pending.items():
-                await self._write_one(task_id, node_id, update)
-
-    async def _write_one(
-        self, task_id: str, node_id: str, update: dispatcher_pb2.TaskStatusUpdate
-    ) -> None:
-        for _ in range(self._settings.write_retries):
-            op = _status_op(await self._store.get(Kind.TASK, task_id), node_id, update)
-            if op is None:
-                return
-            try:
-                await self._store.commit([op])
-                return
-            except ConflictError:
-                continue
-        log.warning("task %s: status write kept losing races; dropped", task_id)
-
-
-def _task_changes(
-    node_id: str, batch: list[Event], sent: dict[str, int]
-) -> tuple[dict[str, objects_pb2.Task], set[str]]:
-    """Tasks to (re)send and task ids to drop for one batch of view events; updates
-    ``sent`` (task id -> desired state the agent was told)."""
-    upserts: dict[str, objects_pb2.Task] = {}
-    removed: set[str] = set()
-    for ev in batch:
-        if ev.kind is not Kind.TASK:
-            continue
-        task_id = ev.key.rsplit("/", 1)[1]
-        task = ev.obj
-        if task is not None and task.node_id == node_id:
-            if sent.get(task_id) != task.desired_state:
-                sent[task_id] = task.desired_state
-                upserts[task_id] = task
-                removed.discard(task_id)
-        elif task_id in sent:
-            del sent[task_id]
-            upserts.pop(task_id, None)
-            removed.add(task_id)
-    return upserts, removed
-
-
-def merge_attachments(
-    old: Sequence[objects_pb2.NetworkAttachment],
-    reported: Sequence[objects_pb2.NetworkAttachment],
-) -> list[objects_pb2.NetworkAttachment]:
-    """The task's attachments after an agent report. The allocator owns the attachments
-    it wrote (cluster addresses on overlay networks); the agent's report adds or replaces
-    only the others (the bridge address it gave)."""
-    merged = list(old)
-    owned = {a.network for a in old}
-    for attachment in reported:
-        if attachment.network in owned:
-            index = next(i for i, a in enumerate(merged) if a.network == attachment.network)
-            if not _allocated(merged[index]):
-                merged[index] = attachment
-        else:
-            merged.append(attachment)
-            owned.add(attachment.network)
-    return merged
-
-
-def _allocated(attachment: objects_pb2.NetworkAttachment) -> bool:
-    # Built-in networks get no cluster address; anything else came from the allocator.
-    return attachment.network not in model.BUILTIN_NETWORKS
-
-
-def _status_op(current: Any, node_id: str, update: dispatcher_pb2.TaskStatusUpdate) -> Any:
-    if current is None or current.obj.node_id != node_id:
-        return None
-    old = current.obj
-    if update.status.state < old.status.state:
-        return None
-    attachments = merge_attachments(old.attachments, update.attachments)
-    if update.status == old.status and attachments == list(old.attachments):
-        return None
-    task = objects_pb2.Task()
-    task.CopyFrom(old)
-    task.status.CopyFrom(update.status)
-    del task.attachments[:]
-    task.attachments.extend(attachments)
-    task.meta.updated_at.CopyFrom(model.timestamp())
-    return Update(Kind.TASK, task, current.mod_revision)
-
-
-def _assignments(
-    *,
-    full: bool = False,
-    tasks: Any = (),
-    removed: Any = (),
-    networks: Any = (),
-    removed_networks: Any = (),
-    dns: dnsrecords.RecordChanges | None = None,
-) -> dispatcher_pb2.ManagerMessage:
-    msg = dispatcher_pb2.ManagerMessage(
-        assignments=dispatcher_pb2.Assignments(
-            full=full,
-            tasks=list(tasks),
-            removed=sorted(removed),
-            networks=list(networks),
-            removed_networks=sorted(removed_networks),
-        )
-    )
-    if dns is not None:
-        dns.fill(msg.assignments)
-    return msg
 
 
 def _duration(seconds: float) -> Duration:

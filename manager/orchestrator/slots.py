@@ -41,9 +41,7 @@ decisions read only the history that this plan keeps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-
-from google.protobuf.message import Message
+from datetime import datetime, timedelta
 
 from orch import model
 from orch.manager.orchestrator import updater
@@ -53,18 +51,10 @@ from orch.proto import objects_pb2, types_pb2
 Task = objects_pb2.Task
 Service = objects_pb2.Service
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_BACKOFF_EXPONENT = 30  # 5s * 2**30 is decades; keeps the arithmetic small
 
 
 # -- task facts ---------------------------------------------------------------------------
-
-
-def _ts(msg: Message, name: str) -> datetime | None:
-    """A Timestamp field as an aware datetime, or None when unset."""
-    if not msg.HasField(name):
-        return None
-    return getattr(msg, name).ToDatetime(tzinfo=UTC)
 
 
 def _dur(policy: types_pb2.RestartPolicy, name: str) -> timedelta | None:
@@ -73,13 +63,13 @@ def _dur(policy: types_pb2.RestartPolicy, name: str) -> timedelta | None:
     return getattr(policy, name).ToTimedelta()
 
 
-def created_at(task: Task) -> datetime:
-    return _ts(task.meta, "created_at") or _EPOCH
-
-
 def ended_at(task: Task) -> datetime:
     """When the task ended: finished_at, else the time of its last status, else creation."""
-    return _ts(task.status, "finished_at") or _ts(task.status, "timestamp") or created_at(task)
+    return (
+        model.time_of(task.status, "finished_at")
+        or model.time_of(task.status, "timestamp")
+        or model.created_at(task)
+    )
 
 
 def age_key(task: Task) -> tuple[int, int, int, str]:
@@ -226,7 +216,7 @@ def _attempts_left(
     # keep the count); it happened when that task was created.
     first: dict[int, datetime] = {}
     for task in tasks:
-        when = created_at(task)
+        when = model.created_at(task)
         if task.restart_count > 0 and when > since:
             first[task.restart_count] = min(when, first.get(task.restart_count, when))
     restarts = sorted(first.values())
@@ -261,7 +251,7 @@ def _consecutive_failures(b: PlanBuilder, ended: Task, tasks: Sequence[Task]) ->
         state = task.status.state
         if not model.is_terminal(state) or state in (types_pb2.ORPHANED, types_pb2.SHUTDOWN):
             break
-        started = _ts(task.status, "started_at")
+        started = model.time_of(task.status, "started_at")
         if started is not None and ended_at(task) - started >= b.settings.backoff_reset_after:
             break
         count += 1

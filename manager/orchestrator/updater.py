@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf.message import Message
 
@@ -52,8 +52,6 @@ UpdateStatus = objects_pb2.UpdateStatus
 
 ACTIVE = (UpdateStatus.UPDATING, UpdateStatus.ROLLING_BACK)
 """Update states in which the planner replaces tasks."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -125,34 +123,30 @@ def is_updated(task: Task, spec: ServiceSpec) -> bool:
     )
 
 
-def _ts(msg: Message, name: str) -> datetime | None:
-    return getattr(msg, name).ToDatetime(tzinfo=UTC) if msg.HasField(name) else None
-
-
-def created_at(task: Task) -> datetime:
-    return _ts(task.meta, "created_at") or _EPOCH
-
-
 def failures(service: Service, tasks: Iterable[Task], now: datetime) -> list[Task]:
     """Tasks of the current spec, made during this update, that failed or turned
     unhealthy within `monitor` of their start (never started counts as at once)."""
-    started = _ts(service.update_status, "started_at") or _EPOCH
+    started = model.time_of(service.update_status, "started_at") or model.EPOCH
     monitor = config_for(service).monitor
     out = []
     for task in tasks:
-        if created_at(task) < started or not is_updated(task, service.spec):
+        if model.created_at(task) < started or not is_updated(task, service.spec):
             continue
         state = task.status.state
         if state in (types_pb2.FAILED, types_pb2.REJECTED):
-            end = _ts(task.status, "finished_at") or _ts(task.status, "timestamp") or now
+            end = (
+                model.time_of(task.status, "finished_at")
+                or model.time_of(task.status, "timestamp")
+                or now
+            )
         elif not model.is_terminal(state) and task.status.health == types_pb2.HEALTH_UNHEALTHY:
             end = now
         else:
             continue
-        begin = _ts(task.status, "started_at")
+        begin = model.time_of(task.status, "started_at")
         if begin is None or end - begin <= monitor:
             out.append(task)
-    return sorted(out, key=lambda t: (created_at(t), t.id))
+    return sorted(out, key=lambda t: (model.created_at(t), t.id))
 
 
 # -- starting updates (the Control API) ------------------------------------------------
@@ -251,7 +245,7 @@ def classify(
     wanting = [t for t in tasks if t.desired_state <= types_pb2.RUNNING]
     if not wanting:
         return BUSY  # empty, or its old task is stopping: the orchestrator fills it
-    current = max(wanting, key=lambda t: (created_at(t), t.restart_count, t.id))
+    current = max(wanting, key=lambda t: (model.created_at(t), t.restart_count, t.id))
     if not model.is_terminal(current.status.state):
         return BUSY  # on a lost or drained node: being replaced or moved
     if is_updated(current, spec) and not continue_on_failure:
@@ -278,7 +272,7 @@ def plan(
         if len(failed) > cfg.max_failure_ratio * replicas:
             return _on_failure(service, cfg, failed, now, rolling_back)
 
-    started = _ts(status, "started_at") or _EPOCH
+    started = model.time_of(status, "started_at") or model.EPOCH
     continuing = cfg.failure_action == UpdateConfig.CONTINUE
     classes = {
         slot: classify(service, slots.get(slot, ()), facts, continue_on_failure=continuing)
@@ -289,9 +283,9 @@ def plan(
 
     new = UpdateStatus()
     new.CopyFrom(status)
-    fresh = [t for t in every if created_at(t) >= started and is_updated(t, service.spec)]
-    last_start = max((created_at(t) for t in fresh), default=None)
-    ready_at = _ts(status, "batch_ready_at")
+    fresh = [t for t in every if model.created_at(t) >= started and is_updated(t, service.spec)]
+    last_start = max((model.created_at(t) for t in fresh), default=None)
+    ready_at = model.time_of(status, "batch_ready_at")
     if last_start is not None and (ready_at is None or ready_at <= last_start):
         ready_at = now  # the batch started last is ready, seen now
         new.batch_ready_at.FromDatetime(now)

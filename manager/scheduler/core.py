@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from orch import model
 from orch.placement import (
@@ -136,30 +137,44 @@ class AvailabilityFilter(Filter):
         return None
 
 
-class CpuFilter(Filter):
+class _ReservationFilter(Filter):
+    """Unreserved capacity on the node covers the task's reservation of one resource
+    (``field``: a ResourceSpec field and, with ``free_``, a NodeInfo attribute)."""
+
+    field = ""
+    label = ""
+
+    def _fmt(self, value: int) -> str:
+        raise NotImplementedError
+
+    def check(self, info: NodeInfo, task: Task) -> str | None:
+        need = getattr(task.resources.reservations, self.field)
+        return self.label if need > getattr(info, f"free_{self.field}") else None
+
+    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
+        need = getattr(task.resources.reservations, self.field)
+        most = max(max(getattr(i, f"free_{self.field}") for i in failed), 0)
+        return f"need {self._fmt(need)}, max free {self._fmt(most)}"
+
+
+class CpuFilter(_ReservationFilter):
     """Unreserved CPU on the node covers the task's CPU reservation."""
 
-    def check(self, info: NodeInfo, task: Task) -> str | None:
-        need = task.resources.reservations.nano_cpus
-        return "insufficient cpu" if need > info.free_nano_cpus else None
+    field = "nano_cpus"
+    label = "insufficient cpu"
 
-    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
-        need = task.resources.reservations.nano_cpus
-        most = max(max(i.free_nano_cpus for i in failed), 0)
-        return f"need {format_cpus(need)}, max free {format_cpus(most)}"
+    def _fmt(self, value: int) -> str:
+        return format_cpus(value)
 
 
-class MemoryFilter(Filter):
+class MemoryFilter(_ReservationFilter):
     """Unreserved memory on the node covers the task's memory reservation."""
 
-    def check(self, info: NodeInfo, task: Task) -> str | None:
-        need = task.resources.reservations.memory_bytes
-        return "insufficient memory" if need > info.free_memory_bytes else None
+    field = "memory_bytes"
+    label = "insufficient memory"
 
-    def detail(self, task: Task, failed: Sequence[NodeInfo]) -> str:
-        need = task.resources.reservations.memory_bytes
-        most = max(max(i.free_memory_bytes for i in failed), 0)
-        return f"need {format_bytes(need)}, max free {format_bytes(most)}"
+    def _fmt(self, value: int) -> str:
+        return format_bytes(value)
 
 
 class PortFilter(Filter):
@@ -235,6 +250,47 @@ def pipeline(settings: SchedulerSettings) -> list[Filter]:
         PortFilter(),
         MaxReplicasFilter(),
     ] + ([MaxTasksFilter(settings.max_tasks_per_node)] if settings.max_tasks_per_node else [])
+
+
+# -- the loop's input and output -----------------------------------------------------------
+
+
+def waiting(tasks: Iterable[Task]) -> list[Task]:
+    """The tasks the scheduler places: desired RUNNING, no node, PENDING (the allocator has
+    given them their addresses; NEW tasks are not yet allocated), in slot order so that a
+    pass places a service's replicas in the same order on every manager."""
+    return sorted(
+        (
+            t
+            for t in tasks
+            if not t.node_id
+            and t.desired_state == types_pb2.RUNNING
+            and t.status.state == types_pb2.PENDING
+        ),
+        key=lambda t: (t.service_id, t.slot, t.id),
+    )
+
+
+def decided(task: Task, decision: Decision, now: datetime) -> Task | None:
+    """``task`` as ``decision`` leaves it: on its node and ASSIGNED, or PENDING with the
+    reason; None when that is what it already says (so the loop does not feed itself)."""
+    stamp = model.timestamp(now)
+    out = Task()
+    out.CopyFrom(task)
+    if decision.node_id:
+        out.node_id = decision.node_id
+        out.status.CopyFrom(
+            objects_pb2.TaskStatus(state=types_pb2.ASSIGNED, timestamp=stamp, message="assigned")
+        )
+    elif task.status.err != decision.reason or task.status.state != types_pb2.PENDING:
+        out.status.state = types_pb2.PENDING
+        out.status.err = decision.reason
+        out.status.message = "waiting for a node"
+        out.status.timestamp.CopyFrom(stamp)
+    else:
+        return None
+    out.meta.updated_at.CopyFrom(stamp)
+    return out
 
 
 # -- placement ---------------------------------------------------------------------------

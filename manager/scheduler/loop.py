@@ -10,53 +10,32 @@ itself).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from orch import model
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.scheduler.core import schedule
+from orch.manager.scheduler.core import SchedulerSettings, decided, schedule, waiting
 from orch.manager.state.store import Kind, Op, Update
-from orch.proto import objects_pb2, types_pb2
 
 
 class SchedulerLoop(ControlLoop):
     name = "scheduler"
     kinds = (Kind.TASK, Kind.NODE)
 
+    def __init__(self, *, settings_core: SchedulerSettings | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._core = settings_core or SchedulerSettings()
+
     def plan(self, now: datetime) -> PassResult:
         tasks = list(self.view.objects(Kind.TASK))
-        waiting = [
-            t
-            for t in tasks
-            if not t.node_id
-            and t.desired_state == types_pb2.RUNNING
-            and t.status.state == types_pb2.PENDING
-        ]
-        if not waiting:
+        pending = waiting(tasks)
+        if not pending:
             return PassResult([])
         assigned = [t for t in tasks if t.node_id]
-        decisions = schedule(waiting, list(self.view.objects(Kind.NODE)), assigned)
         ops: list[Op] = []
-        stamp = model.timestamp(now)
-        for d in decisions:
+        nodes = list(self.view.objects(Kind.NODE))
+        for d in schedule(pending, nodes, assigned, self._core):
             current = self.view.get(Kind.TASK, d.task_id)
-            if current is None:
-                continue
-            task = objects_pb2.Task()
-            task.CopyFrom(current.obj)
-            if d.node_id:
-                task.node_id = d.node_id
-                task.status.CopyFrom(
-                    objects_pb2.TaskStatus(
-                        state=types_pb2.ASSIGNED, timestamp=stamp, message="assigned"
-                    )
-                )
-            elif task.status.err != d.reason or task.status.state != types_pb2.PENDING:
-                task.status.state = types_pb2.PENDING
-                task.status.err = d.reason
-                task.status.message = "waiting for a node"
-                task.status.timestamp.CopyFrom(stamp)
-            else:
-                continue
-            task.meta.updated_at.CopyFrom(stamp)
-            ops.append(Update(Kind.TASK, task, current.mod_revision))
+            task = decided(current.obj, d, now) if current else None
+            if current and task:
+                ops.append(Update(Kind.TASK, task, current.mod_revision))
         return PassResult(ops)

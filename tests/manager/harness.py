@@ -1,24 +1,35 @@
 """An in-memory cluster for the manager's pure cores, like Nomad's scheduler Harness.
 
 It holds services, tasks and nodes as protobuf objects, runs the real `reconcile` and
-`schedule` on them, applies their Plans and Decisions the way the IO shells do, and plays
-the agent (tasks start, fail, complete, stop when told) at a fake `now`. No etcd, no
-clock: tests move time with `advance`.
+`schedule` on them, and applies their results with the loops' own pure functions
+(`orchestrator.loop.writes`, `ipam.allocated`, `scheduler.core.waiting`/`decided`,
+`simulator.reported` for the agents): it glues package code, it holds no rules of its
+own. `converge` hands the objects to the simulator (manager/simulator.py: the real loops
+over a MemoryStore); `converge_here` reaches the same fixpoint over the dicts, fast enough
+for hypothesis (tests/manager/test_harness_agrees.py holds the two to one answer). No
+etcd, no clock: tests move time with `advance`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 
 from orch import model
+from orch.manager.allocator import ipam
 from orch.manager.orchestrator.core import reconcile
+from orch.manager.orchestrator.loop import writes
 from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
-from orch.manager.scheduler.core import Decision, SchedulerSettings, schedule
+from orch.manager.scheduler.core import Decision, SchedulerSettings, decided, schedule, waiting
+from orch.manager.simulator import Simulator, SimulatorSettings, reported
+from orch.manager.state.store import Create, Delete, Kind, Op, Update, Versioned
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T
 
@@ -29,6 +40,7 @@ MiB = 1 << 20
 Task = objects_pb2.Task
 Service = objects_pb2.Service
 Node = objects_pb2.Node
+M = TypeVar("M", bound=Message)
 
 
 def duration(seconds: float) -> Duration:
@@ -236,16 +248,9 @@ class Harness:
         return plan
 
     def apply(self, plan: Plan) -> None:
-        """Apply a plan the way the orchestrator loop's txn does."""
-        for task in plan.create:
-            assert task.id not in self.tasks, f"create of existing task {task.id}"
-            self.tasks[task.id] = _copy(task)
-        for task in plan.update:
-            assert task.id in self.tasks, f"update of missing task {task.id}"
-            self.tasks[task.id] = _copy(task)
-        for task_id in plan.delete:
-            assert task_id in self.tasks, f"delete of missing task {task_id}"
-            del self.tasks[task_id]
+        """Apply a plan as the orchestrator loop does: its ops, made by the loop's own
+        `writes`."""
+        self.commit(writes(plan, self.get))
 
     def step(self) -> Plan:
         """Reconcile and apply."""
@@ -253,20 +258,27 @@ class Harness:
         self.apply(plan)
         return plan
 
+    def allocate(self) -> None:
+        """One allocator pass: NEW tasks become PENDING (the harness has no overlay
+        networks, so no addresses), with the allocator's own choice and task updates."""
+        decided = ipam.plan(self.tasks.values(), {}, [])
+        self.commit(
+            Update(Kind.TASK, ipam.allocated(self.tasks[a.task_id], a, self.now), 0)
+            for a in decided.allocated
+        )
+        for w in decided.waiting:
+            task = ipam.unallocated(self.tasks[w.task_id], w, self.now)
+            if task is not None:
+                self.commit([Update(Kind.TASK, task, 0)])
+
     def waiting(self) -> list[Task]:
         """Tasks the scheduler loop hands to `schedule`."""
-        return sorted(
-            (
-                t
-                for t in self.tasks.values()
-                if not t.node_id
-                and t.desired_state == types_pb2.RUNNING
-                and t.status.state in (types_pb2.NEW, types_pb2.PENDING)
-            ),
-            key=lambda t: (t.service_id, t.slot, t.id),
-        )
+        return waiting(self.tasks.values())
 
     def schedule(self) -> list[Decision]:
+        """An allocator pass (the leader runs it before the scheduler's), then the
+        scheduler's decisions, not yet applied."""
+        self.allocate()
         assigned = [t for t in self.tasks.values() if t.node_id]
         return schedule(
             self.waiting(),
@@ -276,21 +288,40 @@ class Harness:
         )
 
     def apply_decisions(self, decisions: Iterable[Decision]) -> None:
+        """As the scheduler loop does, with its own `decided`."""
         for d in decisions:
-            task = self.tasks[d.task_id]
-            if d.node_id is None:
-                task.status.state = types_pb2.PENDING
-                task.status.err = d.reason
-            else:
-                task.node_id = d.node_id
-                task.status.state = types_pb2.ASSIGNED
-                task.status.err = ""
-            task.status.timestamp.FromDatetime(self.now)
+            task = decided(self.tasks[d.task_id], d, self.now)
+            if task is not None:
+                self.commit([Update(Kind.TASK, task, 0)])
 
     def place(self) -> list[Decision]:
+        """An allocator pass, then a scheduler pass."""
         decisions = self.schedule()
         self.apply_decisions(decisions)
         return decisions
+
+    # -- the store: the loops' ops applied to the dicts (no revisions: one writer) --
+
+    def get(self, kind: Kind, name: str) -> Versioned | None:
+        objects: dict = {Kind.SERVICE: self.services, Kind.TASK: self.tasks}[kind]
+        obj = objects.get(name)
+        return None if obj is None else Versioned(kind, kind.key(name), obj, 1)
+
+    def commit(self, ops: Iterable[Op]) -> None:
+        for op in ops:
+            if isinstance(op, Create):
+                assert op.obj.id not in self.tasks, f"create of existing task {op.obj.id}"
+                self.tasks[op.obj.id] = _copy(op.obj)
+            elif isinstance(op, Update) and op.kind is Kind.SERVICE:
+                self.services[op.obj.id] = _copy(op.obj)
+            elif isinstance(op, Update):
+                assert op.obj.id in self.tasks, f"update of missing task {op.obj.id}"
+                self.tasks[op.obj.id] = _copy(op.obj)
+            else:
+                assert isinstance(op, Delete), op
+                task_id = op.key.removeprefix(Kind.TASK.key(""))
+                assert task_id in self.tasks, f"delete of missing task {task_id}"
+                del self.tasks[task_id]
 
     # -- the agent --
 
@@ -316,26 +347,42 @@ class Harness:
         return self.report(task_id, types_pb2.COMPLETE, exit_code=exit_code)
 
     def agent_tick(self) -> int:
-        """Every READY node's agent catches up: starts its assigned tasks, stops the ones
-        desired SHUTDOWN. Returns how many tasks changed."""
-        changed = 0
-        for task in list(self.tasks.values()):
-            node = self.nodes.get(task.node_id)
-            if node is None or node.status.state != types_pb2.NODE_READY:
-                continue
-            if model.is_terminal(task.status.state):
-                continue
-            if task.desired_state == types_pb2.RUNNING:
-                if task.status.state != types_pb2.RUNNING:
-                    self.run(task.id)
-                    changed += 1
-            else:
-                self.report(task.id, types_pb2.SHUTDOWN, exit_code=143)
-                changed += 1
-        return changed
+        """Every READY node's agent catches up, as the simulator's agents do (its own
+        `reported`). Returns how many tasks changed."""
+        ready = {n.id for n in self.nodes.values() if n.status.state == types_pb2.NODE_READY}
+        reports = [
+            Update(Kind.TASK, task, 0)
+            for t in list(self.tasks.values())
+            if t.node_id in ready and (task := reported(t, self.now)) is not None
+        ]
+        self.commit(reports)
+        return len(reports)
 
-    def converge(self, rounds: int = 20) -> None:
-        """Reconcile, schedule and let agents act until nothing changes."""
+    def converge(self) -> None:
+        """Let the leader's loops and the agents run until nothing changes, at ``now``: the
+        simulator (the real loops over a MemoryStore) over a copy of the objects here,
+        whose services and tasks then replace these."""
+        asyncio.run(self._simulate())
+
+    async def _simulate(self) -> None:
+        settings = SimulatorSettings(
+            orchestrator=self.settings,
+            scheduler=self.scheduler_settings,
+            horizon=timedelta(0),  # no time passes: tests move it with `advance`
+        )
+        async with Simulator(self.now, settings) as sim:
+            await sim.write(
+                [Create(Kind.NODE, n) for n in self.nodes.values()]
+                + [Create(Kind.SERVICE, s) for s in self.services.values()]
+                + [Create(Kind.TASK, t) for t in self.tasks.values()]
+            )
+            assert await sim.settle(), f"no fixpoint after {settings.max_rounds} rounds"
+            self.services = {s.id: s for s in sim.view.objects(Kind.SERVICE)}
+            self.tasks = {t.id: t for t in sim.tasks()}
+
+    def converge_here(self, rounds: int = 20) -> None:
+        """As `converge`, by the same pure functions the loops call, over the dicts here
+        (the allocator without networks): fast enough for hypothesis."""
         for _ in range(rounds):
             plan = self.step()
             placed = [d for d in self.place() if d.node_id]
@@ -413,7 +460,7 @@ class Harness:
         return [t for t in self.tasks.values() if t.node_id == node_id and self.is_live(t)]
 
 
-def _copy(task: Task) -> Task:
-    out = Task()
-    out.CopyFrom(task)
+def _copy(obj: M) -> M:
+    out = type(obj)()
+    out.CopyFrom(obj)
     return out

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
-from orch.manager.dispatcher.server import Dispatcher, merge_attachments
+from orch.manager.dispatcher.server import Dispatcher
+from orch.manager.dispatcher.status import merge_attachments
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.store import Create, Delete, Kind, Store, Update
 from orch.manager.state.view import ClusterView

@@ -4,7 +4,7 @@ of events touches, and the diff against what the agent was told."""
 
 from __future__ import annotations
 
-from orch.manager.dispatcher import dnsrecords
+from orch.manager.dispatcher import dnsrecords, netpeers
 from orch.manager.state.store import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
@@ -155,20 +155,16 @@ def test_affected_networks() -> None:
 def test_diff_sends_changed_and_removed_networks_only() -> None:
     before = [task("a1", "a", "web", 1, ("front", "10.10.0.2"), health=T.HEALTH_STARTING)]
     sent = dict(dnsrecords.records_for_node("a", before, NETWORKS))
-    same = dnsrecords.diff_records(
-        sent, dnsrecords.records_for_node("a", before, NETWORKS), {"front"}
-    )
+    same = diff_records(sent, dnsrecords.records_for_node("a", before, NETWORKS), {"front"})
     assert same.records == [] and same.removed == []
 
     healthy = [task("a1", "a", "web", 1, ("front", "10.10.0.2"), health=T.HEALTH_HEALTHY)]
-    changes = dnsrecords.diff_records(
-        sent, dnsrecords.records_for_node("a", healthy, NETWORKS), {"front"}
-    )
+    changes = diff_records(sent, dnsrecords.records_for_node("a", healthy, NETWORKS), {"front"})
     assert [r.network for r in changes.records] == ["front"]
     assert changes.records[0].endpoints[0].answerable
     assert sent["front"] == changes.records[0]
 
-    gone = dnsrecords.diff_records(sent, {}, {"front"})
+    gone = diff_records(sent, {}, {"front"})
     assert gone.records == [] and gone.removed == ["front"] and sent == {}
 
 
@@ -197,3 +193,7 @@ def test_the_feed_sends_everything_first_then_what_changed() -> None:
     msg = dispatcher_pb2.Assignments()
     gone.fill(msg)
     assert msg.HasField("dns_network_names") and list(msg.removed_dns) == ["front"]
+
+
+def diff_records(sent, fresh, affected) -> dnsrecords.RecordChanges:
+    return dnsrecords.RecordChanges(*netpeers.diff_by_network(sent, fresh, affected))

@@ -23,7 +23,8 @@ from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
 from orch.agent.session import Session, SessionSettings
 from orch.manager.controlapi.server import ControlAPI
-from orch.manager.dispatcher.server import Dispatcher, DispatcherSettings
+from orch.manager.dispatcher.server import Dispatcher
+from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.presence import announce
 from orch.manager.state.store import Create, Kind, Store

@@ -235,7 +235,7 @@ def test_one_live_task_on_every_eligible_node_and_none_elsewhere(
         h.node(f"n{i}", labels={"role": "edge"} if i != 1 else {})
     constraints = ["node.labels.role==edge"] if constrained else []
     h.service("agent", mode=GLOBAL, constraints=constraints, policy=restart_policy(delay=0))
-    h.converge()
+    h.converge_here()
     for event, i in events:
         node_id = f"n{i}"
         node = h.nodes.get(node_id)
@@ -265,7 +265,7 @@ def test_one_live_task_on_every_eligible_node_and_none_elsewhere(
             for t in h.tasks.values():
                 if t.node_id == node_id and t.status.state == T.RUNNING:
                     h.fail(t.id)
-        h.converge()
+        h.converge_here()
         note(repr(h))
         for n in h.nodes.values():
             # Live in the model's sense (h.is_live never counts a task on a drained node).

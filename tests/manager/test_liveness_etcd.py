@@ -18,7 +18,8 @@ import grpc
 import pytest
 
 from orch.agent.session import Session, SessionSettings
-from orch.manager.dispatcher.server import Dispatcher, DispatcherSettings
+from orch.manager.dispatcher.server import Dispatcher
+from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.nodes.core import NodeMonitorSettings
 from orch.manager.nodes.loop import NodeMonitorLoop
 from orch.manager.state.store import Create, Kind, Store

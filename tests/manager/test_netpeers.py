@@ -113,10 +113,12 @@ def test_diff_sends_only_what_changed_and_drops_what_is_gone() -> None:
     new_front = dispatcher_pb2.NetworkPeers(
         network=NETWORKS["front"], peers=[dispatcher_pb2.Peer(task_id="b1")]
     )
-    changes = netpeers.diff_networks(
-        sent, {"front": new_front, "back": same}, {"front", "back", "other"}
-    )
+    changes = diff_networks(sent, {"front": new_front, "back": same}, {"front", "back", "other"})
     assert (changes.networks, changes.removed) == ([new_front], [])
-    changes = netpeers.diff_networks(sent, {}, {"back"})
+    changes = diff_networks(sent, {}, {"back"})
     assert (changes.networks, changes.removed) == ([], ["back"])
     assert sent == {"front": new_front}
+
+
+def diff_networks(sent, fresh, affected) -> netpeers.NetworkChanges:
+    return netpeers.NetworkChanges(*netpeers.diff_by_network(sent, fresh, affected))

@@ -290,7 +290,7 @@ class ClusterLife(RuleBasedStateMachine):
         for node in h.nodes:
             h.set_node(node, status=T.NODE_READY, availability=T.ACTIVE)
         for _ in range(40):
-            h.converge()
+            h.converge_here()
             plan = h.reconcile()
             if plan.wake_at is None:
                 break

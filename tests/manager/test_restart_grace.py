@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orch.manager.dispatcher.server import DispatcherSettings, restart_grace
+from orch.manager.dispatcher.settings import DispatcherSettings, restart_grace
 
 
 @pytest.mark.parametrize(

@@ -49,8 +49,8 @@ def test_spread_per_service_before_total_load() -> None:
     h.service("web", replicas=1)
     h.service("api", replicas=1)
     h.add_task("api", 1, node="n2", state=T.RUNNING)
-    h.add_task("web", 1, state=T.NEW, task_id="w")
-    h.add_task("web", 2, state=T.NEW, task_id="w2")
+    h.add_task("web", 1, state=T.PENDING, task_id="w")
+    h.add_task("web", 2, state=T.PENDING, task_id="w2")
     # n2 has fewer tasks in total; the two web tasks still spread one per node.
     assert [(d.task_id, d.node_id) for d in h.schedule()] == [("w", "n2"), ("w2", "n1")]
 
@@ -136,7 +136,7 @@ def test_terminal_tasks_free_their_reservations() -> None:
     h.node("n1", memory=1 * GiB)
     h.service("db", memory=1 * GiB)
     h.add_task("db", 1, node="n1", state=T.FAILED, desired=T.SHUTDOWN)
-    h.add_task("db", 1, task_id="next", state=T.NEW)
+    h.add_task("db", 1, task_id="next", state=T.PENDING)
     assert [d.node_id for d in h.schedule()] == ["n1"]
 
 
@@ -145,7 +145,7 @@ def test_stopping_tasks_still_hold_their_reservations() -> None:
     h.node("n1", memory=1 * GiB)
     h.service("db", memory=1 * GiB)
     h.add_task("db", 1, node="n1", state=T.RUNNING, desired=T.SHUTDOWN)
-    h.add_task("db", 1, task_id="next", state=T.NEW)
+    h.add_task("db", 1, task_id="next", state=T.PENDING)
     assert h.schedule()[0].node_id is None
 
 
@@ -209,6 +209,7 @@ def clusters(draw: st.DrawFn) -> Harness:
             task_id=f"old{i}",
         )
     h.step()  # unassigned tasks for every slot of every service
+    h.allocate()  # ... waiting for a node
     return h
 
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 from orch import model
 from orch.manager.orchestrator import updater
-from orch.manager.orchestrator.plan import Plan
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 
 from .harness import Harness, duration
@@ -96,15 +95,6 @@ class UpdateHarness(Harness):
 
     def state(self, name: str) -> str:
         return UpdateStatus.State.Name(self.status(name).state)
-
-    # -- the orchestrator's writes --
-
-    def apply(self, plan: Plan) -> None:
-        super().apply(plan)
-        for service in plan.services:
-            copy = objects_pb2.Service()
-            copy.CopyFrom(service)
-            self.services[service.id] = copy
 
     # -- the agent, with health --
 

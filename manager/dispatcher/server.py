@@ -15,7 +15,7 @@ sees the same truth in etcd. If a refresh finds the lease already gone while the
 still lives (a long stall), the session is ended so the agent registers afresh.
 
 When the stream ends the node is marked DISCONNECTED; deciding it is DOWN (and orphaning
-its tasks) is the node monitor's job (nodemonitor.py), once the liveness key is gone.
+its tasks) is the node monitor's job (manager/nodes/), once the liveness key is gone.
 
 A graceful agent restart (SIGTERM during an upgrade) is not a lost node: the agent's last
 message is Leaving, and the dispatcher moves the liveness key onto a lease of

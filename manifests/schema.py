@@ -197,12 +197,20 @@ _CONDITIONS = {
 }
 
 
-def _condition(value: Any, raw: str | None) -> int:
-    text = _string(value, raw)
-    found = _CONDITIONS.get(text.lower().replace("_", "-"))
-    if found is None:
-        raise Invalid(f"unknown condition {text!r}", ", ".join(_CONDITIONS))
-    return found
+def _choice(table: dict[str, int], what: str = "value") -> Callable[[Any, str | None], int]:
+    """A parser for one of ``table``'s names (case and '_' or '-' as the user likes)."""
+
+    def parse(value: Any, raw: str | None) -> int:
+        text = _string(value, raw)
+        found = table.get(text.lower().replace("_", "-"))
+        if found is None:
+            raise Invalid(f"unknown {what} {text!r}", ", ".join(table))
+        return found
+
+    return parse
+
+
+_condition = _choice(_CONDITIONS, "condition")
 
 
 def _render_condition(condition: int) -> str:
@@ -674,17 +682,6 @@ _ACTIONS = {
     "rollback": specs_pb2.UpdateConfig.ROLLBACK,
     "continue": specs_pb2.UpdateConfig.CONTINUE,
 }
-
-
-def _choice(table: dict[str, int]) -> Callable[[Any, str | None], int]:
-    def parse(value: Any, raw: str | None) -> int:
-        text = _string(value, raw)
-        found = table.get(text.lower().replace("_", "-"))
-        if found is None:
-            raise Invalid(f"unknown value {text!r}", ", ".join(table))
-        return found
-
-    return parse
 
 
 def _ratio(value: Any, raw: str | None) -> float:

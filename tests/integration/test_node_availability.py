@@ -147,7 +147,7 @@ def test_labels_show_in_nodes_listing(orch, cluster) -> None:
 
         bad = orch("node", "label", "node3", "bad_=x", check=False)
         assert bad.returncode == 1
-        assert bad.stderr.startswith("orch: add_labels: invalid label key 'bad_'")
+        assert bad.stderr.startswith("orch: add_labels.bad_: invalid label key 'bad_'")
     finally:
         orch("node", "label", "node3", "zone-", "rack-", check=False)
     assert node(orch, "node3")["labels"] == {}

@@ -56,10 +56,6 @@ def timestamp(when: datetime | None = None) -> Timestamp:
     return ts
 
 
-def to_datetime(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
-
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The time of an unset Timestamp: older than anything that happened."""
 

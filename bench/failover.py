@@ -29,8 +29,9 @@ import grpc
 from benchlib import local_cluster, summary, until
 
 from orch.localcluster.cluster import LocalCluster
+from orch.manager.state.api import Store
 from orch.manager.state.election import LEADER_KEY, ElectionSettings
-from orch.manager.state.store import EtcdStore, Store
+from orch.manager.state.store import EtcdStore
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2
 
 

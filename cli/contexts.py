@@ -70,7 +70,7 @@ def config_path(env: Mapping[str, str]) -> Path:
 
 def check_name(name: str) -> str:
     """A context name as accepted on the command line and in the file."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise OrchError(
             f"context name {name!r}: expected letters, digits, '.', '_' or '-' "
             "(at most 63, starting with a letter or digit)"
@@ -130,7 +130,7 @@ def _parse(text: str, path: Path) -> Config:
 
 def _context(name: str, value: Any, path: Path, parent: PosDict) -> ClusterContext:
     where = _at(path, parent, name)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise OrchError(f"{where}: {name!r} is not a context name")
     if not isinstance(value, PosDict):
         raise OrchError(f"{where}: context {name}: expected a mapping with 'managers'")

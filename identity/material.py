@@ -50,6 +50,10 @@ def check_private_dir(path: Path) -> Path:
         raise IdentityError(f"{path} is missing: this node has no TLS identity yet") from None
     if not stat.S_ISDIR(st.st_mode):
         raise IdentityError(f"{path} should be a directory for TLS material but is not")
+    if st.st_uid != os.geteuid():
+        raise IdentityError(
+            f"{path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()})"
+        )
     if st.st_mode & 0o077:
         raise IdentityError(
             f"{path} holds TLS keys but has mode {stat.S_IMODE(st.st_mode):04o}; "
@@ -85,23 +89,32 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 
 def read_private_file(path: Path) -> bytes:
-    """The bytes of a file that must be private: owned by us, not readable by others."""
+    """The bytes of a file that must be private: owned by us, not readable by others. The
+    checks and the read are of one open file (no symlink followed), so the file checked is
+    the file read."""
     path = Path(path)
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise IdentityError(f"{path} is missing: this node has no TLS identity yet") from None
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise IdentityError(
-            f"{path} has mode {mode:04o}: a key file must be 0600 (others could have read "
-            f"it); if it may have leaked, remove the node and join again, else chmod 600 {path}"
-        )
-    if st.st_uid != os.geteuid():
-        raise IdentityError(
-            f"{path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()})"
-        )
-    return path.read_bytes()
+    except OSError as exc:  # ELOOP: a symlink where a key file should be
+        raise IdentityError(f"{path}: cannot open as a private file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IdentityError(f"{path} should be a regular file but is not")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise IdentityError(
+                f"{path} has mode {mode:04o}: a key file must be 0600 (others could have "
+                f"read it); if it may have leaked, remove the node and join again, else "
+                f"chmod 600 {path}"
+            )
+        if st.st_uid != os.geteuid():
+            raise IdentityError(
+                f"{path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()})"
+            )
+        return f.read()
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ import grpc
 
 from orch import model
 from orch.localcluster.cluster import LocalCluster
+from orch.manager.state.api import Store
 from orch.manager.state.election import LEADER_KEY
-from orch.manager.state.store import EtcdStore, Store
+from orch.manager.state.store import EtcdStore
 from orch.overlay import names
 from orch.overlay.netns import list_netns, run_command
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2

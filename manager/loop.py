@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orch.errors import ConflictError, StoreError
-from orch.manager.state.store import Fence, Kind, Op, Store
+from orch.manager.state.api import Fence, Kind, Op, Store
 from orch.manager.state.view import ClusterView
 
 log = logging.getLogger(__name__)

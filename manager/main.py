@@ -36,9 +36,10 @@ from orch.manager.nodes.loop import NodeMonitorLoop
 from orch.manager.orchestrator.loop import OrchestratorLoop
 from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.scheduler.loop import SchedulerLoop
+from orch.manager.state.api import Store
 from orch.manager.state.election import Election, ElectionSettings
 from orch.manager.state.presence import announce
-from orch.manager.state.store import EtcdStore, Store
+from orch.manager.state.store import EtcdStore
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker, ExecSettings
 from orch.manager.streams.forwarding import ForwardSettings, SessionRouter
@@ -230,6 +231,8 @@ def _with_reserved_ports(
             ports = {int(part) for part in text.split(",") if part.strip()}
         except ValueError:
             p.error(f"--reserved-ports: expected port numbers, got {text!r}")
+        if bad := sorted(port for port in ports if not 1 <= port <= 65535):
+            p.error(f"--reserved-ports: {bad[0]} is not a port (accepted: 1-65535)")
     for endpoint in settings.etcd:
         port = endpoint.rpartition(":")[2]
         if port.isdigit():

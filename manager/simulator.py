@@ -34,8 +34,8 @@ from orch.manager.orchestrator.loop import OrchestratorLoop
 from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.scheduler.core import SchedulerSettings
 from orch.manager.scheduler.loop import SchedulerLoop
+from orch.manager.state.api import Create, Kind, Op, Update
 from orch.manager.state.memstore import MemoryStore
-from orch.manager.state.store import Create, Kind, Op, Update
 from orch.manager.state.view import ClusterView
 from orch.proto import control_pb2, objects_pb2, specs_pb2, types_pb2
 

@@ -16,8 +16,6 @@ from orch.manifests.problems import Problem
 
 MAX_NAME = 63
 """Service and network names are DNS labels (RFC 1035): 63 characters."""
-MAX_HOSTNAME = 253
-"""A DNS name (aliases, the container's hostname, label keys with a prefix)."""
 MAX_REPLICAS = 10_000
 """Per service. A typo guard with room: the orchestrator plans every slot of a service in
 memory on each pass, and every leader does it again after a failover, so 2**64 replicas

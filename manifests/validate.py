@@ -20,12 +20,11 @@ from google.protobuf.duration_pb2 import Duration
 from orch import model
 from orch import placement as placement_rules
 from orch.manifests import limits
-from orch.manifests.limits import MAX_NAME, MAX_REPLICAS
+from orch.manifests.limits import MAX_NAME
 from orch.manifests.problems import Problem, join_index, join_key
 from orch.manifests.units import DURATION_ACCEPTED, cpus_text, format_duration, size_text
 from orch.proto import specs_pb2, types_pb2
 
-__all__ = ["MAX_NAME", "MAX_REPLICAS"]  # kept importable from here, defined in limits.py
 MIN_MEMORY_LIMIT = 4 * 1024 * 1024
 """Docker's floor: below this a container is killed before its process starts."""
 MIN_NANO_CPUS = 10_000_000

@@ -60,11 +60,6 @@ def _mount_paths() -> list[str]:
     return points
 
 
-def mount_points() -> list[Path]:
-    """Every mount point of this mount namespace, in mount order."""
-    return [Path(p) for p in _mount_paths()]
-
-
 def is_mounted(target: Path) -> bool:
     return str(Path(target)) in _mount_paths()
 

@@ -67,7 +67,8 @@ def etcd_endpoint() -> Iterator[str]:
 async def store(etcd_endpoint: str):
     """An EtcdStore on the session's etcd, with the orch keyspace emptied before each
     test."""
-    from orch.manager.state.store import PREFIX, EtcdStore
+    from orch.manager.state.api import PREFIX
+    from orch.manager.state.store import EtcdStore
 
     s = await EtcdStore.connect([etcd_endpoint])
     await s.delete_prefix(PREFIX)

@@ -1,7 +1,7 @@
 """Cluster IPAM, the pure core: VNIs and subnets for new networks, and one address per
 task per overlay network, decided over a snapshot of networks, tasks and leases.
 
-Why pure: the allocator loop (allocator_loop.py) and the Control API call these functions
+Why pure: the allocator loop (loop.py) and the Control API call these functions
 on their ClusterView and commit the result in etcd transactions that make each decision
 safe on its own: an address is taken by creating ``/orch/v1/ipam/<network>/<ip>`` only if
 absent, in the same transaction as the task update that records it; a VNI or pool subnet

@@ -20,7 +20,7 @@ from datetime import datetime
 
 from orch.manager.allocator import ipam
 from orch.manager.loop import ControlLoop, PassResult
-from orch.manager.state.store import Create, Delete, Kind, Op, Update
+from orch.manager.state.api import Create, Delete, Kind, Op, Update
 
 
 class AllocatorLoop(ControlLoop):

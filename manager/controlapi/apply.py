@@ -15,7 +15,7 @@ from orch.errors import ValidationError
 from orch.manager.allocator import ipam
 from orch.manager.controlapi import hosts, networks, services
 from orch.manager.controlapi.decision import Decision, View, duplicates
-from orch.manager.state.store import Create, Kind, Update
+from orch.manager.state.api import Create, Kind, Update
 from orch.manifests.validate import (
     apply_size_problems,
     port_clashes,

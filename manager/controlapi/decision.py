@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from orch import model
 from orch.errors import PreconditionError
-from orch.manager.state.store import Kind, Op, Update, Versioned
+from orch.manager.state.api import Kind, Op, Update, Versioned
 from orch.proto import control_pb2
 
 

@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Collection, Iterable
 
 from orch.manager.controlapi.decision import View
-from orch.manager.state.store import Kind
+from orch.manager.state.api import Kind
 from orch.proto import specs_pb2
 
 Subnets = list[tuple[ipaddress.IPv4Network, str]]

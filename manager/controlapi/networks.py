@@ -27,7 +27,7 @@ from orch.errors import NotFoundError, ValidationError
 from orch.manager.allocator import ipam
 from orch.manager.controlapi import hosts
 from orch.manager.controlapi.decision import Decision, InUseError, View, change, respecced
-from orch.manager.state.store import Create, Delete, Kind, Op, QuietSince, Unmodified, Versioned
+from orch.manager.state.api import Create, Delete, Kind, Op, QuietSince, Unmodified, Versioned
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 DEFAULT_DRIVER = "overlay"
@@ -76,7 +76,8 @@ def taken_subnets(view: View, settings: ipam.IpamSettings) -> hosts.Subnets:
 def overlap_problems(
     specs: list[specs_pb2.NetworkSpec], view: View, settings: ipam.IpamSettings
 ) -> list[str]:
-    """Subnets given for new networks that overlap what ``taken_subnets`` names."""
+    """Subnets given for new networks that overlap what ``taken_subnets`` names, or a
+    subnet given earlier in the same request (any client, not only the CLI's loader)."""
     taken = taken_subnets(view, settings)
     problems = []
     for i, spec in enumerate(specs):
@@ -88,6 +89,7 @@ def overlap_problems(
             for other, what in taken
             if subnet.overlaps(other)
         ]
+        taken.append((subnet, f"network {spec.name!r} of this request"))
     return problems
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from orch.errors import NotFoundError, ValidationError
 from orch.manager.controlapi.decision import Decision, InUseError, View, respecced
-from orch.manager.state.store import Delete, Kind, Versioned
+from orch.manager.state.api import Delete, Kind, Versioned
 from orch.manifests import limits, validate
 from orch.proto import control_pb2, objects_pb2, types_pb2
 

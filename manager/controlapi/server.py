@@ -42,7 +42,7 @@ from orch.manager import simulator
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply, networks, nodes, services, tasks
 from orch.manager.controlapi.decision import Decision, View
-from orch.manager.state.store import Kind, Store
+from orch.manager.state.api import Kind, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.forwarding import SessionRouter
@@ -144,7 +144,11 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def Rollback(self, request: control_pb2.RollbackRequest, context: Any) -> Any:
-        await self._commit(lambda view: services.decide_rollback(view, request.name, _now()))
+        await self._commit(
+            lambda view: services.decide_rollback(
+                view, request.name, _now(), self._settings.reserved_ports
+            )
+        )
         return services.info(self._view, services.get(self._view, request.name).obj, _now())
 
     @_grpc_errors

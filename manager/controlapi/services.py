@@ -10,14 +10,15 @@ the view holds, so a concurrent writer makes this one lose and decide again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from orch import model
 from orch.errors import NotFoundError, PreconditionError, ValidationError
+from orch.manager.controlapi import hosts
 from orch.manager.controlapi.decision import Decision, View, change
 from orch.manager.orchestrator import updater
-from orch.manager.state.store import Create, Delete, Kind, Update, Versioned
+from orch.manager.state.api import Create, Delete, Kind, Update, Versioned
 from orch.manifests import validate
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
@@ -94,13 +95,20 @@ def decide_scale(view: View, request: control_pb2.ScaleRequest, now: datetime) -
     return decision
 
 
-def decide_rollback(view: View, name: str, now: datetime) -> Decision:
+def decide_rollback(
+    view: View, name: str, now: datetime, reserved_ports: Collection[int] = ()
+) -> Decision:
+    """Back to the previous spec, held to the checks an Apply of it would meet against the
+    view now (a port reserved since then stays unpublished)."""
     current = get(view, name)
     if not current.obj.HasField("previous_spec"):
         raise PreconditionError(
             f"service {name} has no previous spec to roll back to (it has "
             "not been updated since it was created)"
         )
+    problems = hosts.port_problems(view, [current.obj.previous_spec], reserved_ports)
+    if problems:
+        raise ValidationError(problems)
     service = updater.rolled_back(current.obj, now, "rollback requested")
     return Decision([Update(Kind.SERVICE, service, current.mod_revision)])
 

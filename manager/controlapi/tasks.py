@@ -12,7 +12,7 @@ from orch import model
 from orch.errors import NotFoundError, ValidationError
 from orch.manager.controlapi import services
 from orch.manager.controlapi.decision import View
-from orch.manager.state.store import Kind
+from orch.manager.state.api import Kind
 from orch.proto import control_pb2, objects_pb2
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from orch.manager.dispatcher import dnsrecords, netpeers
-from orch.manager.state.store import Event, Kind
+from orch.manager.state.api import Event, Kind
 from orch.manager.state.view import ClusterView
 from orch.proto import dispatcher_pb2, objects_pb2
 

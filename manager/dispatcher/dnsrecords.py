@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from orch import model
 from orch.manager.dispatcher.netpeers import diff_by_network
-from orch.manager.state.store import Event, Kind
+from orch.manager.state.api import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, types_pb2
 
 Task = objects_pb2.Task

@@ -24,17 +24,12 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from orch import model
-from orch.manager.state.store import Event, Kind
+from orch.manager.state.api import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2
 
 M = TypeVar("M", bound=Message)
 
 Task = objects_pb2.Task
-
-
-def attached_networks(task: Task, networks: Mapping[str, objects_pb2.Network]) -> set[str]:
-    """Names of the overlay networks (Network objects) the task holds an address on."""
-    return {a.network for a in task.attachments if a.network in networks and a.addresses}
 
 
 def peers_for_node(

@@ -44,7 +44,7 @@ from orch.errors import ConflictError, StoreError
 from orch.manager.dispatcher.assignments import AssignmentFeed
 from orch.manager.dispatcher.settings import DispatcherSettings, restart_grace
 from orch.manager.dispatcher.status import StatusWriter
-from orch.manager.state.store import Create, Kind, Store, Update
+from orch.manager.state.api import Create, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.logbroker import LogBroker

@@ -13,7 +13,7 @@ from typing import Any
 from orch import model
 from orch.errors import ConflictError, StoreError
 from orch.manager.dispatcher.settings import DispatcherSettings
-from orch.manager.state.store import Kind, Store, Update
+from orch.manager.state.api import Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.proto import dispatcher_pb2, objects_pb2
 

@@ -16,7 +16,7 @@ from typing import Any
 from orch import model
 from orch.manager.loop import ControlLoop, PassResult
 from orch.manager.nodes.core import NodeMonitorSettings, decide, orphan, orphans
-from orch.manager.state.store import Kind, Op, Unmodified, Update, Versioned
+from orch.manager.state.api import Kind, Op, Unmodified, Update, Versioned
 from orch.proto import objects_pb2, types_pb2
 
 # Tasks orphaned per transaction group (each group also guards the node's revision).

@@ -16,7 +16,7 @@ from typing import Any
 from orch.manager.loop import ControlLoop, PassResult
 from orch.manager.orchestrator.core import reconcile
 from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
-from orch.manager.state.store import Create, Delete, Kind, Op, Update, Versioned
+from orch.manager.state.api import Create, Delete, Kind, Op, Update, Versioned
 
 
 class OrchestratorLoop(ControlLoop):

@@ -9,7 +9,7 @@ tasks of one service over nodes, then balance the total. Placements made earlier
 same call count as load and reservations for later ones, so five replicas on three empty
 nodes land 2/2/1. A task of a global service names its node (``target_node``): only that
 node is asked, and the reason says why it cannot take the task.
-The IO shell (scheduler_loop) writes the decisions back in revision-guarded txns; a
+The IO shell (loop.py) writes the decisions back in revision-guarded txns; a
 decision is only as good as the snapshot it was made on, which the txn guard checks.
 """
 

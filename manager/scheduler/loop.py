@@ -14,7 +14,7 @@ from typing import Any
 
 from orch.manager.loop import ControlLoop, PassResult
 from orch.manager.scheduler.core import SchedulerSettings, decided, schedule, waiting
-from orch.manager.state.store import Kind, Op, Update
+from orch.manager.state.api import Kind, Op, Update
 
 
 class SchedulerLoop(ControlLoop):

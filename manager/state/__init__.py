@@ -1,1 +1,1 @@
-"""The only code that knows etcd: the store, the per-manager view, election, presence."""
+"""The manager's state: the Store protocol and keyspace (api.py), its two implementations (store.py, the only code that imports etcd3aio; memstore.py), the per-manager view, election, presence."""

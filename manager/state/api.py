@@ -39,10 +39,11 @@ class Kind(enum.Enum):
     LEASE = ("ipam", objects_pb2.AddressLease)
     CLAIM = ("claims", objects_pb2.Claim)
     LIVENESS = ("liveness", objects_pb2.Node)
-    MANAGER = ("managers", objects_pb2.ManagerInfo)
     """A node's liveness record: a Node with only ``id`` and ``status`` (the manager
     holding the session), attached to an etcd lease the agent's heartbeats keep alive.
     The key disappears when the lease expires: that is how a node is seen to be gone."""
+    MANAGER = ("managers", objects_pb2.ManagerInfo)
+    """A manager's presence, on its own lease (`orch managers`)."""
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder

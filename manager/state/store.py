@@ -10,9 +10,9 @@ through the watch) and decides again. An optional fence compare (the leader key)
 along in the same transaction, so a deposed leader cannot write.
 
 etcd errors are translated to :class:`StoreError` here and nowhere else: no other module
-imports etcd3aio (the local cluster's etcd supervision aside). The keyspace and the
-operations live in ``api.py`` and are re-exported here, so ``from ...state.store import
-Kind, Create, Store`` keeps working; ``Store`` is the protocol, ``EtcdStore`` this class.
+imports etcd3aio (the local cluster's etcd supervision aside). The keyspace, the
+operations and the ``Store`` protocol live in ``api.py``, which knows nothing of etcd:
+the rest of the manager imports them from there.
 
 Every call is bounded: it answers or fails with StoreError within ``timeout`` (5 s),
 also when etcd has lost quorum (etcd itself would keep a request waiting for 7 s, and our
@@ -40,12 +40,10 @@ from google.protobuf.message import Message
 
 from orch.errors import ConflictError, StoreError
 from orch.manager.state.api import (
-    MAX_TXN_OPS,
     PREFIX,
     CommitBatches,
     Create,
     Created,
-    Delete,
     Event,
     EventBatch,
     Fence,
@@ -54,7 +52,6 @@ from orch.manager.state.api import (
     Kind,
     Op,
     QuietSince,
-    Store,
     Unmodified,
     Update,
     Versioned,
@@ -65,30 +62,6 @@ from orch.manager.state.api import (
     op_key,
     parse_key,
 )
-
-__all__ = [
-    "MAX_TXN_OPS",
-    "PREFIX",
-    "Create",
-    "Created",
-    "Delete",
-    "EtcdStore",
-    "Event",
-    "EventBatch",
-    "Fence",
-    "KeyEvent",
-    "KeyValue",
-    "Kind",
-    "Op",
-    "QuietSince",
-    "Store",
-    "Unmodified",
-    "Update",
-    "Versioned",
-    "decode",
-    "encode",
-    "parse_key",
-]
 
 # Seconds before a call that failed at once (no member reachable) is sent again.
 _RETRY_PAUSE = 0.2

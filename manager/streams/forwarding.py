@@ -32,7 +32,7 @@ import grpc
 
 from orch import grpcerrors
 from orch.errors import NotFoundError, OrchError
-from orch.manager.state.store import Kind
+from orch.manager.state.api import Kind
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.logbroker import LogBroker

@@ -129,3 +129,24 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         material.write_private_file(target, b"new")
     assert target.is_dir() and [p.name for p in tmp_path.iterdir()] == ["node.crt"]
+
+
+def test_a_symlink_where_the_key_file_should_be_is_refused(tmp_path: Path) -> None:
+    """The file checked is the file read: a link to a private file elsewhere is refused,
+    not followed."""
+    tls = tmp_path / "tls"
+    save_node_material(tls, _material())
+    key = tls / material.KEY_FILE
+    elsewhere = tmp_path / "elsewhere.pem"
+    key.rename(elsewhere)
+    key.symlink_to(elsewhere)
+    with pytest.raises(IdentityError, match="cannot open as a private file"):
+        load_node_material(tls)
+
+
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    save_node_material(tls, _material())
+    os.chown(tls, 12345, -1)
+    with pytest.raises(IdentityError, match="belongs to uid 12345"):
+        load_node_material(tls)

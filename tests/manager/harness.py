@@ -29,7 +29,7 @@ from orch.manager.orchestrator.loop import writes
 from orch.manager.orchestrator.plan import OrchestratorSettings, Plan
 from orch.manager.scheduler.core import Decision, SchedulerSettings, decided, schedule, waiting
 from orch.manager.simulator import Simulator, SimulatorSettings, reported
-from orch.manager.state.store import Create, Delete, Kind, Op, Update, Versioned
+from orch.manager.state.api import Create, Delete, Kind, Op, Update, Versioned
 from orch.proto import objects_pb2, specs_pb2, types_pb2
 from orch.proto import types_pb2 as T
 

@@ -14,8 +14,8 @@ from orch import model
 from orch.manager.allocator import ipam
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.loop import LoopSettings
+from orch.manager.state.api import Create, Delete, Kind, Store, Update
 from orch.manager.state.memstore import MemoryStore
-from orch.manager.state.store import Create, Delete, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.proto import objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T

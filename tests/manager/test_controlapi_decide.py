@@ -14,8 +14,8 @@ from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply, networks, nodes, services, tasks
 from orch.manager.controlapi.decision import InUseError
 from orch.manager.simulator import Simulator
+from orch.manager.state.api import Create, Delete, Kind, QuietSince, Unmodified, Update
 from orch.manager.state.memstore import MemoryStore
-from orch.manager.state.store import Create, Delete, Kind, QuietSince, Unmodified, Update
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 

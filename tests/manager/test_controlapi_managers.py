@@ -10,7 +10,7 @@ import secrets
 import time
 
 from orch.manager.controlapi.server import ControlSettings
-from orch.manager.state.store import Store
+from orch.manager.state.api import Store
 from orch.proto import control_pb2, specs_pb2
 
 from .conftest import Api, serve_control_api

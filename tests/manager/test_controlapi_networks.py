@@ -10,7 +10,7 @@ import ipaddress
 import grpc
 import pytest
 
-from orch.manager.state.store import Create, Delete, Kind, Store
+from orch.manager.state.api import Create, Delete, Kind, Store
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 from .conftest import Api

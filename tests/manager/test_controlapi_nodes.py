@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from orch.manager.state.store import Create, Kind, Update
+from orch.manager.state.api import Create, Kind, Update
 from orch.manifests import limits
 from orch.proto import control_pb2, objects_pb2, types_pb2
 

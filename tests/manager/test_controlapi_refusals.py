@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from orch.manager.state.store import Create, Kind
+from orch.manager.state.api import Create, Kind
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 
 from .conftest import Api
@@ -107,3 +107,26 @@ async def test_the_pool_skips_host_addresses(api: Api) -> None:
     await api.stub.Apply(control_pb2.ApplyRequest(networks=[specs_pb2.NetworkSpec(name="a")]))
     info = await api.stub.GetNetwork(control_pb2.GetNetworkRequest(name="a"))
     assert info.network.subnet == "10.10.1.0/24"
+
+
+async def test_two_new_networks_of_one_apply_may_not_overlap(api: Api) -> None:
+    """Checked by the manager, not only by the CLI's loader: any client reaches Apply."""
+    nets = [
+        specs_pb2.NetworkSpec(name="a", subnet="10.20.0.0/16"),
+        specs_pb2.NetworkSpec(name="b", subnet="10.20.1.0/24"),
+    ]
+    message = await refused(api, api.stub.Apply(control_pb2.ApplyRequest(networks=nets)))
+    assert message == (
+        "networks[1] (b): subnet 10.20.1.0/24 overlaps network 'a' of this request (10.20.0.0/16)"
+    )
+
+
+async def test_a_rollback_to_a_port_reserved_since_is_refused(api: Api) -> None:
+    await api.stub.Apply(control_pb2.ApplyRequest(services=[service(ports=(7700,))]))
+    await api.stub.Apply(control_pb2.ApplyRequest(services=[service(ports=(8080,))]))
+    await add_hosts(api)  # a manager now serves on 7700
+    message = await refused(api, api.stub.Rollback(control_pb2.RollbackRequest(name="web")))
+    assert message == (
+        "services[0] (web): spec.ports[0].published: host port 7700 is reserved: "
+        "the port manager m1 serves on (accepted: another port)"
+    )

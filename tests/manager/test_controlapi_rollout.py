@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from orch.manager.state.store import Create, Kind
+from orch.manager.state.api import Create, Kind
 from orch.proto import control_pb2, objects_pb2, specs_pb2, types_pb2
 
 from .conftest import Api

@@ -5,7 +5,7 @@ Agents are played by gRPC clients (the session helpers of the overlay peer tests
 
 from __future__ import annotations
 
-from orch.manager.state.store import Create, Kind, Update
+from orch.manager.state.api import Create, Kind, Update
 from orch.proto import dispatcher_pb2, objects_pb2
 from orch.proto import types_pb2 as T
 

@@ -13,8 +13,8 @@ import pytest
 
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.status import merge_attachments
+from orch.manager.state.api import Create, Delete, Kind, Store, Update
 from orch.manager.state.memstore import MemoryStore
-from orch.manager.state.store import Create, Delete, Kind, Store, Update
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, specs_pb2

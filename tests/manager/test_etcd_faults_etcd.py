@@ -29,8 +29,9 @@ from orch.errors import StoreError
 from orch.grpcerrors import STORE_UNAVAILABLE
 from orch.localcluster import etcd as local_etcd
 from orch.manager.controlapi.server import ControlAPI
+from orch.manager.state.api import PREFIX, Create, Kind, Store
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
-from orch.manager.state.store import PREFIX, Create, EtcdStore, Kind, Store
+from orch.manager.state.store import EtcdStore
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2

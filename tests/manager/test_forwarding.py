@@ -25,9 +25,9 @@ from orch.agent.session import Session, SessionSettings
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
+from orch.manager.state.api import Create, Kind, Store
 from orch.manager.state.memstore import MemoryStore
 from orch.manager.state.presence import announce
-from orch.manager.state.store import Create, Kind, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.forwarding import SessionRouter

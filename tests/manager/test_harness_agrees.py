@@ -13,7 +13,7 @@ import pytest
 
 from orch.manager.orchestrator.plan import OrchestratorSettings
 from orch.manager.simulator import Simulator, SimulatorSettings
-from orch.manager.state.store import Create, Kind
+from orch.manager.state.api import Create, Kind
 from orch.proto import specs_pb2
 from orch.proto import types_pb2 as T
 

@@ -22,7 +22,7 @@ from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.nodes.core import NodeMonitorSettings
 from orch.manager.nodes.loop import NodeMonitorLoop
-from orch.manager.state.store import Create, Kind, Store
+from orch.manager.state.api import Create, Kind, Store
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2

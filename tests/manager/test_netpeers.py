@@ -5,7 +5,7 @@ diff against what the agent was told."""
 from __future__ import annotations
 
 from orch.manager.dispatcher import netpeers
-from orch.manager.state.store import Event, Kind
+from orch.manager.state.api import Event, Kind
 from orch.proto import dispatcher_pb2, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 

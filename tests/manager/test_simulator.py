@@ -14,7 +14,7 @@ from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply
 from orch.manager.controlapi.decision import Decision, View
 from orch.manager.simulator import Simulator, SimulatorSettings
-from orch.manager.state.store import Create, Kind, Update
+from orch.manager.state.api import Create, Kind, Update
 from orch.manifests.loader import load_paths
 from orch.proto import control_pb2, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T

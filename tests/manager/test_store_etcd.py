@@ -9,8 +9,8 @@ from tests_support import always
 
 from orch import model
 from orch.errors import ConflictError
+from orch.manager.state.api import Create, Delete, Fence, Kind, Update
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
-from orch.manager.state.store import Create, Delete, Fence, Kind, Update
 from orch.manager.state.view import ClusterView
 from orch.proto import objects_pb2, specs_pb2
 

@@ -6,14 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orch.errors import ConflictError
-from orch.manager.state.store import (
-    Create,
-    Delete,
-    Kind,
-    QuietSince,
-    Unmodified,
-    parse_key,
-)
+from orch.manager.state.api import Create, Delete, Kind, QuietSince, Unmodified, parse_key
 from orch.proto import objects_pb2, specs_pb2
 
 pytestmark = pytest.mark.integration

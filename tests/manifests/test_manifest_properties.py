@@ -7,10 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orch.errors import ValidationError
+from orch.manifests.limits import MAX_REPLICAS
 from orch.manifests.loader import load_text
 from orch.manifests.render import spec_to_manifest
 from orch.manifests.validate import (
-    MAX_REPLICAS,
     MIN_MEMORY_LIMIT,
     MIN_NANO_CPUS,
     SIGNALS,

@@ -105,11 +105,21 @@ def host_neighbours(cluster, hostname: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(orch, cluster, tmp_path_factory):
+def web_manifest(orch, cluster, tmp_path_factory):
+    """The networks, applied once; the services' manifest, applied by ``deployed``."""
     tmp = tmp_path_factory.mktemp("multihost")
     reg = cluster.record.registry
     orch("apply", "-f", str(manifest(tmp, reg, "nets", NETWORKS)))
-    orch("apply", "-f", str(manifest(tmp, reg, "web", WEB)))
+    yield manifest(tmp, reg, "web", WEB)
+    orch("rm", "web", "client", "outsider", check=False)
+
+
+@pytest.fixture
+def deployed(orch, web_manifest):
+    """web x3, client and outsider running, whatever an earlier test left (one scales web
+    down, one removes it): each test sets up the state it needs, in any order. The apply
+    is a no-op when nothing changed."""
+    orch("apply", "--detach", "-f", str(web_manifest))
     wait_until(
         lambda: (
             len(orch.running("web")) == 3
@@ -119,8 +129,6 @@ def deployed(orch, cluster, tmp_path_factory):
         90,
         what="web x3, client and outsider running",
     )
-    yield
-    orch("rm", "web", "client", "outsider", check=False)
 
 
 def test_replicas_spread_and_reach_each_other_across_hosts(orch, cluster, deployed) -> None:

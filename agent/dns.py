@@ -293,6 +293,9 @@ class _Listener:
     def __init__(self, asker: Asker) -> None:
         self.asker = asker
         self.udp: asyncio.DatagramTransport | None = None
+        self.udp_closed = asyncio.get_running_loop().create_future()
+        """Done once the UDP socket is really closed: a transport closes it a loop turn
+        after close(), and detach must not return before (ss, a netns deletion)."""
         self.tcp: asyncio.Server | None = None
         self.sessions: set[asyncio.StreamWriter] = set()
 
@@ -305,9 +308,11 @@ class _Listener:
             self.tcp.close()
         for writer in list(self.sessions):
             writer.transport.abort()
-        if self.tcp is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                if self.udp is not None:
+                    await asyncio.shield(self.udp_closed)
+                if self.tcp is not None:
                     await self.tcp.wait_closed()
 
 
@@ -326,6 +331,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("DNS: UDP error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._holder.udp_closed.done():
+            self._holder.udp_closed.set_result(None)
 
 
 class _OneReply(asyncio.DatagramProtocol):

@@ -222,8 +222,8 @@ def in_use(listeners: Iterable[tuple[ProcAddress, int]], port: int, address: str
             continue
         if mapped.is_unspecified or mapped == published:
             return True
-        if published is None and not mapped.is_loopback:
-            return True
+        if published is None and not mapped.is_loopback and mapped.version == 4:
+            return True  # the DNAT is IPv4's: a listener on one IPv6 address is not caught
     return False
 
 

@@ -1,4 +1,6 @@
-"""The store, the cluster view and the election against a real etcd server."""
+"""The store, the cluster view and the election against a real etcd server (what only etcd
+shows: its JSON values, raw fence keys, the view and election on it). The guards of every
+write run on both stores in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from tests_support import always
 
 from orch import model
 from orch.errors import ConflictError
-from orch.manager.state.api import Create, Delete, Fence, Kind, Update
+from orch.manager.state.api import Create, Delete, Fence, Kind
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
 from orch.manager.state.view import ClusterView
 from orch.proto import objects_pb2, specs_pb2
@@ -30,32 +32,6 @@ async def test_values_are_protobuf_json_readable_by_a_person(store) -> None:
     resp = await store.client.kv.get("/orch/v1/services/web")
     text = resp.kvs[0].value.decode()
     assert '"name": "web"' in text and '"replicas": "3"' in text
-
-
-async def test_create_is_create_if_absent(store) -> None:
-    await store.commit([Create(Kind.SERVICE, service("web"))])
-    with pytest.raises(ConflictError):
-        await store.commit([Create(Kind.SERVICE, service("web"))])
-
-
-async def test_update_guarded_by_mod_revision_and_all_or_nothing(store) -> None:
-    await store.commit([Create(Kind.SERVICE, service("a")), Create(Kind.SERVICE, service("b"))])
-    a = await store.get(Kind.SERVICE, "a")
-    b = await store.get(Kind.SERVICE, "b")
-    a.obj.spec.replicas = 5
-    await store.commit([Update(Kind.SERVICE, a.obj, a.mod_revision)])
-    # b's write is fine, a's guard is stale: neither lands.
-    b.obj.spec.replicas = 7
-    a.obj.spec.replicas = 9
-    with pytest.raises(ConflictError):
-        await store.commit(
-            [
-                Update(Kind.SERVICE, b.obj, b.mod_revision),
-                Update(Kind.SERVICE, a.obj, a.mod_revision),
-            ]
-        )
-    assert (await store.get(Kind.SERVICE, "a")).obj.spec.replicas == 5
-    assert (await store.get(Kind.SERVICE, "b")).obj.spec.replicas == 1
 
 
 async def test_fence_blocks_writes_of_a_deposed_leader(store) -> None:

@@ -250,3 +250,5 @@ def test_host_listeners_and_which_ports_the_dnat_would_take() -> None:
     assert not in_use(listeners, 40000, None)
     v6 = "  sl  local_address\n   0: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07\n"
     assert in_use(host_listeners(v6, "udp"), 53, "10.99.0.1")  # [::]:53 takes IPv4 too
+    one_v6 = [(ipaddress.ip_address("2001:db8::1"), 8080)]
+    assert not in_use(one_v6, 8080, None)  # the DNAT is IPv4's: one IPv6 address is not caught

@@ -32,6 +32,7 @@ from orch import model
 from orch.agent import dns
 from orch.agent.containers import ContainerEnvironment
 from orch.agent.execs import ExecRunner
+from orch.agent.fdlimit import raise_fd_limit
 from orch.agent.logs import LogPublisher
 from orch.agent.networks import Networks
 from orch.agent.session import Session, SessionSettings
@@ -79,7 +80,7 @@ class AgentSettings:
     """Registry "host:port" -> mirror "host:port" to pull its images from (ImageSettings.mirrors)."""
     dns_listen: str | None = None
     """"ip:port" of the node's own DNS listener (every network of the node); None =
-    <advertise_addr>:53 (none without an advertise address); "" = none."""
+    127.0.0.1:53 (dns.NODE_LISTEN); "" = none."""
     dns_upstreams: list[str] | None = None
     """Resolvers for names that are not the cluster's; None = the host's resolv.conf."""
     oci_layout_dirs: tuple[str, ...] = ImageSettings.oci_layout_dirs
@@ -166,7 +167,6 @@ class Agent:
         host_resolv_conf = dns.read_host_resolv_conf()
         self.dns = dns.DnsServer(
             dns.node_settings(
-                advertise_addr=s.advertise_addr,
                 listen=s.dns_listen,
                 upstreams=s.dns_upstreams,
                 host_resolv_conf=host_resolv_conf,
@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--dns-listen",
         default=None,
-        help="ip:port of the node's DNS listener (default <advertise-addr>:53; 'off': none)",
+        help=f"ip:port of the node's DNS listener (default {dns.NODE_LISTEN}; 'off': none); "
+        "it forwards other names only for this host (loopback or its own address)",
     )
     p.add_argument(
         "--dns-upstream",
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         default_pids_limit=args.default_pids_limit,
     )
     protect_from_oom()
+    raise_fd_limit()
     asyncio.run(_serve(Agent(settings)))
 
 

@@ -372,6 +372,8 @@ class LocalCluster:
             "--network-prefix", spec["prefix"],
             "--bridge-subnet", spec["bridge_subnet"],
             "--runtime", self.settings.runtime,
+            # Tests and `dig` from the machine ask each host at its address.
+            "--dns-listen", f"{spec['address']}:53",
         ]  # fmt: skip
         if self.record.registry:
             argv += ["--registry-mirror", f"{self.record.registry}={self.record.registry_mirror}"]

@@ -192,8 +192,8 @@ class DnsServer:
         self._thread: _LoopThread | None = None
         self.stats = dict.fromkeys(
             (
-                "answered", "nxdomain", "forwarded", "servfail", "refused", "rate_limited",
-                "forwards_over_cap", "tcp_over_cap",
+                "answered", "nxdomain", "forwarded", "servfail", "refused", "malformed",
+                "rate_limited", "forwards_over_cap", "tcp_over_cap",
             ),
             0,
         )  # fmt: skip
@@ -321,6 +321,7 @@ class DnsServer:
         try:
             query = dnswire.parse_query(data)
         except dnswire.WireError:
+            self.stats["malformed"] += 1
             return dnswire.error_reply(data, dnswire.FORMERR), None
         if query.opcode != 0:
             return dnswire.reply(query, rcode=dnswire.NOTIMP, max_size=None), None

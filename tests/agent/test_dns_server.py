@@ -7,13 +7,16 @@ Every netns is made with the run's prefix and deleted afterwards, also on failur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
@@ -274,3 +277,178 @@ async def test_the_node_listener_answers_for_every_network_of_the_node() -> None
         assert got.status == "NXDOMAIN"
     finally:
         await server.close()
+
+
+# -- abuse: rates, caps, forged replies, a flood ----------------------------------------
+
+FLOODER = Path(__file__).resolve().parent.parent / "dnsflood.py"
+
+
+def ask(port: int, name: str, qid: int = 4242, timeout: float = 2.0) -> DNSRecord | None:
+    """One UDP query to 127.0.0.1:port with id ``qid``; the parsed reply or None."""
+    q = DNSRecord.question(name)
+    q.header.id = qid
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(q.pack(), ("127.0.0.1", port))
+        try:
+            return DNSRecord.parse(s.recv(4096))
+        except TimeoutError:
+            return None
+
+
+class Forger(asyncio.DatagramProtocol):
+    """An upstream that answers each query with forgeries first (another id, another
+    question, from another port), then the true answer; it notes the ids and source
+    ports it saw."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.other: asyncio.DatagramTransport | None = None  # the forger's second socket
+        self.ids: list[int] = []
+        self.ports: set[int] = set()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        assert self.transport is not None and self.other is not None
+        q = DNSRecord.parse(data)
+        self.ids.append(q.header.id)
+        self.ports.add(addr[1])
+
+        def forged(name: str, qid: int) -> bytes:
+            f = DNSRecord.question(name)
+            f.header.id = qid
+            r = f.reply()
+            r.add_answer(RR(f.q.qname, QTYPE.A, rdata=A("6.6.6.6"), ttl=86400))
+            return r.pack()
+
+        name = str(q.q.qname).rstrip(".")
+        self.transport.sendto(forged(name, (q.header.id + 1) % 0x10000), addr)
+        self.transport.sendto(forged("bank.example", q.header.id), addr)
+        self.other.sendto(forged(name, q.header.id), addr)
+        self.transport.sendto(Upstream.answer(data), addr)
+
+
+async def test_forwards_reuse_sockets_rewrite_ids_and_ignore_forged_replies() -> None:
+    loop = asyncio.get_running_loop()
+    transport, forger = await loop.create_datagram_endpoint(Forger, local_addr=("127.0.0.1", 0))
+    forger.other, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    port = closed_udp_port()
+    settings = DnsSettings(
+        host_listen=f"127.0.0.1:{port}",
+        upstreams=[f"127.0.0.1:{transport.get_extra_info('sockname')[1]}"],
+        upstream_sockets=2,
+        upstream_socket_queries=5,
+    )
+    server = DnsServer(settings)
+    try:
+        await server.start()
+        for i in range(30):
+            got = await asyncio.to_thread(ask, port, f"n{i}.example.com", qid=4242)
+            assert got is not None and got.header.id == 4242
+            assert [str(r.rdata) for r in got.rr] == ["192.0.2.1"]  # never 6.6.6.6
+        assert forger.ids.count(4242) < 3  # random ids, not the asker's
+        assert len(set(forger.ids)) > 25
+        # Reused, then replaced: never more than the pool open, ports moving on.
+        assert 30 / 5 <= len(forger.ports) <= 30 / 5 + 2
+        assert server._forwarder.sockets() <= 2
+    finally:
+        await server.close()
+        transport.close()
+        forger.other.close()
+
+
+async def test_a_source_over_its_rate_is_dropped() -> None:
+    port = closed_udp_port()
+    server = DnsServer(DnsSettings(host_listen=f"127.0.0.1:{port}", rate=1, burst=5))
+    server.apply(RECORDS)
+    try:
+        await server.start()
+        answers = [await asyncio.to_thread(ask, port, "web", timeout=0.3) for _ in range(8)]
+        assert sum(a is not None for a in answers) == 5
+        assert server.stats["rate_limited"] == 3
+    finally:
+        await server.close()
+
+
+async def test_tcp_sessions_over_the_cap_are_closed_at_once() -> None:
+    port = closed_udp_port()
+    server = DnsServer(
+        DnsSettings(host_listen=f"127.0.0.1:{port}", max_tcp_sessions_per_listener=3)
+    )
+    server.apply(RECORDS)
+    streams = []
+    try:
+        await server.start()
+        for _ in range(6):
+            streams.append(await asyncio.open_connection("127.0.0.1", port))
+        closed = 0
+        for reader, _writer in streams:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    closed += await reader.read(1) == b""  # EOF: the server hung up
+        assert closed == 3 and server.stats["tcp_over_cap"] == 3
+        # The sessions within the cap still answer.
+        reader, writer = streams[0]
+        q = DNSRecord.question("web").pack()
+        writer.write(len(q).to_bytes(2, "big") + q)
+        size = int.from_bytes(await reader.readexactly(2), "big")
+        assert len(DNSRecord.parse(await reader.readexactly(size)).rr) == 2
+    finally:
+        for _reader, writer in streams:
+            writer.close()
+        await server.close()
+
+
+async def test_a_flood_neither_starves_the_agent_loop_nor_grows_fds() -> None:
+    """10,000 queries/s of junk and recursive names for 3 s from another process: the
+    calling loop (where the agent's heartbeats run) keeps its ticks, forwards stay within
+    their cap, and the process's fds within the resolver's budget."""
+    loop = asyncio.get_running_loop()
+    silent, _ = await loop.create_datagram_endpoint(
+        lambda: Upstream(silent=True), local_addr=("127.0.0.1", 0)
+    )
+    port = closed_udp_port()
+    settings = DnsSettings(
+        host_listen=f"127.0.0.1:{port}",
+        upstreams=[f"127.0.0.1:{silent.get_extra_info('sockname')[1]}"],
+        rate=1e6,  # every query gets through the rate check: the caps are what is tested
+        burst=1e6,
+        max_forwards=64,
+        forward_timeout=1.0,
+    )
+    server = DnsServer(settings)
+    server.apply(RECORDS)
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    try:
+        await server.start()
+        baseline = fds()
+        flooder = await asyncio.create_subprocess_exec(
+            sys.executable, str(FLOODER), "127.0.0.1", str(port), "--rate", "10000",
+            "--seconds", "3", stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        period, gaps, most_fds, most_forwards = 0.1, [], 0, 0
+        last = loop.time()
+        while flooder.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flooder.wait(), period)  # the session's own wait
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+            most_fds = max(most_fds, fds())
+            most_forwards = max(most_forwards, len(server._forwards))
+        sent = int((await flooder.stdout.read()).decode())
+        assert sent >= 29_000
+        assert max(gaps) < 3 * period, f"the loop stalled: gaps {sorted(gaps)[-5:]}"
+        assert most_forwards <= 64
+        assert most_fds - baseline <= settings.fd_budget(listeners=1)
+        assert server.stats["forwards_over_cap"] > 0 and server.stats["malformed"] > 0
+        got = await asyncio.to_thread(ask, port, "web")  # still answering
+        assert got is not None and len(got.rr) == 2
+    finally:
+        await server.close()
+        silent.close()

@@ -589,14 +589,15 @@ def node_settings(
     listen: str | None,
     upstreams: list[str] | None,
     host_resolv_conf: str,
+    rate: float = DnsSettings.rate,
 ) -> DnsSettings:
     """The agent's DNS settings from its flags: ``listen`` None = ``NODE_LISTEN``
     (loopback: reaching the node listener from elsewhere is a choice, made with the
     flag), "" = none; ``upstreams`` None = the host's nameservers, minus our own
-    listener."""
+    listener; ``rate`` per source, with a burst of one second's worth."""
     if listen is None:
         listen = NODE_LISTEN
     if upstreams is None:
         own = [split_host_port(listen)[0]] if listen else []
         upstreams = parse_upstreams(host_resolv_conf, exclude=own)
-    return DnsSettings(host_listen=listen, upstreams=upstreams)
+    return DnsSettings(host_listen=listen, upstreams=upstreams, rate=rate, burst=rate)

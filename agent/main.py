@@ -83,6 +83,8 @@ class AgentSettings:
     127.0.0.1:53 (dns.NODE_LISTEN); "" = none."""
     dns_upstreams: list[str] | None = None
     """Resolvers for names that are not the cluster's; None = the host's resolv.conf."""
+    dns_rate: int = int(dns.DnsSettings.rate)
+    """Queries per second one source may send to one DNS listener (DnsSettings.rate)."""
     oci_layout_dirs: tuple[str, ...] = ImageSettings.oci_layout_dirs
     """Directories whose OCI layouts tasks may run as ``oci:/path`` images."""
     default_pids_limit: int = RuntimeSettings.default_pids_limit
@@ -169,6 +171,7 @@ class Agent:
             dns.node_settings(
                 listen=s.dns_listen,
                 upstreams=s.dns_upstreams,
+                rate=s.dns_rate,
                 host_resolv_conf=host_resolv_conf,
             )
         )
@@ -284,6 +287,13 @@ def main(argv: list[str] | None = None) -> None:
         "'none': answer SERVFAIL)",
     )
     p.add_argument(
+        "--dns-rate",
+        type=_positive_int,
+        default=int(dns.DnsSettings.rate),
+        help="queries per second one source address may send to one DNS listener, the "
+        "node's or a container's (default %(default)s)",
+    )
+    p.add_argument(
         "--oci-layout-dir",
         action="append",
         default=None,
@@ -327,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         dns_upstreams=None
         if args.dns_upstream is None
         else [u for u in args.dns_upstream.split(",") if u and u != "none"],
+        dns_rate=args.dns_rate,
         restart_grace=args.restart_grace,
         oci_layout_dirs=tuple(args.oci_layout_dir or ImageSettings.oci_layout_dirs),
         default_pids_limit=args.default_pids_limit,

@@ -72,6 +72,8 @@ class ClusterSettings:
     """The managers' node liveness TTL (seconds); None = orch's default (2)."""
     restart_delay: float | None = None
     """The managers' default restart delay (seconds); None = orch's default."""
+    agent_args: tuple[str, ...] = ()
+    """Extra flags for every agent (benchmarks lift a limit with them)."""
     ready_timeout: float = 60.0
     """Seconds `up` waits for every agent to be ready."""
 
@@ -374,6 +376,7 @@ class LocalCluster:
             "--runtime", self.settings.runtime,
             # Tests and `dig` from the machine ask each host at its address.
             "--dns-listen", f"{spec['address']}:53",
+            *self.settings.agent_args,
         ]  # fmt: skip
         if self.record.registry:
             argv += ["--registry-mirror", f"{self.record.registry}={self.record.registry_mirror}"]

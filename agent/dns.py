@@ -46,6 +46,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import struct
 import threading
@@ -215,6 +216,7 @@ class DnsServer:
         """Start the resolver's thread and open the node's own listener, if configured. A
         port that cannot be bound is logged, not fatal: containers still get resolvers."""
         await self._on_resolver(_noop())
+        check_fd_budget(self.settings)
         if not self.settings.host_listen:
             return
         host, port = split_host_port(self.settings.host_listen)
@@ -449,6 +451,27 @@ class DnsServer:
             return await self.forward(data, query, tcp=True)
         finally:
             self._forwards.release(key)
+
+
+FD_HEADROOM = 8
+"""The resolver's fd budget (with 100 containers) must fit this many times in the
+process's soft RLIMIT_NOFILE: the rest is the agent's (gRPC, logs, runc pipes)."""
+
+
+def check_fd_budget(settings: DnsSettings, containers: int = 100) -> bool:
+    """Whether the resolver's worst case leaves the agent room under its fd limit; a
+    warning when not (a soft limit the agent could not raise)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    budget = settings.fd_budget(listeners=containers + 1)
+    if soft != resource.RLIM_INFINITY and budget * FD_HEADROOM > soft:
+        log.warning(
+            "DNS may hold %d fds with %d containers, too near the open-file limit %d",
+            budget,
+            containers,
+            soft,
+        )
+        return False
+    return True
 
 
 async def _noop() -> None:

@@ -12,7 +12,7 @@ import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
 from orch.agent import dnswire
-from orch.agent.dns import DnsSettings
+from orch.agent.dns import DnsSettings, _Listener, check_fd_budget
 from orch.agent.dnsforward import Pending, Sent
 from orch.agent.dnslimits import InFlight, RateLimiter
 from orch.agent.fdlimit import raise_fd_limit
@@ -156,6 +156,19 @@ def test_replies_that_are_not_ours_settle_nothing() -> None:
     assert pending.match(reply_to(data, new_id), "s1") is None  # settled already
 
 
+# -- who may have a name forwarded ------------------------------------------------------
+
+
+async def test_the_node_listener_forwards_only_for_this_host() -> None:
+    node = _Listener(None, RateLimiter(rate=1, burst=1, max_keys=1), own_address="10.0.0.5")
+    for source in ("127.0.0.1", "127.0.0.53", "::1", "10.0.0.5"):
+        assert node.may_forward(source), source
+    for source in ("10.0.0.6", "192.0.2.1", "::ffff:10.0.0.5", "fe80::1%eth0", "junk", ""):
+        assert not node.may_forward(source), source
+    container = _Listener(["front"], RateLimiter(rate=1, burst=1, max_keys=1))
+    assert container.may_forward("10.9.9.9")  # its own socket: the container asks
+
+
 # -- settings and the agent's fd limit -----------------------------------------------
 
 
@@ -169,6 +182,17 @@ def test_the_dns_fd_budget_is_well_under_the_agent_fd_limit() -> None:
     budget = settings.fd_budget(listeners=1000)  # 999 containers and the node
     assert budget == 2 * 1000 + 64 + 4 * 3 + 256
     assert budget * 10 < 65536
+
+
+def test_a_dns_budget_near_the_fd_limit_is_reported() -> None:
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, before[1]))
+        assert not check_fd_budget(DnsSettings())  # 1,024 is too few for 100 containers
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(before[1], 65536), before[1]))
+        assert check_fd_budget(DnsSettings()) == (min(before[1], 65536) >= 8 * 522)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
 
 
 def test_the_agent_raises_its_soft_fd_limit_up_to_the_hard_one() -> None:

@@ -75,9 +75,11 @@ class Pending:
         sent = self._sent.get(new_id)
         if sent is None or sent.via is not via or not flags & dnswire.QR or qdcount != 1:
             return None
-        end = dnswire.HEADER.size + len(sent.question)
-        # Names compare case-insensitively (RFC 4343); type and class must be equal too.
-        if reply[dnswire.HEADER.size : end].lower() != sent.question.lower():
+        start = dnswire.HEADER.size
+        end = start + len(sent.question)
+        # The name compares case-insensitively (RFC 4343); type and class byte for byte.
+        asked = reply[start:end]
+        if asked[:-4].lower() != sent.question[:-4].lower() or asked[-4:] != sent.question[-4:]:
             return None
         return sent, struct.pack("!H", sent.original_id) + reply[2:]
 

@@ -149,6 +149,9 @@ def test_replies_that_are_not_ours_settle_nothing() -> None:
     assert pending.match(reply_to(data, other_id), "s1") is None  # a guessed id
     assert pending.match(reply_to(data, new_id), "s2") is None  # another socket
     assert pending.match(reply_to(data, new_id, name="evil.example"), "s1") is None
+    aaaa = DNSRecord.parse(reply_to(data, new_id))
+    aaaa.q.qtype = QTYPE.AAAA
+    assert pending.match(aaaa.pack(), "s1") is None  # another type
     as_query = struct.pack("!H", new_id) + data[2:]  # QR clear: not a response
     assert pending.match(as_query, "s1") is None
     assert pending.match(b"\x00" * 5, "s1") is None

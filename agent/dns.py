@@ -124,6 +124,8 @@ class DnsSettings:
         ):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"DNS setting {name}: {getattr(self, name)} is not positive")
+        if self.burst < 1:
+            raise ValueError(f"DNS setting burst: {self.burst} is less than one query")
 
     def fd_budget(self, listeners: int) -> int:
         """The most fds the resolver may hold with ``listeners`` listeners open: their

@@ -178,7 +178,7 @@ async def test_the_node_listener_forwards_only_for_this_host() -> None:
 def test_dns_settings_refuse_a_cap_that_is_not_positive() -> None:
     with pytest.raises(ValueError, match="max_forwards: 0 is not positive"):
         DnsSettings(max_forwards=0)
-    with pytest.raises(ValueError, match="burst: 0.5 is less than one query"):
+    with pytest.raises(ValueError, match=r"burst: 0\.5 is less than one query"):
         DnsSettings(burst=0.5)
 
 

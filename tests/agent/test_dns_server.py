@@ -443,7 +443,9 @@ async def test_a_flood_neither_starves_the_agent_loop_nor_grows_fds() -> None:
             most_forwards = max(most_forwards, len(server._forwards))
         sent = int((await flooder.stdout.read()).decode())
         assert sent >= 29_000
-        assert max(gaps) < 3 * period, f"the loop stalled: gaps {sorted(gaps)[-5:]}"
+        # A tick may come late on a loaded 2-core machine; a loop that ran the flood would
+        # miss them for seconds.
+        assert max(gaps) < 5 * period, f"the loop stalled: gaps {sorted(gaps)[-5:]}"
         assert most_forwards <= 64
         assert most_fds - baseline <= settings.fd_budget(listeners=1)
         assert server.stats["forwards_over_cap"] > 0 and server.stats["malformed"] > 0

@@ -67,11 +67,11 @@ from orch.manager.state.api import (
 )
 
 # Seconds any etcd call may take before it fails with StoreError. An etcd leader election
-# on this 2-core VM takes 1.0-1.6 s (bench/etcd_election.py, p99 1.6 s under 4 CPU hogs),
-# but one under `make test-stress` once left a read without an answer for over 5 s, the
-# bound before: each split vote adds a randomized election timeout of 1-2 s. 10 s covers the
-# measured p99 six times over (a few split-vote rounds) and is above etcd's own request
-# timeout (7 s), so etcd's answer comes before ours.
+# on this 2-core VM takes 1.3 s p50, 2.6 s p99 under the stress hogs (bench/etcd_election.py,
+# bench/RESULTS.md), but one under `make test-stress` once left a read unanswered for over
+# 5 s, the bound before: each split vote adds a randomized election timeout of 1-2 s. 10 s is
+# almost four times that p99 (a few split-vote rounds) and above etcd's own request timeout
+# (7 s), so etcd's answer comes before ours.
 DEFAULT_TIMEOUT = 10.0
 # Seconds before a call that failed at once (no member reachable) is sent again.
 _RETRY_PAUSE = 0.2

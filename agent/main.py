@@ -218,15 +218,19 @@ class Agent:
 
     async def _collect_garbage(self, assigned: set[str]) -> None:
         """Containers of tasks this node no longer holds (deleted while the agent was
-        away, or left by a crashed run) are removed, logs and all."""
-        for rec in self.runtime.list():
-            if rec.id not in assigned:
-                log.info("removing container %s: its task is no longer assigned here", rec.id)
-                await self.containers.forget(rec.id)
-        # Network leftovers of an earlier run: unfinished endpoints, overlay devices no
-        # endpoint uses, published ports without an endpoint.
+        away, or left by a crashed run) are removed, logs and all; so is what an earlier
+        agent process, killed while it prepared such a task, left half made (a mounted
+        rootfs without a container record, an endpoint without a container). Assignments
+        are handled one message at a time, so no task outside ``assigned`` is being set
+        up meanwhile; runners of assigned ones keep theirs."""
+        for task_id in sorted(await self.runtime.held_ids() - assigned):
+            log.info("removing container %s: its task is no longer assigned here", task_id)
+            await self.containers.forget(task_id)
+        # Network leftovers of an earlier run: endpoints of tasks not assigned here,
+        # unfinished endpoints, overlay devices no endpoint uses, published ports without
+        # an endpoint.
         try:
-            report = await self.endpoints.sweep()
+            report = await self.endpoints.sweep(live=assigned)
         except (OrchError, OSError) as exc:
             log.warning("network sweep failed: %s", exc)
             return

@@ -14,7 +14,7 @@ serve); then the next address is tried. Any other error is the manager's answer 
 not retried elsewhere, since the call may have taken effect. So is an UNAVAILABLE that
 the manager marks as coming from etcd (a StoreError, see grpcerrors.py): all managers
 share that etcd, and asking each in turn would only multiply the wait (the manager's
-Store timeout, 5 s) by the number of managers.
+Store timeout, 10 s) by the number of managers.
 """
 
 from __future__ import annotations

@@ -26,8 +26,12 @@ ENV_STATE_DIR = "ORCH_STATE_DIR"
 class CliSettings:
     """Tunables of one CLI invocation."""
 
-    timeout: float = 10.0
-    """Deadline of each Control API call, in seconds. Not applied to `orch logs -f`."""
+    timeout: float = 30.0
+    """Deadline of each Control API call, in seconds. Not applied to `orch logs -f`. Above
+    what a write may wait in the manager (its catch-up read and its commit, each bounded by
+    the Store's 10 s so they wait out an etcd leader election, then up to 5 s for the view
+    to show it), so the manager's own answer ("the cluster store (etcd) is unavailable
+    ...") comes before the deadline."""
 
     connect_timeout: float = 3.0
     """How long to wait for a connection to one manager before trying the next address.

@@ -91,6 +91,11 @@ class ChaosReport:
     stable_for); None if they never did."""
     violations: list[str] = field(default_factory=list)
     """What was still wrong at the settle deadline (empty: all invariants hold)."""
+    history: dict[str, list[str]] = field(default_factory=dict)
+    """When a service's slots were wrong at the deadline: per slot ("chaos1.2"), each of its
+    tasks as the cluster has them (node, desired and actual state since when, the agent's
+    message, the scheduler's or agent's error), and per node its state: why, from the
+    cluster itself."""
 
 
 class Chaos:
@@ -101,7 +106,10 @@ class Chaos:
         self.settings = settings or ChaosSettings()
         seed = self.settings.seed
         self.seed = seed if seed is not None else random.randrange(1 << 30)
+        # Faults and scales draw from streams of their own: the two loops interleave as
+        # timing has it, and one shared stream would then give a replay other faults.
         self.rng = random.Random(self.seed)
+        self.scale_rng = random.Random(f"{self.seed}-scales")
         self.report = ChaosReport(seed=self.seed)
         self.services = [f"chaos{i}" for i in range(self.settings.services)]
         self._channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
@@ -196,9 +204,9 @@ class Chaos:
 
     async def _scale_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.rng.uniform(*self.settings.scale_every))
-            name = self.rng.choice(self.services)
-            replicas = self.rng.randint(1, self.settings.max_replicas)
+            await asyncio.sleep(self.scale_rng.uniform(*self.settings.scale_every))
+            name = self.scale_rng.choice(self.services)
+            replicas = self.scale_rng.randint(1, self.settings.max_replicas)
             request = control_pb2.ScaleRequest(replicas={name: replicas})
             self.report.scales += 1
             try:
@@ -306,6 +314,7 @@ class Chaos:
                 self.report.settle_s = round(whole_since - self._repaired, 2)
                 return []
             if now > deadline:
+                await self._record_history()
                 return problems or ["the invariants did not hold for stable_for seconds"]
             await asyncio.sleep(0.25)
 
@@ -319,6 +328,20 @@ class Chaos:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"chaos: waited {limit:.0f}s for {what}: {result}")
             await asyncio.sleep(0.25)
+
+    async def _record_history(self) -> None:
+        """Each slot's task history and the nodes' states into the report (best effort:
+        a Control API that does not answer is said so)."""
+        try:
+            listed = await self._call(lambda s: s.ListServices(control_pb2.ListServicesRequest()))
+            tasks = list((await self._call(lambda s: s.ListTasks(ALL_TASKS))).tasks)
+            nodes = (await self._call(lambda s: s.ListNodes(control_pb2.ListNodesRequest()))).nodes
+        except grpc.aio.AioRpcError as exc:
+            self.report.history["error"] = [f"{exc.code().name} {exc.details()}"]
+            return
+        self.report.history.update(
+            slot_history([i.service for i in listed.services], tasks, nodes, time.time())
+        )
 
     async def violations(self) -> list[str]:
         """Every broken invariant, as readable lines; [] when the cluster is whole."""
@@ -364,6 +387,42 @@ class Chaos:
         if veths > expected:
             out.append(f"{hostname}: {veths} veths for {expected} endpoints")
         return out
+
+
+def slot_history(services, tasks, nodes, now: float) -> dict[str, list[str]]:
+    """Per slot of every service, its tasks oldest first as one line each; and per node
+    its state. Times are seconds before ``now`` (the wall clock: the cluster's stamps)."""
+    hostnames = {n.id: n.description.hostname for n in nodes}
+
+    def ago(stamp) -> str:
+        return f"{now - stamp.ToMicroseconds() / 1e6:.1f}s ago" if stamp.seconds else "never"
+
+    out: dict[str, list[str]] = {}
+    by_service = {s.id: s.spec.name for s in services}
+    for task in sorted(
+        tasks, key=lambda t: (t.service_name, t.slot, t.meta.created_at.ToNanoseconds())
+    ):
+        if task.service_id not in by_service:
+            continue
+        status = task.status
+        line = (
+            f"{task.id[:12]} on {hostnames.get(task.node_id, task.node_id or '-')}: desired "
+            f"{types_pb2.TaskState.Name(task.desired_state)}, "
+            f"{types_pb2.TaskState.Name(status.state)} since {ago(status.timestamp)}"
+            f", health {types_pb2.HealthState.Name(status.health)}"
+            f", created {ago(task.meta.created_at)}"
+            f", restarts {task.restart_count}"
+            + (f", message {status.message!r}" if status.message else "")
+            + (f", err {status.err!r}" if status.err else "")
+        )
+        out.setdefault(f"{task.service_name}.{task.slot}", []).append(line)
+    out["nodes"] = [
+        f"{n.description.hostname}: {types_pb2.NodeStatus.Name(n.status.state)} since "
+        f"{ago(n.status.timestamp)}, session on {n.status.manager or '-'}"
+        + (f" ({n.status.message})" if n.status.message else "")
+        for n in nodes
+    ]
+    return out
 
 
 def _ended(task: objects_pb2.Task) -> bool:

@@ -537,7 +537,10 @@ async def sweep_stale(parent: Path, prefix: str) -> list[Path]:
     test session, a running demo) are left alone."""
     swept = []
     for state_dir in sorted(Path(parent).glob(prefix + "*")):  # noqa: ASYNC240
-        record = ClusterRecord.load(state_dir)
+        try:
+            record = ClusterRecord.load(state_dir)
+        except (TypeError, ValueError):
+            continue  # a record this version cannot read (another checkout's): not ours
         if record is None and time.time() - state_dir.stat().st_mtime < 600:
             continue  # maybe another run that is only starting
         if record is not None and any(_alive(pid) for pid in record.pids.values()):

@@ -498,8 +498,7 @@ class ContainerRuntime:
         and cgroups). With ``everything``, remove every container with the prefix,
         running or not. Returns the ids removed. Touches only this runtime's state dir,
         runc root and cgroup parent."""
-        ids = {d.name for d in self.settings.containers_dir.iterdir() if _ID.match(d.name)}
-        ids |= {c["id"] for c in await self.runc.list() if c.get("id")}
+        ids = await self.held_ids()
         removed = []
         for cid in sorted(i for i in ids if i.startswith(prefix)):
             if everything or self._is_debris(cid):
@@ -510,6 +509,14 @@ class ContainerRuntime:
         if everything:  # fails harmlessly while other containers still use it
             await asyncio.to_thread(cgroups.remove_if_empty, f"/{self.settings.cgroup_parent}")
         return removed
+
+    async def held_ids(self) -> set[str]:
+        """Ids of every container this runtime holds anything of: its container dir,
+        complete or half-created (a rootfs mounted, no container.json yet: an agent killed
+        mid-create), or runc state. More than list(), which names complete ones only."""
+        ids = {d.name for d in self.settings.containers_dir.iterdir() if _ID.match(d.name)}
+        ids |= {c["id"] for c in await self.runc.list() if c.get("id")}
+        return ids
 
     def _is_debris(self, cid: str) -> bool:
         """A create that never finished (no container.json), or runc state without a

@@ -155,11 +155,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     return report
 
 
-def keep_logs_if_failed(node: pytest.Item | pytest.Collector, logs: Path) -> None:
+def keep_logs_if_failed(
+    node: pytest.Item | pytest.Collector, logs: Path, also: tuple[str, ...] = ()
+) -> None:
     """Copy ``logs`` (a cluster's managers, agents, etcd, registry) to the artifacts dir
-    when a test of ``node``'s module failed: the cluster's state dir is removed next."""
+    when a test of ``node``'s module failed, or ``also`` names a failure of its own (the
+    cluster's set-up, which fails before any test reports): the cluster's state dir is
+    removed next."""
     module = getattr(node, "module", None)
-    failed = _failed_modules.get(module.__name__ if module else "", [])
+    failed = [*_failed_modules.get(module.__name__ if module else "", []), *also]
     if not failed or not logs.is_dir():
         return
     dest = ARTIFACTS / module.__name__.rpartition(".")[2] / logs.parent.name
@@ -211,11 +215,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         liveness_ttl=getattr(request.module, "CLUSTER_LIVENESS_TTL", None),
     )
     c = LocalCluster(settings)
+    set_up = False
     try:
         asyncio.run(_bounded(c.up(), CLUSTER_UP_TIMEOUT, f"local cluster up ({nodes} nodes)"))
+        set_up = True
         yield c
     finally:
-        keep_logs_if_failed(request.node, state / "logs")
+        keep_logs_if_failed(
+            request.node, state / "logs", () if set_up else (f"{request.node.nodeid} set-up",)
+        )
         try:
             asyncio.run(down(state))
         except Exception as exc:

@@ -14,12 +14,15 @@ imports etcd3aio (the local cluster's etcd supervision aside). The keyspace, the
 operations and the ``Store`` protocol live in ``api.py``, which knows nothing of etcd:
 the rest of the manager imports them from there.
 
-Every call is bounded: it answers or fails with StoreError within ``timeout`` (5 s),
-also when etcd has lost quorum (etcd itself would keep a request waiting for 7 s, and our
-client would retry it). Within that bound a call that got no answer is tried again, each
-attempt at most ``attempt_timeout``: when the etcd leader dies, a request the followers
-had forwarded to it is lost and would wait out the whole timeout, while the same request
-sent again after the election (about 2 s) succeeds at once. The client spreads calls over
+Every call is bounded: it answers or fails with StoreError within ``timeout``
+(``DEFAULT_TIMEOUT``, 10 s), also when etcd has lost quorum (etcd itself keeps a request
+waiting for 7 s, its own request timeout, and our client would retry it). A call issued
+while etcd elects a leader waits for the election rather than failing, as a write to
+Swarm's raft store or to Kubernetes' API server would: the bound is what a user waits at
+most when etcd has no quorum at all. Within that bound a call that got no answer is tried
+again, each attempt at most ``attempt_timeout``: when the etcd leader dies, a request the
+followers had forwarded to it is lost and would wait out the whole timeout, while the same
+request sent again after the election (about 1-2 s) succeeds at once. The client spreads calls over
 every endpoint (gRPC round robin over ``ipv4:a,b,c``) and skips a member that is down.
 A retried transaction is still guarded: if the lost attempt did land after all, the retry
 fails its compare and the caller sees a ConflictError, never a double write.
@@ -63,6 +66,13 @@ from orch.manager.state.api import (
     parse_key,
 )
 
+# Seconds any etcd call may take before it fails with StoreError. An etcd leader election
+# on this 2-core VM takes 1.3 s p50, 2.6 s p99 under the stress hogs (bench/etcd_election.py,
+# bench/RESULTS.md), but one under `make test-stress` once left a read unanswered for over
+# 5 s, the bound before: each split vote adds a randomized election timeout of 1-2 s. 10 s is
+# almost four times that p99 (a few split-vote rounds) and above etcd's own request timeout
+# (7 s), so etcd's answer comes before ours.
+DEFAULT_TIMEOUT = 10.0
 # Seconds before a call that failed at once (no member reachable) is sent again.
 _RETRY_PAUSE = 0.2
 _DELETE = 1  # mvccpb.Event.DELETE
@@ -79,7 +89,11 @@ class EtcdStore(CommitBatches):
     healthy call takes, shorter than an etcd leader election plus a retry."""
 
     def __init__(
-        self, client: Etcd3Client, *, timeout: float = 5.0, attempt_timeout: float = 2.0
+        self,
+        client: Etcd3Client,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = 2.0,
     ) -> None:
         self._client = client
         self._kv: KVService = client.kv
@@ -98,7 +112,9 @@ class EtcdStore(CommitBatches):
         return self._timeout
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdStore:
+    async def connect(
+        cls, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT
+    ) -> EtcdStore:
         """A store on the etcd cluster at ``endpoints`` (all of them: calls go to any
         member that is up), once one linearizable read went through."""
         client = Etcd3Client(list(endpoints))

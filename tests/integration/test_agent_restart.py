@@ -3,7 +3,8 @@
 The agent of a one-host cluster is killed with SIGKILL and started again. The same
 containers (same runc pids) keep running, no task is restarted or replaced, their logs
 continue, and a container that ended while the agent was away is reported with its exit
-code.
+code. A restarted agent also removes what a killed one left half made for a task that is
+no longer assigned (a mounted rootfs without a container record, an endpoint).
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from tests_support import wait_until
+
+from orch.overlay import names
+from orch.overlay.netns import list_netns
+from orch.runtime.rootfs import is_mounted
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +115,69 @@ def test_restarted_agent_adopts_its_containers(orch, cluster, tmp_path: Path) ->
         assert seq == list(range(seq[0], seq[0] + len(seq))), "log lines lost or repeated"
     finally:
         orch("rm", "ticker", "shortlived", check=False)
+
+
+# What an agent killed while it prepared a task leaves: the task's endpoint (its netns)
+# and a container dir whose rootfs is mounted but whose record was never written. Run in
+# the host's netns (as the agent), with the agent's own settings.
+PLANT = """
+import asyncio, sys
+from pathlib import Path
+from orch.overlay.endpoints import EndpointManager
+from orch.overlay.settings import NetworkSettings
+from orch.runtime.containers import ContainerRuntime
+from orch.runtime.images import ImageSettings, ImageStore
+from orch.runtime.model import ContainerConfig
+from orch.runtime.settings import RuntimeSettings
+
+async def main(state, prefix, subnet, runc_root, cgroup, ref, registry, mirror, task_id):
+    state = Path(state)
+    endpoints = EndpointManager(
+        NetworkSettings(prefix=prefix, state_dir=state, bridge_subnet=subnet)
+    )
+    await endpoints.setup(task_id, ["none"])
+    runtime = ContainerRuntime(
+        RuntimeSettings(
+            state_dir=state / "runtime", runc_root=Path(runc_root), cgroup_parent=cgroup
+        )
+    )
+    images = ImageStore(state / "images", ImageSettings(mirrors={registry: mirror}))
+    image = await images.pull(ref)
+    await runtime.create(ContainerConfig(id=task_id, image=ref, command=["true"]), image)
+    (runtime.container_dir(task_id) / "container.json").unlink()
+    await runtime.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_a_restarted_agent_removes_what_a_killed_one_left_half_made(orch, cluster) -> None:
+    host = cluster.record.agents[0]
+    task_id = "leftover" + uuid.uuid4().hex[:17]  # no task of the cluster has it
+    netns = names.netns_name(host["prefix"], task_id)
+    rootfs = Path(host["state_dir"]) / "runtime" / "containers" / task_id / "rootfs"
+    asyncio.run(cluster.kill_agent("node1", crash=True))
+    try:
+        res = cluster.run_on(
+            "node1",
+            [
+                sys.executable, "-c", PLANT,
+                host["state_dir"], host["prefix"], host["bridge_subnet"], host["runc_root"],
+                host["cgroup"], f"{cluster.record.registry}/busybox:latest",
+                cluster.record.registry, cluster.record.registry_mirror, task_id,
+            ],
+            timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert netns in list_netns(names.owned_prefix(host["prefix"]))
+        assert is_mounted(rootfs)
+    finally:
+        asyncio.run(cluster.start_agent("node1"))
+    wait_until(lambda: node_ready(orch), 30, what="the node to be ready again")
+
+    def cleaned() -> bool:
+        return netns not in list_netns(names.owned_prefix(host["prefix"])) and not (
+            rootfs.parent.exists() or is_mounted(rootfs)
+        )
+
+    wait_until(cleaned, 30, what=f"the agent to remove {task_id}'s netns and rootfs")

@@ -1,11 +1,12 @@
 """etcd faults on a real cluster (issue 5, part 4): 3 etcd members, 2 managers, 2 hosts.
 
 One member lost (kill -9 of the etcd leader member, the harder case): nothing visible
-changes. `orch scale` works and converges, no task is replaced, the manager leadership
+changes. `orch scale`, issued while the two members left elect a leader, waits for the
+election (bounded by the manager's Store timeout) and works, converges, no task is replaced, the manager leadership
 stays put; the member, started again, rejoins and catches up.
 
 Quorum lost (kill -9 of two members): `orch scale` and `orch apply` fail with one clear
-line once the manager's Store timeout (5 s) ran out, and the CLI does not try the other
+line once the manager's Store timeout (10 s) ran out, and the CLI does not try the other
 manager; the manager answers within that timeout plus 1.5 s (timed in-process: the CLI's
 own start-up is not the manager's to bound); reads answer from the managers' views; the
 leading manager steps down; the agents keep every container running. Once the members are
@@ -31,6 +32,7 @@ from tests_support import Sampler, runc_running, wait_until
 
 from orch.cli.client import ControlClient
 from orch.errors import OrchError
+from orch.manager.state.store import DEFAULT_TIMEOUT
 from orch.proto import control_pb2
 
 pytestmark = pytest.mark.integration
@@ -39,8 +41,11 @@ CLUSTER_ETCD_MEMBERS = 3
 CLUSTER_NODES = 2
 CLUSTER_MANAGERS = 2
 
-STORE_TIMEOUT = 5.0  # manager/state/store.py: what a write waits for etcd before it fails
-ANSWER_BOUND = STORE_TIMEOUT + 3.0  # plus the CLI's own start, on a busy 2-core machine
+STORE_TIMEOUT = DEFAULT_TIMEOUT  # what a write waits for etcd before it fails
+# A scale during an etcd election: the election (p99 2.6 s under the stress hogs,
+# bench/etcd_election.py) and a resent attempt fit in the Store's timeout, which is the
+# system's promise; plus the CLI's own start, up to 3 s on this busy 2-core machine.
+ANSWER_BOUND = STORE_TIMEOUT + 3.0
 UNAVAILABLE = "orch: the cluster store (etcd) is unavailable ("
 
 SERVICE = """

@@ -362,6 +362,8 @@ async def test_list_statuses_and_sweep(
     (runtime.container_dir(debris) / "container.json").unlink()  # a create that crashed
     assert {r.id: r.status for r in runtime.list()} == {run: "running", made: "created"}
     assert is_mounted(runtime.container_dir(debris) / "rootfs")
+    # What the runtime holds anything of: the debris too (an agent cleans up by it).
+    assert {i for i in await runtime.held_ids() if i.startswith(prefix)} == {run, made, debris}
 
     assert await runtime.sweep(prefix) == [debris]
     assert not runtime.container_dir(debris).exists()

@@ -38,7 +38,8 @@ from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService, prefix_range_end
 from google.protobuf.message import Message
 
-from orch.errors import ConflictError, StoreError
+from orch.errors import ConflictError, IdentityError, StoreError
+from orch.identity.etcdpki import SERVER_NAME, EtcdClientTLS, check_endpoints
 from orch.manager.state.api import (
     PREFIX,
     CommitBatches,
@@ -98,10 +99,18 @@ class EtcdStore(CommitBatches):
         return self._timeout
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdStore:
+    async def connect(
+        cls, endpoints: Sequence[str], *, tls: EtcdClientTLS, timeout: float = 5.0
+    ) -> EtcdStore:
         """A store on the etcd cluster at ``endpoints`` (all of them: calls go to any
-        member that is up), once one linearizable read went through."""
-        client = Etcd3Client(list(endpoints))
+        member that is up), once one linearizable read went through. Always over TLS
+        with ``tls``'s client certificate; members are verified by the name
+        ``orch-etcd`` (etcdpki.SERVER_NAME), whatever address was dialled."""
+        try:
+            endpoints = check_endpoints(list(endpoints))
+        except IdentityError as exc:
+            raise StoreError(str(exc)) from None
+        client = Etcd3Client(endpoints, tls_server_name=SERVER_NAME, **tls.channel_args())
         try:
             await client.connect()
             store = cls(client, timeout=timeout)

@@ -26,17 +26,28 @@ def test_three_members_share_one_initial_cluster_and_rejoin_as_existing(tmp_path
     assert [m["data_dir"] for m in members] == [str(tmp_path / "etcd" / str(i)) for i in range(3)]
     ports = [m[k].rsplit(":", 1)[1] for m in members for k in ("client", "peer")]
     assert len(set(ports)) == 6
-    first = etcd.member_argv(members, 1, token="orch-orchabc", new=True)
-    again = etcd.member_argv(members, 1, token="orch-orchabc", new=False)
+    pki = tmp_path / "etcd-pki"
+    first = etcd.member_argv(members, 1, token="orch-orchabc", new=True, pki=pki)
+    again = etcd.member_argv(members, 1, token="orch-orchabc", new=False, pki=pki)
 
     def flag(argv: list[str], name: str) -> str:
         return argv[argv.index(name) + 1]
 
-    initial = ",".join(f"orch-dev-{i}=http://{m['peer']}" for i, m in enumerate(members))
+    initial = ",".join(f"orch-dev-{i}=https://{m['peer']}" for i, m in enumerate(members))
     assert flag(first, "--initial-cluster") == initial
     assert flag(first, "--name") == "orch-dev-1"
     assert flag(first, "--data-dir") == members[1]["data_dir"]
-    assert flag(first, "--listen-client-urls") == f"http://{members[1]['client']}"
+    assert flag(first, "--listen-client-urls") == f"https://{members[1]['client']}"
+    assert flag(first, "--listen-peer-urls") == f"https://{members[1]['peer']}"
+    assert not [a for a in first if "http://" in a]  # TLS only, clients and peers
+    # Both sides demand a certificate of the etcd CA; each member has its own pair.
+    assert "--client-cert-auth" in first and "--peer-client-cert-auth" in first
+    assert flag(first, "--trusted-ca-file") == str(pki / "ca.crt")
+    assert flag(first, "--peer-trusted-ca-file") == str(pki / "ca.crt")
+    assert flag(first, "--cert-file") == str(pki / "member-orch-dev-1.crt")
+    assert flag(first, "--key-file") == str(pki / "member-orch-dev-1.key")
+    assert flag(first, "--peer-cert-file") == str(pki / "peer-orch-dev-1.crt")
+    assert flag(first, "--peer-key-file") == str(pki / "peer-orch-dev-1.key")
     assert flag(first, "--initial-cluster-token") == "orch-orchabc"
     assert flag(first, "--initial-cluster-state") == "new"
     assert flag(again, "--initial-cluster-state") == "existing"

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from orch.errors import IdentityError, OrchError
 from orch.identity.etcdpki import EtcdClientTLS, check_endpoints
+from orch.manager import etcd_pki
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
@@ -165,7 +167,13 @@ class Manager:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="orch-manager", description="Run an orch manager.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["etcd-pki"]:  # the operator's tool for etcd's own PKI
+        sys.exit(etcd_pki.main(argv[1:]))
+    p = argparse.ArgumentParser(
+        prog="orch-manager",
+        description="Run an orch manager. `orch-manager etcd-pki --help`: make etcd's PKI.",
+    )
     p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
     p.add_argument("--listen", default="127.0.0.1:7700")
     p.add_argument(

@@ -9,6 +9,8 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -74,6 +76,33 @@ def _etcd_processes(state_dir: Path) -> list[int]:
     return found
 
 
+def _etcd_is_tls_only(c: LocalCluster, state: Path) -> None:
+    """The PKI is private (0700, files 0600); every member serves https only; etcdctl
+    without a certificate is refused where the harness's certificate is let in; the
+    manager was started with its own client certificate (and it is up: `up` waited)."""
+    pki = state / "etcd-pki"
+    assert stat.S_IMODE(pki.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in pki.iterdir()} == {0o600}
+    manager_cert = pki / f"client-{c.record.prefix}-m0.crt"
+    assert manager_cert.exists()
+    manager_argv = Path(f"/proc/{c.record.pids['manager-0']}/cmdline").read_bytes().split(b"\0")
+    assert str(manager_cert).encode() in manager_argv
+    for pid in (c.record.pids[f"etcd-{i}"] for i in range(3)):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"http://" not in argv and b"--client-cert-auth" in argv
+    good = subprocess.run(
+        [*c.etcdctl_argv(), "endpoint", "health"], capture_output=True, text=True, timeout=30
+    )
+    assert good.returncode == 0, good.stderr
+    ctl = c.etcdctl_argv()
+    no_cert = ctl[: ctl.index("--cert")]  # etcdctl --endpoints ... --cacert CA
+    bare = subprocess.run(
+        [*no_cert, "--dial-timeout", "2s", "--command-timeout", "3s", "endpoint", "health"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bare.returncode != 0
+
+
 @pytest.mark.integration
 def test_members_stop_start_and_down_ends_them_all_also_after_a_crash() -> None:
     if missing := [b for b in ("etcd", "runc", "nsenter") if not shutil.which(b)]:
@@ -84,6 +113,7 @@ def test_members_stop_start_and_down_ends_them_all_also_after_a_crash() -> None:
     try:
         asyncio.run(c.up())
         assert len(c.record.etcd.split(",")) == 3
+        _etcd_is_tls_only(c, state)
         names = sorted(n for n in c.record.pids if n.startswith("etcd"))
         assert names == ["etcd-0", "etcd-1", "etcd-2"]
         assert sorted(_etcd_processes(state)) == sorted(c.record.pids[n] for n in names)
@@ -107,6 +137,7 @@ def test_members_stop_start_and_down_ends_them_all_also_after_a_crash() -> None:
         assert asyncio.run(down(state))
         assert _etcd_processes(state) == []
         assert not (state / "etcd").exists()
+        assert not (state / "etcd-pki").exists()
 
         # A crash: the run's processes die, all but one member; what `up` wrote down lets
         # `down` (or the next `up`) end that one too.

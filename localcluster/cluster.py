@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import grpc
@@ -89,6 +89,9 @@ class ClusterRecord:
     """The etcd client endpoints, comma-separated (what managers take as ``--etcd``)."""
     etcd_members: list[dict] = field(default_factory=list)
     """One per etcd member: name, client and peer address, data dir (etcd.py)."""
+    etcdctl: list[str] = field(default_factory=list)
+    """etcdctl's TLS flags as the harness (``--cacert``, ``--cert``, ``--key``): etcd
+    admits only clients with a certificate of its own CA."""
     registry: str = ""
     """The registry as manifests name it (127.0.0.1:<port>)."""
     registry_mirror: str = ""
@@ -110,7 +113,10 @@ class ClusterRecord:
         path = state_dir / "cluster.json"
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        # Fields this version does not know (a record of a newer run) are left out, so
+        # a sweep or `down` of that run still works.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -251,6 +257,7 @@ class LocalCluster:
         self.record.etcd = ",".join(m["client"] for m in members)
         self.record.save()
         await asyncio.to_thread(etcd.make_pki, self.state_dir, members)
+        self.record.etcdctl = self.etcdctl_argv()[3:]  # after etcdctl --endpoints E
         for i in range(len(members)):
             await self._spawn_etcd(i, new=True)
         for i, member in enumerate(members):

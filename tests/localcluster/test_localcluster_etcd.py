@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ from tests_support import wait_until
 
 from orch.errors import OrchError
 from orch.localcluster import etcd
-from orch.localcluster.cluster import ClusterSettings, LocalCluster, down
+from orch.localcluster.cluster import ClusterRecord, ClusterSettings, LocalCluster, down
 
 
 def test_three_members_share_one_initial_cluster_and_rejoin_as_existing(tmp_path) -> None:
@@ -155,3 +156,12 @@ def test_members_stop_start_and_down_ends_them_all_also_after_a_crash() -> None:
         with contextlib.suppress(Exception):
             asyncio.run(down(state))
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_record_with_fields_of_another_version_still_loads(tmp_path) -> None:
+    """Test sessions of other versions share /tmp: a sweep must read their records."""
+    ClusterRecord(prefix="orchabc", state_dir=str(tmp_path), etcd="10.0.0.1:2379").save()
+    raw = json.loads((tmp_path / "cluster.json").read_text())
+    (tmp_path / "cluster.json").write_text(json.dumps({**raw, "from_the_future": [1]}))
+    record = ClusterRecord.load(tmp_path)
+    assert record is not None and record.prefix == "orchabc" and record.etcd == "10.0.0.1:2379"

@@ -9,6 +9,10 @@ read. A lost race raises :class:`ConflictError`; the caller re-reads (its cache 
 through the watch) and decides again. An optional fence compare (the leader key) rides
 along in the same transaction, so a deposed leader cannot write.
 
+etcd is reached over TLS only, with a client certificate of etcd's own CA
+(``EtcdClientTLS``, identity/etcdpki.py): ``connect`` has no plaintext mode and refuses an
+``http://`` endpoint.
+
 etcd errors are translated to :class:`StoreError` here and nowhere else: no other module
 imports etcd3aio (the local cluster's etcd supervision aside). The keyspace, the
 operations and the ``Store`` protocol live in ``api.py``, which knows nothing of etcd:

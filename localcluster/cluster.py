@@ -257,7 +257,7 @@ class LocalCluster:
         self.record.etcd = ",".join(m["client"] for m in members)
         self.record.save()
         await asyncio.to_thread(etcd.make_pki, self.state_dir, members)
-        self.record.etcdctl = self.etcdctl_argv()[3:]  # after etcdctl --endpoints E
+        self.record.etcdctl = etcd.etcdctl_flags(self.state_dir)
         for i in range(len(members)):
             await self._spawn_etcd(i, new=True)
         for i, member in enumerate(members):
@@ -351,7 +351,7 @@ class LocalCluster:
             "--id", f"{self.record.prefix}-m{i}",
             "--listen", address,
             "--etcd", self.record.etcd,
-            *etcd.client_argv(self.state_dir, f"{self.record.prefix}-m{i}"),
+            *etcd.manager_flags(self.state_dir, f"{self.record.prefix}-m{i}"),
         ]  # fmt: skip
         if self.settings.restart_delay is not None:
             argv += ["--restart-delay", str(self.settings.restart_delay)]

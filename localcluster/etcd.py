@@ -78,20 +78,22 @@ def client_files(state_dir: Path, client: str) -> tuple[Path, Path, Path]:
     return directory / etcdpki.CA_CERT, cert, key
 
 
-def client_argv(state_dir: Path, client: str) -> list[str]:
-    """The TLS flags of an etcd client (``orch-manager``, ``etcdctl``'s are alike)."""
+def manager_flags(state_dir: Path, client: str) -> list[str]:
+    """orch-manager's etcd TLS flags for the client certificate ``client``."""
     ca, cert, key = client_files(state_dir, client)
     return ["--etcd-ca-file", str(ca), "--etcd-cert-file", str(cert), "--etcd-key-file", str(key)]
 
 
+def etcdctl_flags(state_dir: Path) -> list[str]:
+    """etcdctl's TLS flags as the harness's client."""
+    ca, cert, key = client_files(state_dir, HARNESS_CLIENT)
+    return ["--cacert", str(ca), "--cert", str(cert), "--key", str(key)]
+
+
 def etcdctl_argv(state_dir: Path, endpoints: str) -> list[str]:
     """etcdctl's command line up to its command, as the harness's client."""
-    ca, cert, key = client_files(state_dir, HARNESS_CLIENT)
-    return [
-        shutil.which("etcdctl") or "etcdctl",
-        "--endpoints", endpoints,
-        "--cacert", str(ca), "--cert", str(cert), "--key", str(key),
-    ]  # fmt: skip
+    etcdctl = shutil.which("etcdctl") or "etcdctl"
+    return [etcdctl, "--endpoints", endpoints, *etcdctl_flags(state_dir)]
 
 
 def member_specs(host: str, count: int, state_dir: Path) -> list[dict]:

@@ -124,10 +124,12 @@ async def test_the_right_certificate_is_let_in(session_etcd: EtcdMembers, store)
             **session_etcd.tls.channel_args(),
         )
     )
-    code, err = await etcdctl(session_etcd, "put", KEY, "x", auth=_good_auth(session_etcd))
-    assert code == 0, err
-    assert (await store.get_key(KEY)).value == b"x"
-    await etcdctl(session_etcd, "del", KEY, auth=_good_auth(session_etcd))
+    try:
+        code, err = await etcdctl(session_etcd, "put", KEY, "x", auth=_good_auth(session_etcd))
+        assert code == 0, err
+        assert (await store.get_key(KEY)).value == b"x"
+    finally:
+        await etcdctl(session_etcd, "del", KEY, auth=_good_auth(session_etcd))
     pki = session_etcd.pki
     answer = await asyncio.to_thread(
         tls_probe,

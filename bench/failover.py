@@ -100,7 +100,7 @@ async def main() -> None:
     args = p.parse_args()
     results, live = [], []
     async with local_cluster(nodes=1, managers=2) as cluster:
-        store = await EtcdStore.connect(cluster.record.etcd.split(","))
+        store = await EtcdStore.connect(cluster.record.etcd.split(","), tls=cluster.etcd_tls())
         channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
         stubs = [control_pb2_grpc.ControlStub(c) for c in channels]
         spec = specs_pb2.ServiceSpec(

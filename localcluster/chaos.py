@@ -121,7 +121,9 @@ class Chaos:
     # -- the run --
 
     async def __aenter__(self) -> Chaos:
-        self._store = await EtcdStore.connect(self.cluster.record.etcd.split(","))
+        self._store = await EtcdStore.connect(
+            self.cluster.record.etcd.split(","), tls=self.cluster.etcd_tls()
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -29,12 +29,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import grpc
 
 from orch.errors import OrchError
+from orch.identity.etcdpki import EtcdClientTLS
 from orch.localcluster import etcd, hosts
 from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
 from orch.overlay import names
@@ -90,6 +91,9 @@ class ClusterRecord:
     """The etcd client endpoints, comma-separated (what managers take as ``--etcd``)."""
     etcd_members: list[dict] = field(default_factory=list)
     """One per etcd member: name, client and peer address, data dir (etcd.py)."""
+    etcdctl: list[str] = field(default_factory=list)
+    """etcdctl's TLS flags as the harness (``--cacert``, ``--cert``, ``--key``): etcd
+    admits only clients with a certificate of its own CA."""
     registry: str = ""
     """The registry as manifests name it (127.0.0.1:<port>)."""
     registry_mirror: str = ""
@@ -111,7 +115,10 @@ class ClusterRecord:
         path = state_dir / "cluster.json"
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text()))
+        # Fields this version does not know (a record of a newer run) are left out, so
+        # a sweep or `down` of that run still works.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -245,23 +252,33 @@ class LocalCluster:
 
     async def _start_etcd(self) -> None:
         """Start every etcd member (processes ``etcd-<i>``) and wait until the cluster
-        answers a linearizable read, i.e. has elected a leader."""
+        answers a linearizable read, i.e. has elected a leader. Its PKI is made first:
+        etcd speaks TLS only, with client certificates of its own CA (etcd.make_pki)."""
         members = etcd.member_specs(self.gateway, self.settings.etcd_members, self.state_dir)
         self.record.etcd_members = members
         self.record.etcd = ",".join(m["client"] for m in members)
         self.record.save()
+        await asyncio.to_thread(etcd.make_pki, self.state_dir, members)
+        self.record.etcdctl = etcd.etcdctl_flags(self.state_dir)
         for i in range(len(members)):
             await self._spawn_etcd(i, new=True)
         for i, member in enumerate(members):
             host, port = member["client"].rsplit(":", 1)
             await _wait_port(host, int(port), f"etcd member {i}", self.settings.ready_timeout)
         await etcd.wait_answers(
-            self.record.etcd.split(","), self.settings.ready_timeout, "the etcd cluster"
+            self.record.etcd.split(","),
+            self.settings.ready_timeout,
+            "the etcd cluster",
+            tls=self.etcd_tls(),
         )
 
     async def _spawn_etcd(self, i: int, *, new: bool) -> None:
         argv = etcd.member_argv(
-            self.record.etcd_members, i, token=f"orch-{self.record.prefix}", new=new
+            self.record.etcd_members,
+            i,
+            token=f"orch-{self.record.prefix}",
+            new=new,
+            pki=etcd.pki_dir(self.state_dir),
         )
         await self._spawn(f"etcd-{i}", argv, env={"ETCD_UNSUPPORTED_ARCH": ""})
 
@@ -289,12 +306,24 @@ class LocalCluster:
         await _wait_port(host, int(port), f"etcd member {i}", self.settings.ready_timeout)
         if wait:
             await etcd.wait_answers(
-                [member["client"]], self.settings.ready_timeout, f"etcd member {i}"
+                [member["client"]],
+                self.settings.ready_timeout,
+                f"etcd member {i}",
+                tls=self.etcd_tls(),
             )
 
     async def etcd_leader(self) -> int | None:
         """The index of the etcd member that leads now; None without quorum."""
-        return await etcd.leader_index(self.record.etcd_members)
+        return await etcd.leader_index(self.record.etcd_members, tls=self.etcd_tls())
+
+    def etcd_tls(self) -> EtcdClientTLS:
+        """The harness's etcd client material (tests, chaos, benches reach etcd with it)."""
+        return etcd.client_tls(self.state_dir)
+
+    def etcdctl_argv(self, endpoints: str | None = None) -> list[str]:
+        """etcdctl up to its command, over TLS as the harness, at ``endpoints`` (default:
+        every member)."""
+        return etcd.etcdctl_argv(self.state_dir, endpoints or self.record.etcd)
 
     async def _start_registry(self) -> None:
         ip = self.gateway
@@ -324,6 +353,7 @@ class LocalCluster:
             "--id", f"{self.record.prefix}-m{i}",
             "--listen", address,
             "--etcd", self.record.etcd,
+            *etcd.manager_flags(self.state_dir, f"{self.record.prefix}-m{i}"),
         ]  # fmt: skip
         if self.settings.restart_delay is not None:
             argv += ["--restart-delay", str(self.settings.restart_delay)]
@@ -525,7 +555,7 @@ async def down(state_dir: Path) -> bool:
     if failures:
         raise OrchError("local cluster down left objects behind: " + "; ".join(failures))
     manager_address_file(state_dir).unlink(missing_ok=True)
-    for sub in ("etcd", "registry", "agents", "images"):
+    for sub in ("etcd", "etcd-pki", "registry", "agents", "images"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     return True

@@ -18,13 +18,18 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orch.errors import IdentityError, OrchError
+from orch.identity.etcdpki import EtcdClientTLS, check_endpoints
+from orch.manager import etcd_pki
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
@@ -57,6 +62,9 @@ class ManagerSettings:
     """host:port for the Control and Dispatcher APIs."""
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     """etcd client endpoints."""
+    etcd_tls: EtcdClientTLS | None = None
+    """The etcd CA and this manager's etcd client certificate: required to connect (there
+    is no plaintext etcd); only a manager handed a ``store`` runs without."""
     election: ElectionSettings = field(default_factory=ElectionSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     loops: LoopSettings = field(default_factory=LoopSettings)
@@ -81,7 +89,10 @@ class Manager:
         ``settings.etcd`` (tests run a whole manager on a MemoryStore); closed on exit
         all the same."""
         s = self.settings
-        store = store if store is not None else await EtcdStore.connect(s.etcd)
+        if store is None:
+            if s.etcd_tls is None:
+                raise OrchError("no etcd TLS material: etcd is spoken to over TLS only")
+            store = await EtcdStore.connect(s.etcd, tls=s.etcd_tls)
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)
@@ -156,10 +167,21 @@ class Manager:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="orch-manager", description="Run an orch manager.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["etcd-pki"]:  # the operator's tool for etcd's own PKI
+        sys.exit(etcd_pki.main(argv[1:]))
+    p = argparse.ArgumentParser(
+        prog="orch-manager",
+        description="Run an orch manager. `orch-manager etcd-pki --help`: make etcd's PKI.",
+    )
     p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
     p.add_argument("--listen", default="127.0.0.1:7700")
-    p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
+    p.add_argument(
+        "--etcd", default="127.0.0.1:2379", help="comma-separated endpoints (host:port, TLS)"
+    )
+    p.add_argument("--etcd-ca-file", help="the etcd CA's certificate (PEM); required")
+    p.add_argument("--etcd-cert-file", help="this manager's etcd client certificate; required")
+    p.add_argument("--etcd-key-file", help="its key (PEM, mode 0600); required")
     p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
     p.add_argument(
         "--address-pool",
@@ -193,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = ManagerSettings(manager_id=args.id, listen=args.listen, etcd=args.etcd.split(","))
+    settings.etcd, settings.etcd_tls = _etcd_access(args, p)
     if args.restart_delay is not None:
         settings.orchestrator = dataclasses.replace(
             settings.orchestrator, restart_delay=timedelta(seconds=args.restart_delay)
@@ -218,6 +241,25 @@ def main(argv: list[str] | None = None) -> None:
         ipam = dataclasses.replace(IpamSettings(), address_pool=args.address_pool)
         settings.control = dataclasses.replace(settings.control, ipam=ipam)
     asyncio.run(_serve(Manager(settings)))
+
+
+def _etcd_access(
+    args: argparse.Namespace, p: argparse.ArgumentParser
+) -> tuple[list[str], EtcdClientTLS]:
+    """The etcd endpoints and TLS material, checked before anything starts: etcd is
+    reached over TLS with a client certificate, or not at all."""
+    files = (args.etcd_ca_file, args.etcd_cert_file, args.etcd_key_file)
+    if not all(files):
+        p.error(
+            "etcd is reached over TLS only: give --etcd-ca-file, --etcd-cert-file and "
+            "--etcd-key-file (deploy/README.md says how to make the etcd PKI)"
+        )
+    try:
+        endpoints = check_endpoints(args.etcd.split(","))
+        tls = EtcdClientTLS.load(*(Path(f) for f in files))
+    except IdentityError as exc:
+        p.error(str(exc))
+    return endpoints, tls
 
 
 def _with_reserved_ports(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import ARTIFACTS, wait_until
+from tests_support import ARTIFACTS, EtcdMembers
 
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port, sweep_stale
 
@@ -29,48 +29,27 @@ ORCH = str(Path(sys.executable).parent / "orch")
 
 
 @pytest.fixture(scope="session")
-def etcd_endpoint() -> Iterator[str]:
-    """A real etcd server for this test session, on free loopback ports."""
+def session_etcd() -> Iterator[EtcdMembers]:
+    """A real etcd server for this test session, on free loopback ports: TLS only, with
+    client certificates of its own CA, as everywhere (tests_support.EtcdMembers)."""
     if not shutil.which("etcd"):
         pytest.skip("etcd is not installed (make test installs it)")
-    data = tempfile.mkdtemp(prefix="orch-test-etcd-")
-    client, peer = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            "etcd", "--name", "t", "--data-dir", data,
-            "--listen-client-urls", f"http://127.0.0.1:{client}",
-            "--advertise-client-urls", f"http://127.0.0.1:{client}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"t=http://127.0.0.1:{peer}",
-            "--log-level", "error",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    members = EtcdMembers(Path(tempfile.mkdtemp(prefix="orch-test-etcd-")), 1, "orch-test-t")
     try:
-        import socket
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", client)) == 0
-
-        wait_until(listening, 20, 0.05, "etcd to listen")
-        yield f"127.0.0.1:{client}"
+        asyncio.run(members.start())
+        yield members
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(data, ignore_errors=True)
+        members.close()
 
 
 @pytest.fixture
-async def store(etcd_endpoint: str):
+async def store(session_etcd: EtcdMembers):
     """An EtcdStore on the session's etcd, with the orch keyspace emptied before each
     test."""
     from orch.manager.state.api import PREFIX
     from orch.manager.state.store import EtcdStore
 
-    s = await EtcdStore.connect([etcd_endpoint])
+    s = await EtcdStore.connect(session_etcd.endpoints, tls=session_etcd.tls)
     await s.delete_prefix(PREFIX)
     try:
         yield s

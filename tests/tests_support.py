@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import socket
 import string
 import subprocess
@@ -26,6 +27,7 @@ import grpc
 import pytest
 from dnslib import QTYPE, DNSRecord
 
+from orch.localcluster import etcd as local_etcd
 from orch.proto import control_pb2_grpc
 
 # Where tests keep what explains a failure (a failing module's cluster logs, a chaos run's
@@ -54,14 +56,14 @@ def wait_until(
 def etcd_state(cluster) -> tuple[int, list[str]]:
     """The etcd revision and every orch key of a LocalCluster: equal before and after =
     nothing written."""
-    ep = cluster.record.etcd
+    etcdctl = cluster.etcdctl_argv()
     status = subprocess.run(
-        ["etcdctl", "--endpoints", ep, "endpoint", "status", "-w", "json"],
+        [*etcdctl, "endpoint", "status", "-w", "json"],
         capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
     ).stdout  # fmt: skip
     revision = json.loads(status)[0]["Status"]["header"]["revision"]
     keys = subprocess.run(
-        ["etcdctl", "--endpoints", ep, "get", "--prefix", "/orch/v1/", "--keys-only"],
+        [*etcdctl, "get", "--prefix", "/orch/v1/", "--keys-only"],
         capture_output=True, text=True, check=True, env={"ETCDCTL_API": "3"},
     ).stdout.split()  # fmt: skip
     return revision, keys
@@ -358,3 +360,69 @@ class ControlProbe:
             for t in self.tasks(service)
             if t.status.state == types_pb2.RUNNING and t.desired_state == types_pb2.RUNNING
         )
+
+
+class EtcdMembers:
+    """Real etcd members as child processes on loopback, TLS only, as the local cluster
+    runs them (orch.localcluster.etcd: the same PKI, flags and readiness check): the one
+    way tests start etcd. Kill and restart them by index; ``close`` ends them all and
+    removes their data and keys."""
+
+    def __init__(self, base: Path, count: int, token: str) -> None:
+        self.base = base
+        self.token = token
+        self.members = local_etcd.member_specs("127.0.0.1", count, base)
+        self.pki = local_etcd.make_pki(base, self.members)
+        self.tls = local_etcd.client_tls(base)
+        self.procs: list[subprocess.Popen | None] = [None] * count
+        self.logs = base / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m["client"] for m in self.members]
+
+    def spawn(self, i: int, *, new: bool) -> None:
+        argv = local_etcd.member_argv(self.members, i, token=self.token, new=new, pki=self.pki)
+        with open(self.logs / f"etcd-{i}.log", "ab") as log:
+            self.procs[i] = subprocess.Popen(
+                argv, stdout=log, stderr=log, env={**os.environ, "ETCD_UNSUPPORTED_ARCH": ""}
+            )
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """First start of every member; until the cluster answers a read."""
+        for i in range(len(self.members)):
+            self.spawn(i, new=True)
+        await local_etcd.wait_answers(self.endpoints, timeout, "the test etcd", tls=self.tls)
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[i]
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+            self.procs[i] = None
+
+    async def restart(self, *indexes: int) -> None:
+        """Start the given members again (if down) and wait until each answers reads."""
+        for i in indexes:
+            if self.procs[i] is None:
+                self.spawn(i, new=False)
+        for i in indexes:
+            await local_etcd.wait_answers([self.endpoints[i]], 30, f"etcd member {i}", tls=self.tls)
+
+    async def restore(self) -> None:
+        await self.restart(*range(len(self.members)))
+
+    async def leader(self) -> int:
+        return await eventually(
+            lambda: local_etcd.leader_index(self.members, tls=self.tls), 15, "an etcd leader"
+        )
+
+    def etcdctl(self, *args: str, endpoints: str | None = None) -> list[str]:
+        """etcdctl's argv as a client of these members (the test client's certificate)."""
+        return [*local_etcd.etcdctl_argv(self.base, endpoints or ",".join(self.endpoints)), *args]
+
+    def close(self) -> None:
+        for i in range(len(self.procs)):
+            self.kill(i)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -116,6 +116,11 @@ def up_summary(record: Any) -> str:
         f"local cluster {record.prefix} is up (state in {record.state_dir})",
         f"managers:  {','.join(record.managers)}",
         *([f"etcd:      {record.etcd}"] if getattr(record, "etcd", "") else []),
+        *(
+            [f"etcdctl:   etcdctl --endpoints {record.etcd} {' '.join(record.etcdctl)}"]
+            if getattr(record, "etcdctl", None)
+            else []
+        ),
         *(f"{'nodes:' if i == 0 else '':11}{h}" for i, h in enumerate(hosts)),
     ]
     underlay = getattr(record, "underlay", None)

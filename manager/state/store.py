@@ -9,6 +9,10 @@ read. A lost race raises :class:`ConflictError`; the caller re-reads (its cache 
 through the watch) and decides again. An optional fence compare (the leader key) rides
 along in the same transaction, so a deposed leader cannot write.
 
+etcd is reached over TLS only, with a client certificate of etcd's own CA
+(``EtcdClientTLS``, identity/etcdpki.py): ``connect`` has no plaintext mode and refuses an
+``http://`` endpoint.
+
 etcd errors are translated to :class:`StoreError` here and nowhere else: no other module
 imports etcd3aio (the local cluster's etcd supervision aside). The keyspace, the
 operations and the ``Store`` protocol live in ``api.py``, which knows nothing of etcd:
@@ -41,7 +45,8 @@ from etcd3aio._protobuf import Compare
 from etcd3aio.kv import KVService, prefix_range_end
 from google.protobuf.message import Message
 
-from orch.errors import ConflictError, StoreError
+from orch.errors import ConflictError, IdentityError, StoreError
+from orch.identity.etcdpki import SERVER_NAME, EtcdClientTLS, check_endpoints
 from orch.manager.state.api import (
     PREFIX,
     CommitBatches,
@@ -113,11 +118,17 @@ class EtcdStore(CommitBatches):
 
     @classmethod
     async def connect(
-        cls, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT
+        cls, endpoints: Sequence[str], *, tls: EtcdClientTLS, timeout: float = DEFAULT_TIMEOUT
     ) -> EtcdStore:
         """A store on the etcd cluster at ``endpoints`` (all of them: calls go to any
-        member that is up), once one linearizable read went through."""
-        client = Etcd3Client(list(endpoints))
+        member that is up), once one linearizable read went through. Always over TLS
+        with ``tls``'s client certificate; members are verified by the name
+        ``orch-etcd`` (etcdpki.SERVER_NAME), whatever address was dialled."""
+        try:
+            endpoints = check_endpoints(list(endpoints))
+        except IdentityError as exc:
+            raise StoreError(str(exc)) from None
+        client = Etcd3Client(endpoints, tls_server_name=SERVER_NAME, **tls.channel_args())
         try:
             await client.connect()
             store = cls(client, timeout=timeout)

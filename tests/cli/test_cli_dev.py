@@ -17,6 +17,8 @@ def test_the_summary_names_managers_hosts_underlay_and_registry() -> None:
         prefix="orchabc",
         state_dir="/var/lib/orch/dev",
         managers=["10.212.3.1:4000"],
+        etcd="10.212.3.1:4001",
+        etcdctl=["--cacert", "/p/ca.crt", "--cert", "/p/c.crt", "--key", "/p/c.key"],
         registry="127.0.0.1:5055",
         registry_mirror="10.212.3.1:5055",
         underlay={"bridge": "orchabc-ul", "subnet": "10.212.3.0/24", "gateway": "10.212.3.1"},
@@ -28,6 +30,9 @@ def test_the_summary_names_managers_hosts_underlay_and_registry() -> None:
     assert up_summary(record) == (
         "local cluster orchabc is up (state in /var/lib/orch/dev)\n"
         "managers:  10.212.3.1:4000\n"
+        "etcd:      10.212.3.1:4001\n"
+        "etcdctl:   etcdctl --endpoints 10.212.3.1:4001 --cacert /p/ca.crt --cert /p/c.crt "
+        "--key /p/c.key\n"
         "nodes:     node1  10.212.3.11  (netns orchabc-h1)\n"
         "           node2  10.212.3.12  (netns orchabc-h2)\n"
         "underlay:  10.212.3.0/24 on bridge orchabc-ul\n"

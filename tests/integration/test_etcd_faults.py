@@ -69,7 +69,7 @@ def manifest(cluster, tmp_path: Path, name: str, replicas: int) -> Path:
 
 def etcdctl(cluster, *args: str, endpoints: str | None = None) -> str:
     res = subprocess.run(
-        ["etcdctl", "--endpoints", endpoints or cluster.record.etcd, *args],
+        [*cluster.etcdctl_argv(endpoints), *args],
         capture_output=True,
         text=True,
         env={"ETCDCTL_API": "3"},

@@ -35,14 +35,7 @@ spec:
 
 def leader(cluster) -> str:
     out = subprocess.run(
-        [
-            "etcdctl",
-            "--endpoints",
-            cluster.record.etcd,
-            "get",
-            "--print-value-only",
-            "/orch/v1/leader",
-        ],
+        [*cluster.etcdctl_argv(), "get", "--print-value-only", "/orch/v1/leader"],
         capture_output=True,
         text=True,
         env={"ETCDCTL_API": "3"},
@@ -60,7 +53,7 @@ TAKEOVER_LIMIT = 5.0
 async def kill_and_time_takeover(cluster, old: str, pid: int) -> tuple[str, float]:
     """SIGKILL the leader ``old`` (process ``pid``): (the new leader, seconds from the kill
     until the leader key named it)."""
-    store = await EtcdStore.connect(cluster.record.etcd.split(","))
+    store = await EtcdStore.connect(cluster.record.etcd.split(","), tls=cluster.etcd_tls())
     try:
         watch_from = (await store.client.kv.get(LEADER_KEY)).header.revision + 1
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,11 +22,10 @@ from typing import Any
 
 import grpc
 import pytest
-from tests_support import eventually
+from tests_support import EtcdMembers, eventually
 
 from orch.errors import StoreError
 from orch.grpcerrors import STORE_UNAVAILABLE
-from orch.localcluster import etcd as local_etcd
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.state.api import PREFIX, Create, Kind, Store
 from orch.manager.state.election import LEADER_KEY, Election, ElectionSettings
@@ -40,61 +38,19 @@ TIMEOUT = DEFAULT_TIMEOUT  # the Store's default: the bound a call may take
 SLACK = 1.5  # scheduling on a busy 2-core machine
 
 
-class Trio:
-    """Three etcd members as child processes; kill and restart them by index."""
-
-    def __init__(self, base: Path) -> None:
-        self.members = local_etcd.member_specs("127.0.0.1", 3, base)
-        self.procs: list[subprocess.Popen | None] = [None, None, None]
-        self.logs = base / "logs"
-        self.logs.mkdir(parents=True)
-
-    @property
-    def endpoints(self) -> list[str]:
-        return [m["client"] for m in self.members]
-
-    def spawn(self, i: int, *, new: bool) -> None:
-        argv = local_etcd.member_argv(self.members, i, token="orch-test-trio", new=new)
-        with open(self.logs / f"etcd-{i}.log", "ab") as log:
-            self.procs[i] = subprocess.Popen(argv, stdout=log, stderr=log)
-
-    def kill(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None:
-            proc.kill()
-            proc.wait(10)
-            self.procs[i] = None
-
-    async def restart(self, *indexes: int) -> None:
-        """Start the given members again (if down) and wait until each answers reads."""
-        for i in indexes:
-            if self.procs[i] is None:
-                self.spawn(i, new=False)
-        for i in indexes:
-            await local_etcd.wait_answers([self.endpoints[i]], 30, f"etcd member {i}")
-
-    async def restore(self) -> None:
-        await self.restart(0, 1, 2)
-
-    async def leader(self) -> int:
-        return await eventually(lambda: local_etcd.leader_index(self.members), 15, "an etcd leader")
+Trio = EtcdMembers  # three of them
 
 
 @pytest.fixture(scope="module")
 def trio() -> Iterator[Trio]:
     if not shutil.which("etcd"):
         pytest.skip("etcd is not installed")
-    base = Path(tempfile.mkdtemp(prefix="orch-test-trio-"))
-    t = Trio(base)
+    t = EtcdMembers(Path(tempfile.mkdtemp(prefix="orch-test-trio-")), 3, "orch-test-trio")
     try:
-        for i in range(3):
-            t.spawn(i, new=True)
-        asyncio.run(local_etcd.wait_answers(t.endpoints, 30, "the etcd trio"))
+        asyncio.run(t.start())
         yield t
     finally:
-        for i in range(3):
-            t.kill(i)
-        shutil.rmtree(base, ignore_errors=True)
+        t.close()
 
 
 @pytest.fixture
@@ -102,7 +58,7 @@ async def store3(trio: Trio) -> Any:
     """A Store on all three members, the orch keyspace empty; every member up again after
     the test."""
     await trio.restore()
-    s = await EtcdStore.connect(trio.endpoints)
+    s = await EtcdStore.connect(trio.endpoints, tls=trio.tls)
     await s.delete_prefix(PREFIX)
     try:
         yield s
@@ -131,7 +87,7 @@ async def timed(coro: Awaitable[Any]) -> tuple[float, Any]:
 
 async def test_connect_skips_a_dead_member(trio: Trio, store3: Store) -> None:
     trio.kill(0)
-    other = await EtcdStore.connect(trio.endpoints)  # the dead one is named first
+    other = await EtcdStore.connect(trio.endpoints, tls=trio.tls)  # the dead one is named first
     try:
         await other.commit([Create(Kind.SERVICE, service("first-dead"))])
         assert (await store3.get(Kind.SERVICE, "first-dead")) is not None

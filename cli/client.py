@@ -29,6 +29,8 @@ from google.protobuf.message import Message
 from orch import grpcerrors
 from orch.cli.config import CliSettings
 from orch.errors import OrchError
+from orch.identity import channels
+from orch.identity.channels import ClientTLS
 from orch.proto import control_pb2_grpc
 
 T = TypeVar("T")
@@ -109,9 +111,13 @@ def translate_error(
 class ControlClient:
     """Calls the Control API on the first manager that answers."""
 
-    def __init__(self, addresses: list[str], settings: CliSettings | None = None) -> None:
+    def __init__(
+        self, addresses: list[str], settings: CliSettings | None = None, *, tls: ClientTLS
+    ) -> None:
+        """``tls``: the admin (or manager) credentials every channel presents."""
         if not addresses:
             raise ValueError("ControlClient needs at least one address")
+        self._tls = tls
         self._addresses = list(addresses)
         self._settings = settings or CliSettings()
         self._channels: dict[str, grpc.Channel] = {}
@@ -215,7 +221,7 @@ class ControlClient:
 
     def _channel(self, address: str) -> tuple[grpc.Channel, control_pb2_grpc.ControlStub]:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            self._channels[address] = channels.channel(address, self._tls)
             self._stubs[address] = control_pb2_grpc.ControlStub(self._channels[address])
         return self._channels[address], self._stubs[address]
 

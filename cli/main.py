@@ -30,7 +30,7 @@ from orch.cli.commands import (
     rollouts,
     version,
 )
-from orch.cli.config import ENV_MANAGER, CliSettings
+from orch.cli.config import ENV_MANAGER, ENV_STATE_DIR, ENV_TLS_DIR, CliSettings
 from orch.cli.context import Context
 from orch.cli.helptext import add_examples
 from orch.errors import OrchError, ValidationError
@@ -61,6 +61,13 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         default=default,
         help=f"manager address(es); default ${ENV_MANAGER}, then the current context "
         "(orch context), then the local cluster's file",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        default=default,
+        help=f"admin credentials (ca.pem, admin.pem, admin-key.pem); default ${ENV_TLS_DIR}, "
+        f"then the current context's, then ${ENV_STATE_DIR}/tls",
     )
     parser.add_argument(
         "--timeout",

@@ -18,15 +18,23 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orch.errors import OrchError
+from orch.identity import channels
+from orch.identity.ca import NODE_VALIDITY
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
+from orch.manager.ca.records import ClusterCA, check_cert_lifetime
+from orch.manager.ca.service import NodeCAService, NodeCertificatesService
+from orch.manager.ca.tls import ManagerIdentity, init_cluster, obtain_identity
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import RESTART_GRACE_MAX, DispatcherSettings
@@ -44,7 +52,14 @@ from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker, ExecSettings
 from orch.manager.streams.forwarding import ForwardSettings, SessionRouter
 from orch.manager.streams.logbroker import LogBroker
-from orch.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
+from orch.proto import (
+    ca_pb2,
+    ca_pb2_grpc,
+    control_pb2,
+    control_pb2_grpc,
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+)
 
 log = logging.getLogger("orch.manager")
 
@@ -54,7 +69,15 @@ class ManagerSettings:
     manager_id: str
     """Unique per manager; the value of the leader key while this manager leads."""
     listen: str = "127.0.0.1:7700"
-    """host:port for the Control and Dispatcher APIs."""
+    """host:port of the mTLS port: Control, Dispatcher, renewal, health, reflection."""
+    state_dir: Path = Path("/var/lib/orch/manager")
+    """Where the manager keeps its TLS identity (``tls/``)."""
+    join_listen: str | None = None
+    """host:port of the plaintext join port (NodeCA); None = the listen port plus one."""
+    join_token: str = ""
+    """A manager join token, needed once: the first start of a further manager."""
+    join: list[str] = field(default_factory=list)
+    """Join ports of running managers, for that first start."""
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     """etcd client endpoints."""
     election: ElectionSettings = field(default_factory=ElectionSettings)
@@ -75,6 +98,8 @@ class Manager:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.join_port = 0
+        self.identity: ManagerIdentity | None = None
 
     async def run(self, started: asyncio.Event | None = None, store: Store | None = None) -> None:
         """Serve until cancelled. ``store``: the store to use instead of connecting to
@@ -82,6 +107,14 @@ class Manager:
         all the same."""
         s = self.settings
         store = store if store is not None else await EtcdStore.connect(s.etcd)
+        try:
+            identity = await obtain_identity(
+                store, s.state_dir, join_token=s.join_token, join_addresses=s.join
+            )
+        except BaseException:
+            await store.close()
+            raise
+        self.identity = identity
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)
@@ -91,7 +124,12 @@ class Manager:
             **shared, manager_id=s.manager_id, settings=s.dispatcher, execs=execs
         )
         router = SessionRouter(
-            view=view, logs=logs, execs=execs, manager_id=s.manager_id, settings=s.forward
+            view=view,
+            logs=logs,
+            execs=execs,
+            manager_id=s.manager_id,
+            settings=s.forward,
+            open_channel=lambda address: channels.aio_channel(address, identity.client_tls()),
         )
         control = ControlAPI(**shared, settings=s.control, leader=election.leader, router=router)
 
@@ -113,7 +151,8 @@ class Manager:
                     ).run()
                 )
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=channels.server_options())
+        ca_pb2_grpc.add_NodeCertificatesServicer_to_server(NodeCertificatesService(store), server)
         control_pb2_grpc.add_ControlServicer_to_server(control, server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
         health_servicer = health.aio.HealthServicer()
@@ -122,11 +161,16 @@ class Manager:
             control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
             dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            ca_pb2.DESCRIPTOR.services_by_name["NodeCertificates"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(s.listen)
+        self.port = server.add_secure_port(s.listen, channels.server_credentials(identity.current))
         self.server = server
+        # The join port: plaintext by design (ca.proto), NodeCA only.
+        join_server = grpc.aio.server(options=channels.server_options())
+        ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(store), join_server)
+        self.join_port = join_server.add_insecure_port(join_listen_for(s))
 
         tasks = [
             asyncio.create_task(view.run(), name="view"),
@@ -135,18 +179,27 @@ class Manager:
             asyncio.create_task(
                 announce(store, s.manager_id, s.listen, ttl=s.election.lease_ttl), name="presence"
             ),
+            asyncio.create_task(identity.renew_forever(store), name="renewal"),
         ]
         try:
             await view.ready()
             await server.start()
+            await join_server.start()
             await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            log.info("manager %s serving on %s", s.manager_id, s.listen)
+            log.info(
+                "manager %s (node %s) serving on %s, join port %s",
+                s.manager_id,
+                identity.identity.node_id,
+                s.listen,
+                self.join_port,
+            )
             if started:
                 started.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
         finally:
+            await join_server.stop(grace=None)
             await server.stop(grace=1.0)
             for t in reversed(tasks):
                 t.cancel()
@@ -155,10 +208,43 @@ class Manager:
             await store.close()
 
 
+def join_listen_for(settings: ManagerSettings) -> str:
+    """The join port's address: ``join_listen``, else the listen host with the listen port
+    plus one (port 0, any free port, stays 0)."""
+    if settings.join_listen:
+        return settings.join_listen
+    host, _, port = settings.listen.rpartition(":")
+    return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="orch-manager", description="Run an orch manager.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:
+        init_main(argv[1:])
+        return
+    p = argparse.ArgumentParser(
+        prog="orch-manager",
+        description="Run an orch manager (`orch-manager init` first creates the cluster).",
+    )
     p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
-    p.add_argument("--listen", default="127.0.0.1:7700")
+    p.add_argument("--listen", default="127.0.0.1:7700", help="host:port of the mTLS port")
+    p.add_argument(
+        "--join-listen",
+        default=None,
+        help="host:port of the plaintext join port (default: the --listen port plus one)",
+    )
+    p.add_argument("--state-dir", type=Path, default=ManagerSettings.state_dir)
+    p.add_argument(
+        "--join-token",
+        default=os.environ.get("ORCH_JOIN_TOKEN", ""),
+        help="a manager join token: needed on the first start of a further manager only "
+        "(or $ORCH_JOIN_TOKEN)",
+    )
+    p.add_argument(
+        "--join",
+        default="",
+        help="comma-separated join ports (host:port) of running managers, with --join-token",
+    )
     p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
     p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
     p.add_argument(
@@ -192,7 +278,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ManagerSettings(manager_id=args.id, listen=args.listen, etcd=args.etcd.split(","))
+    settings = ManagerSettings(
+        manager_id=args.id,
+        listen=args.listen,
+        etcd=args.etcd.split(","),
+        state_dir=args.state_dir,
+        join_listen=args.join_listen,
+        join_token=args.join_token,
+        join=[a for a in args.join.split(",") if a],
+    )
     if args.restart_delay is not None:
         settings.orchestrator = dataclasses.replace(
             settings.orchestrator, restart_delay=timedelta(seconds=args.restart_delay)
@@ -217,7 +311,11 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--address-pool: {exc}")
         ipam = dataclasses.replace(IpamSettings(), address_pool=args.address_pool)
         settings.control = dataclasses.replace(settings.control, ipam=ipam)
-    asyncio.run(_serve(Manager(settings)))
+    try:
+        asyncio.run(_serve(Manager(settings)))
+    except OrchError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 def _with_reserved_ports(
@@ -238,6 +336,68 @@ def _with_reserved_ports(
         if port.isdigit():
             ports.add(int(port))
     return dataclasses.replace(settings.control, reserved_ports=tuple(sorted(ports)))
+
+
+def init_main(argv: list[str]) -> None:
+    """`orch-manager init`: create the cluster in an empty store."""
+    p = argparse.ArgumentParser(
+        prog="orch-manager init",
+        description="Create a cluster: its CA and join tokens in etcd, this manager's "
+        "certificate in --state-dir, admin credentials for the CLI in --admin-tls-dir. "
+        "Refused if the store already holds a cluster.",
+    )
+    p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
+    p.add_argument("--state-dir", type=Path, default=ManagerSettings.state_dir)
+    p.add_argument(
+        "--admin-tls-dir",
+        type=Path,
+        required=True,
+        help="where to write the CLI's ca.pem, admin.pem, admin-key.pem (0600, dir 0700)",
+    )
+    p.add_argument(
+        "--cert-lifetime",
+        type=_lifetime,
+        default=NODE_VALIDITY,
+        help="node certificate lifetime: seconds, or with a unit s/m/h/d (default 90d; "
+        "at least 1m)",
+    )
+    args = p.parse_args(argv)
+    try:
+        cluster = asyncio.run(_init(args))
+    except OrchError as exc:
+        print(f"orch-manager init: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"cluster {cluster.cluster_id} initialised; admin credentials in {args.admin_tls_dir}")
+    print(f"worker token:  {cluster.tokens.worker}")
+    print(f"manager token: {cluster.tokens.manager}")
+
+
+async def _init(args: argparse.Namespace) -> ClusterCA:
+    store = await EtcdStore.connect(args.etcd.split(","))
+    try:
+        return await init_cluster(
+            store,
+            state_dir=args.state_dir,
+            admin_dir=args.admin_tls_dir,
+            cert_lifetime=args.cert_lifetime,
+        )
+    finally:
+        await store.close()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _lifetime(text: str) -> timedelta:
+    """--cert-lifetime: a number of seconds, or a number with a unit (90d, 2m)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: want e.g. 90d, 12h, 2m or 120")
+    lifetime = timedelta(seconds=int(number) * _UNITS[unit])
+    try:
+        return check_cert_lifetime(lifetime)
+    except OrchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def _serve(manager: Manager) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests_support import test_pki
 
 from orch.cli.client import ControlClient, ManagerUnreachableError
 from orch.cli.config import CliSettings
@@ -106,14 +107,16 @@ async def test_silent_address_times_out_then_fails_over(fake_server) -> None:
         silent_address = f"127.0.0.1:{silent.getsockname()[1]}"
         settings = CliSettings(timeout=5, connect_timeout=0.3)
 
-        with ControlClient([silent_address], settings) as client:
+        with ControlClient([silent_address], settings, tls=test_pki().client()) as client:
             with pytest.raises(ManagerUnreachableError) as info:
                 await asyncio.to_thread(client.call, "ListNodes", control_pb2.ListNodesRequest())
         assert str(info.value) == (
             f"cannot reach a manager at {silent_address} (no connection within 0.3s)"
         )
 
-        with ControlClient([silent_address, fake_server.address], settings) as client:
+        with ControlClient(
+            [silent_address, fake_server.address], settings, tls=test_pki().client()
+        ) as client:
             response = await asyncio.to_thread(
                 client.call, "ListNodes", control_pb2.ListNodesRequest()
             )

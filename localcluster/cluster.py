@@ -345,7 +345,7 @@ class LocalCluster:
         self.record.save()
 
     def _manager_state(self, i: int) -> Path:
-        return self.state_dir / "managers" / f"m{i}"
+        return self.state_dir / "manager-state" / f"m{i}"
 
     async def _start_manager(self, i: int) -> None:
         """Start manager i; a restart keeps its addresses (agents and the CLI know them).
@@ -581,7 +581,7 @@ async def down(state_dir: Path) -> bool:
     if failures:
         raise OrchError("local cluster down left objects behind: " + "; ".join(failures))
     manager_address_file(state_dir).unlink(missing_ok=True)
-    for sub in ("etcd", "registry", "agents", "images", "managers", "tls"):
+    for sub in ("etcd", "registry", "agents", "images", "manager-state", "tls"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     return True

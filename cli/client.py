@@ -57,6 +57,17 @@ class _Unreachable(Exception):
 
 # Substrings of grpc's UNAVAILABLE details -> the short reason a person reads.
 _REASONS = (
+    # TLS first: grpc words a refused handshake as a failed connection too.
+    (
+        "certificate_verify_failed",
+        "TLS: its certificate is not signed by the CA in the TLS dir: another cluster's "
+        "manager, or another cluster's credentials",
+    ),
+    (
+        "handshake",
+        "TLS handshake failed: the manager refused these credentials (another cluster's, "
+        "or expired?)",
+    ),
     ("connection refused", "connection refused"),
     ("domain name not found", "unknown host"),
     ("name or service not known", "unknown host"),

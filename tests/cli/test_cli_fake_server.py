@@ -47,6 +47,35 @@ async def test_no_manager_configured_says_where_it_looked(orch, tmp_path) -> Non
     assert str(tmp_path / "state" / "managers") in lines[0]
 
 
+async def test_missing_admin_credentials_say_how_to_get_some(orch, fake_server, tmp_path) -> None:
+    empty = tmp_path / "no-creds"
+    result = await orch(
+        "--manager", fake_server.address, "ls", extra_env={"ORCH_TLS_DIR": str(empty)}
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"orch: no admin credentials in {empty} (ca.pem, admin.pem, admin-key.pem)"
+    )
+    assert "--tls-dir" in line and "orch-manager init" in line
+    assert fake_server.control.requests == []
+
+
+async def test_credentials_of_another_cluster_are_refused(orch, fake_server, tmp_path) -> None:
+    from tests_support import TestPKI
+
+    other = TestPKI().write_admin(tmp_path / "other-cluster")
+    result = await orch("--manager", fake_server.address, "--tls-dir", str(other), "ls")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"orch: cannot reach a manager at {fake_server.address} (TLS: its certificate is not "
+        "signed by the CA in the TLS dir: another cluster's manager, or another cluster's "
+        "credentials)"
+    )
+    assert fake_server.control.requests == []
+
+
 async def test_not_found_is_one_clear_line(orch, fake_server) -> None:
     result = await orch("--manager", fake_server.address, "inspect", "service", "nope")
     assert result.returncode == 1

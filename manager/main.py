@@ -32,7 +32,7 @@ from orch.identity import channels
 from orch.identity.ca import NODE_VALIDITY
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
-from orch.manager.ca.records import ClusterCA, check_cert_lifetime
+from orch.manager.ca.records import ClusterCA, check_cert_lifetime, set_cert_lifetime
 from orch.manager.ca.service import NodeCAService, NodeCertificatesService
 from orch.manager.ca.tls import ManagerIdentity, init_cluster, obtain_identity
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
@@ -78,6 +78,9 @@ class ManagerSettings:
     """A manager join token, needed once: the first start of a further manager."""
     join: list[str] = field(default_factory=list)
     """Join ports of running managers, for that first start."""
+    cert_lifetime: timedelta | None = None
+    """A new node certificate lifetime for the cluster (a setting in the store, read by
+    the CA at every issue); None = leave it as it is."""
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     """etcd client endpoints."""
     election: ElectionSettings = field(default_factory=ElectionSettings)
@@ -115,6 +118,8 @@ class Manager:
             await store.close()
             raise
         self.identity = identity
+        if s.cert_lifetime is not None:
+            await set_cert_lifetime(store, s.cert_lifetime)
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)
@@ -245,6 +250,13 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="comma-separated join ports (host:port) of running managers, with --join-token",
     )
+    p.add_argument(
+        "--cert-lifetime",
+        type=_lifetime,
+        default=None,
+        help="set the cluster's node certificate lifetime: seconds, or with a unit s/m/h/d "
+        "(at least 1m; default: leave it, 90d from init)",
+    )
     p.add_argument("--etcd", default="127.0.0.1:2379", help="comma-separated endpoints")
     p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
     p.add_argument(
@@ -286,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         join_listen=args.join_listen,
         join_token=args.join_token,
         join=[a for a in args.join.split(",") if a],
+        cert_lifetime=args.cert_lifetime,
     )
     if args.restart_delay is not None:
         settings.orchestrator = dataclasses.replace(

@@ -133,6 +133,13 @@ async def save_cluster(store: Store, cluster: ClusterCA) -> None:
     await store.put_key(CLUSTER_KEY, cluster.to_json())
 
 
+async def set_cert_lifetime(store: Store, lifetime: timedelta) -> None:
+    """Change the lifetime of node certificates issued from now on."""
+    cluster = await require_cluster(store)
+    if cluster.cert_lifetime != check_cert_lifetime(lifetime):
+        await save_cluster(store, replace(cluster, cert_lifetime=lifetime))
+
+
 def key_digest(cert_or_key: x509.Certificate | x509.CertificateSigningRequest) -> str:
     der = cert_or_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

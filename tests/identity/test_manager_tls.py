@@ -24,7 +24,7 @@ from orch.identity.join import join
 from orch.identity.material import load_node_material
 from orch.identity.peer import identity_from_certificate
 from orch.identity.tokens import JoinToken, join_proof
-from orch.manager.ca.records import ClusterCA, load_cluster, save_cluster
+from orch.manager.ca.records import ClusterCA, load_cluster, save_cluster, set_cert_lifetime
 from orch.manager.ca.tls import init_cluster
 from orch.manager.main import Manager, ManagerSettings
 from orch.manager.state.store import EtcdStore
@@ -267,3 +267,16 @@ def dataclass_replace(settings: ManagerSettings, **changes: object) -> ManagerSe
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
+
+
+async def test_the_certificate_lifetime_is_a_cluster_setting_the_ca_reads(
+    running: Running, store: EtcdStore
+) -> None:
+    await set_cert_lifetime(store, timedelta(minutes=3))
+    material, _ = await join([running.join_address], str(running.cluster.tokens.worker))
+    leaf = material.leaf
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == timedelta(minutes=3) + (
+        pki.CLOCK_SKEW
+    )
+    with pytest.raises(IdentityError, match="out of range"):
+        await set_cert_lifetime(store, timedelta(seconds=30))

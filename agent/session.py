@@ -41,8 +41,11 @@ class SessionSettings:
     """Seconds reports are gathered before they are sent as one batch."""
     backoff_initial: float = 0.1
     """First reconnect delay (seconds); doubles per failure."""
-    backoff_max: float = 3.0
-    """Longest reconnect delay (seconds)."""
+    backoff_max: float = 1.0
+    """Longest reconnect delay (seconds). Below a newly elected leader's grace (one
+    liveness TTL, 2 s by default): after an outage of every manager, an agent must be
+    back within that grace, or its node is declared down although it only waited (3 s
+    was a possible flake of test_manager_failover)."""
     heartbeat_default: float = 1.0
     """Heartbeat period until the manager says otherwise."""
     restart_grace: float = 0.0

@@ -153,14 +153,23 @@ class ControlClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def call(self, method: str, request: Message, *, timeout: Any = _DEFAULT) -> Any:
-        """A unary call, e.g. ``call("GetService", GetServiceRequest(name="web"))``."""
+    def call(
+        self,
+        method: str,
+        request: Message,
+        *,
+        timeout: Any = _DEFAULT,
+        service: Callable[[grpc.Channel], Any] | None = None,
+    ) -> Any:
+        """A unary call, e.g. ``call("GetService", GetServiceRequest(name="web"))``;
+        ``service``: another service of the manager's mTLS port than Control (its stub
+        class, e.g. ``ca_pb2_grpc.ClusterCAStub``)."""
         deadline = self._settings.timeout if timeout is _DEFAULT else timeout
 
-        def invoke(stub: control_pb2_grpc.ControlStub) -> Any:
+        def invoke(stub: Any) -> Any:
             return getattr(stub, method)(request, timeout=deadline)
 
-        return self._failover(method, deadline, invoke)
+        return self._failover(method, deadline, invoke, service)
 
     def stream(self, method: str, request: Message, *, timeout: Any = _DEFAULT) -> Iterator[Any]:
         """A server-streaming call as an iterator. Failover happens only until the first
@@ -193,11 +202,12 @@ class ControlClient:
         method: str,
         timeout: float | None,
         invoke: Callable[[control_pb2_grpc.ControlStub], T],
+        service: Callable[[grpc.Channel], Any] | None = None,
     ) -> T:
         failures: list[tuple[str, str]] = []
         for address in list(self._addresses):
             try:
-                result = self._attempt(address, method, timeout, invoke)
+                result = self._attempt(address, method, timeout, invoke, service)
             except _Unreachable as exc:
                 failures.append((address, exc.reason))
                 continue
@@ -213,8 +223,11 @@ class ControlClient:
         method: str,
         timeout: float | None,
         invoke: Callable[[control_pb2_grpc.ControlStub], T],
+        service: Callable[[grpc.Channel], Any] | None = None,
     ) -> T:
         channel, stub = self._channel(address)
+        if service is not None:
+            stub = service(channel)
         # Only a channel's first use waits for its connection: grpc's connectivity poller
         # thread, once re-armed by a second subscribe, can outlive unsubscribe and then
         # fails loudly ("Channel closed!") when close() runs. Later calls on the channel

@@ -28,6 +28,7 @@ from orch.cli.commands import (
     networks,
     nodes,
     rollouts,
+    security,
     version,
 )
 from orch.cli.config import ENV_MANAGER, ENV_STATE_DIR, ENV_TLS_DIR, CliSettings
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (
         changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds,
-        version, completion,
+        version, security, completion,
     )  # fmt: skip
     for module in modules:
         module.register(subparsers, common)

@@ -33,7 +33,7 @@ from orch.identity.ca import NODE_VALIDITY
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.ca.records import ClusterCA, check_cert_lifetime, set_cert_lifetime
-from orch.manager.ca.service import NodeCAService, NodeCertificatesService
+from orch.manager.ca.service import ClusterCAService, NodeCAService, NodeCertificatesService
 from orch.manager.ca.tls import ManagerIdentity, init_cluster, obtain_identity
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
 from orch.manager.dispatcher.server import Dispatcher
@@ -158,6 +158,7 @@ class Manager:
 
         server = grpc.aio.server(options=channels.server_options())
         ca_pb2_grpc.add_NodeCertificatesServicer_to_server(NodeCertificatesService(store), server)
+        ca_pb2_grpc.add_ClusterCAServicer_to_server(ClusterCAService(store), server)
         control_pb2_grpc.add_ControlServicer_to_server(control, server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
         health_servicer = health.aio.HealthServicer()
@@ -167,6 +168,7 @@ class Manager:
             dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             ca_pb2.DESCRIPTOR.services_by_name["NodeCertificates"].full_name,
+            ca_pb2.DESCRIPTOR.services_by_name["ClusterCA"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)

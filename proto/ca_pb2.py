@@ -24,27 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13orch/proto/ca.proto\x12\x07orch.v1\"\x12\n\x10GetRootCARequest\"&\n\x11GetRootCAResponse\x12\x11\n\troots_pem\x18\x01 \x01(\x0c\"C\n\x0bJoinRequest\x12\x14\n\x0ctoken_digest\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\"!\n\x0cJoinResponse\x12\x11\n\tchain_pem\x18\x01 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"5\n\rRenewResponse\x12\x11\n\tchain_pem\x18\x01 \x01(\x0c\x12\x11\n\troots_pem\x18\x02 \x01(\x0c\x32\x81\x01\n\x06NodeCA\x12\x42\n\tGetRootCA\x12\x19.orch.v1.GetRootCARequest\x1a\x1a.orch.v1.GetRootCAResponse\x12\x33\n\x04Join\x12\x14.orch.v1.JoinRequest\x1a\x15.orch.v1.JoinResponse2J\n\x10NodeCertificates\x12\x36\n\x05Renew\x12\x15.orch.v1.RenewRequest\x1a\x16.orch.v1.RenewResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13orch/proto/ca.proto\x12\x07orch.v1\"0\n\x10JoinTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06rotate\x18\x02 \x01(\x08\"\"\n\x11JoinTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\"2\n\x11IssueAdminRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\"K\n\x12IssueAdminResponse\x12\x11\n\tchain_pem\x18\x01 \x01(\x0c\x12\x11\n\troots_pem\x18\x02 \x01(\x0c\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"\x12\n\x10GetRootCARequest\"&\n\x11GetRootCAResponse\x12\x11\n\troots_pem\x18\x01 \x01(\x0c\"C\n\x0bJoinRequest\x12\x14\n\x0ctoken_digest\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\"!\n\x0cJoinResponse\x12\x11\n\tchain_pem\x18\x01 \x01(\x0c\"\x1f\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\"5\n\rRenewResponse\x12\x11\n\tchain_pem\x18\x01 \x01(\x0c\x12\x11\n\troots_pem\x18\x02 \x01(\x0c\x32\x81\x01\n\x06NodeCA\x12\x42\n\tGetRootCA\x12\x19.orch.v1.GetRootCARequest\x1a\x1a.orch.v1.GetRootCAResponse\x12\x33\n\x04Join\x12\x14.orch.v1.JoinRequest\x1a\x15.orch.v1.JoinResponse2J\n\x10NodeCertificates\x12\x36\n\x05Renew\x12\x15.orch.v1.RenewRequest\x1a\x16.orch.v1.RenewResponse2\x96\x01\n\tClusterCA\x12\x42\n\tJoinToken\x12\x19.orch.v1.JoinTokenRequest\x1a\x1a.orch.v1.JoinTokenResponse\x12\x45\n\nIssueAdmin\x12\x1a.orch.v1.IssueAdminRequest\x1a\x1b.orch.v1.IssueAdminResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'orch.proto.ca_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETROOTCAREQUEST']._serialized_start=32
-  _globals['_GETROOTCAREQUEST']._serialized_end=50
-  _globals['_GETROOTCARESPONSE']._serialized_start=52
-  _globals['_GETROOTCARESPONSE']._serialized_end=90
-  _globals['_JOINREQUEST']._serialized_start=92
-  _globals['_JOINREQUEST']._serialized_end=159
-  _globals['_JOINRESPONSE']._serialized_start=161
-  _globals['_JOINRESPONSE']._serialized_end=194
-  _globals['_RENEWREQUEST']._serialized_start=196
-  _globals['_RENEWREQUEST']._serialized_end=227
-  _globals['_RENEWRESPONSE']._serialized_start=229
-  _globals['_RENEWRESPONSE']._serialized_end=282
-  _globals['_NODECA']._serialized_start=285
-  _globals['_NODECA']._serialized_end=414
-  _globals['_NODECERTIFICATES']._serialized_start=416
-  _globals['_NODECERTIFICATES']._serialized_end=490
+  _globals['_JOINTOKENREQUEST']._serialized_start=32
+  _globals['_JOINTOKENREQUEST']._serialized_end=80
+  _globals['_JOINTOKENRESPONSE']._serialized_start=82
+  _globals['_JOINTOKENRESPONSE']._serialized_end=116
+  _globals['_ISSUEADMINREQUEST']._serialized_start=118
+  _globals['_ISSUEADMINREQUEST']._serialized_end=168
+  _globals['_ISSUEADMINRESPONSE']._serialized_start=170
+  _globals['_ISSUEADMINRESPONSE']._serialized_end=245
+  _globals['_GETROOTCAREQUEST']._serialized_start=247
+  _globals['_GETROOTCAREQUEST']._serialized_end=265
+  _globals['_GETROOTCARESPONSE']._serialized_start=267
+  _globals['_GETROOTCARESPONSE']._serialized_end=305
+  _globals['_JOINREQUEST']._serialized_start=307
+  _globals['_JOINREQUEST']._serialized_end=374
+  _globals['_JOINRESPONSE']._serialized_start=376
+  _globals['_JOINRESPONSE']._serialized_end=409
+  _globals['_RENEWREQUEST']._serialized_start=411
+  _globals['_RENEWREQUEST']._serialized_end=442
+  _globals['_RENEWRESPONSE']._serialized_start=444
+  _globals['_RENEWRESPONSE']._serialized_end=497
+  _globals['_NODECA']._serialized_start=500
+  _globals['_NODECA']._serialized_end=629
+  _globals['_NODECERTIFICATES']._serialized_start=631
+  _globals['_NODECERTIFICATES']._serialized_end=705
+  _globals['_CLUSTERCA']._serialized_start=708
+  _globals['_CLUSTERCA']._serialized_end=858
 # @@protoc_insertion_point(module_scope)

@@ -216,3 +216,127 @@ class NodeCertificates:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ClusterCAStub:
+    """The cluster CA's administration, on the mTLS port, for admin certificates only (any
+    other role is refused with PERMISSION_DENIED).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.JoinToken = channel.unary_unary(
+                '/orch.v1.ClusterCA/JoinToken',
+                request_serializer=orch_dot_proto_dot_ca__pb2.JoinTokenRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_ca__pb2.JoinTokenResponse.FromString,
+                _registered_method=True)
+        self.IssueAdmin = channel.unary_unary(
+                '/orch.v1.ClusterCA/IssueAdmin',
+                request_serializer=orch_dot_proto_dot_ca__pb2.IssueAdminRequest.SerializeToString,
+                response_deserializer=orch_dot_proto_dot_ca__pb2.IssueAdminResponse.FromString,
+                _registered_method=True)
+
+
+class ClusterCAServicer:
+    """The cluster CA's administration, on the mTLS port, for admin certificates only (any
+    other role is refused with PERMISSION_DENIED).
+    """
+
+    def JoinToken(self, request, context):
+        """The current join token of a role (worker or manager), rotated first if asked:
+        rotation refuses the old token for new joins; joined nodes keep their certificates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueAdmin(self, request, context):
+        """A new admin certificate for the CSR's key (made by the caller, it never travels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClusterCAServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'JoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinToken,
+                    request_deserializer=orch_dot_proto_dot_ca__pb2.JoinTokenRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_ca__pb2.JoinTokenResponse.SerializeToString,
+            ),
+            'IssueAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueAdmin,
+                    request_deserializer=orch_dot_proto_dot_ca__pb2.IssueAdminRequest.FromString,
+                    response_serializer=orch_dot_proto_dot_ca__pb2.IssueAdminResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'orch.v1.ClusterCA', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('orch.v1.ClusterCA', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ClusterCA:
+    """The cluster CA's administration, on the mTLS port, for admin certificates only (any
+    other role is refused with PERMISSION_DENIED).
+    """
+
+    @staticmethod
+    def JoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.ClusterCA/JoinToken',
+            orch_dot_proto_dot_ca__pb2.JoinTokenRequest.SerializeToString,
+            orch_dot_proto_dot_ca__pb2.JoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orch.v1.ClusterCA/IssueAdmin',
+            orch_dot_proto_dot_ca__pb2.IssueAdminRequest.SerializeToString,
+            orch_dot_proto_dot_ca__pb2.IssueAdminResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

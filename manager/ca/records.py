@@ -128,6 +128,13 @@ async def create_cluster(store: Store, cluster: ClusterCA) -> None:
         )
 
 
+async def rotate_token(store: Store, role: Role) -> ClusterCA:
+    """A new secret for ``role``'s join token; the old one admits no one from now on."""
+    cluster = (await require_cluster(store)).rotated(role)
+    await save_cluster(store, cluster)
+    return cluster
+
+
 async def save_cluster(store: Store, cluster: ClusterCA) -> None:
     """Write a changed cluster record (a rotated token, a new lifetime)."""
     await store.put_key(CLUSTER_KEY, cluster.to_json())
@@ -147,7 +154,7 @@ def key_digest(cert_or_key: x509.Certificate | x509.CertificateSigningRequest) -
     return hashlib.sha256(der).hexdigest()
 
 
-async def record_certificate(store: Store, cert: x509.Certificate) -> None:
+async def record_certificate(store: Store, cert: x509.Certificate, *, name: str = "") -> None:
     """Record an issued certificate under its key, before it is handed out; IdentityError
     if that key already has one (a replayed or reused CSR)."""
     who = identity_from_certificate(cert)
@@ -157,6 +164,8 @@ async def record_certificate(store: Store, cert: x509.Certificate) -> None:
         "serial": f"{who.serial:x}",
         "not_after": who.not_after.isoformat(),
     }
+    if name:
+        record["name"] = name
     created = await store.create_key(CERTS_PREFIX + key_digest(cert), json.dumps(record).encode())
     if not created.created:
         raise IdentityError(

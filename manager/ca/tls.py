@@ -40,14 +40,10 @@ from orch.manager.ca.records import (
     record_certificate,
     require_cluster,
 )
+from orch.manager.ca.service import ADMIN_VALIDITY
 from orch.manager.state.api import Store
 
 log = logging.getLogger(__name__)
-
-ADMIN_VALIDITY = NODE_VALIDITY
-"""Admin (CLI) certificates are not renewed automatically: they get the default node
-lifetime whatever --cert-lifetime says (a test cluster of 2-minute node certificates
-keeps a working CLI)."""
 
 RENEW_RETRY = 5.0
 """Seconds between renewal attempts after one failed (etcd unreachable)."""

@@ -280,3 +280,31 @@ async def test_the_certificate_lifetime_is_a_cluster_setting_the_ca_reads(
     )
     with pytest.raises(IdentityError, match="out of range"):
         await set_cert_lifetime(store, timedelta(seconds=30))
+
+
+async def test_the_ca_administration_is_for_admins_only(running: Running, tmp_path: Path) -> None:
+    from orch.agent.identity import obtain_identity
+
+    agent = await obtain_identity(
+        tmp_path / "a",
+        join_token=str(running.cluster.tokens.worker),
+        join_addresses=[running.join_address],
+    )
+    request = ca_pb2.JoinTokenRequest(role="manager")
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with channels.aio_channel(running.address, agent.client_tls(), options=options) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ca_pb2_grpc.ClusterCAStub(ch).JoinToken(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs an admin certificate" in err.value.details()
+    async with channels.aio_channel(running.address, running.admin, options=options) as ch:
+        stub = ca_pb2_grpc.ClusterCAStub(ch)
+        answer = await stub.JoinToken(request, timeout=10)
+        assert answer.token == str(running.cluster.tokens.manager)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.JoinToken(ca_pb2.JoinTokenRequest(role="admin"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = ca_pb2.IssueAdminRequest(name="../x", csr_pem=b"")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.IssueAdmin(bad, timeout=10)
+        assert "is not an admin name" in err.value.details()

@@ -29,7 +29,7 @@ from orch.identity import channels
 from orch.identity.errors import CAPinMismatchError
 from orch.identity.join import join
 from orch.identity.tokens import JoinToken, parse_join_token
-from orch.manager.ca.records import load_cluster, save_cluster
+from orch.manager.ca.records import load_cluster
 from orch.manager.state.store import EtcdStore
 from orch.proto import control_pb2, control_pb2_grpc, types_pb2
 
@@ -145,19 +145,28 @@ def agent_argv(cluster, state_dir: Path) -> list[str]:
 
 def test_a_rotated_token_is_refused_and_joined_nodes_keep_running(orch, cluster) -> None:
     old = cluster.record.tokens["worker"]
-
-    async def rotate() -> None:
-        store = await EtcdStore.connect(cluster.record.etcd.split(","))
-        try:
-            await save_cluster(store, (await load_cluster(store)).rotated(pki.Role.WORKER))
-        finally:
-            await store.close()
-
-    asyncio.run(rotate())
+    assert orch("join-token", "worker", "-q").stdout.strip() == old
+    new = orch("join-token", "worker", "--rotate", "-q").stdout.strip()
+    assert new != old and new[:57] == old[:57]  # same CA digest, new secret
+    assert orch("join-token", "worker", "-q").stdout.strip() == new
+    assert orch("join-token", "manager", "-q").stdout.strip() == cluster.record.tokens["manager"]
     with pytest.raises(IdentityError, match="rotated"):
         asyncio.run(join(cluster.record.join_addresses, old))
     nodes = orch.json("nodes")
     assert [n["status"] for n in nodes] == ["ready"] * CLUSTER_NODES
+    _, who = asyncio.run(join(cluster.record.join_addresses, new))
+    assert who.role is pki.Role.WORKER
+
+
+def test_issue_admin_writes_working_credentials_made_here(orch, cluster, tmp_path) -> None:
+    out = tmp_path / "alice"
+    res = orch("ca", "issue-admin", "alice", "--out", str(out))
+    assert "admin alice" in res.stdout
+    assert out.stat().st_mode & 0o777 == 0o700
+    alice = channels.load_admin_tls(out)
+    assert len(list_nodes(cluster.managers[0], alice).nodes) == CLUSTER_NODES
+    again = orch("ca", "issue-admin", "bob", "--out", str(out), check=False)
+    assert again.returncode == 1 and "already holds admin credentials" in again.stderr
 
 
 def serials(cluster) -> dict[str, int]:

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orch.errors import OrchError
+from orch.errors import OrchError, ValidationError
 from orch.identity import channels
 from orch.identity.ca import NODE_VALIDITY
 from orch.manager.allocator.ipam import IpamSettings
@@ -78,6 +78,10 @@ class ManagerSettings:
     """A manager join token, needed once: the first start of a further manager."""
     join: list[str] = field(default_factory=list)
     """Join ports of running managers, for that first start."""
+    advertise_addr: str = ""
+    """host[:port] other managers (forwarding) and `orch managers` reach this manager at;
+    the port defaults to the mTLS port's. Empty: the --listen address, which must then
+    name one address (not 0.0.0.0 or ::)."""
     cert_lifetime: timedelta | None = None
     """A new node certificate lifetime for the cluster (a setting in the store, read by
     the CA at every issue); None = leave it as it is."""
@@ -109,6 +113,7 @@ class Manager:
         ``settings.etcd`` (tests run a whole manager on a MemoryStore); closed on exit
         all the same."""
         s = self.settings
+        check_advertise(s)
         store = store if store is not None else await EtcdStore.connect(s.etcd)
         try:
             identity = await obtain_identity(
@@ -184,7 +189,8 @@ class Manager:
             asyncio.create_task(dispatcher.status.run(), name="status-writer"),
             asyncio.create_task(election.run(lead), name="election"),
             asyncio.create_task(
-                announce(store, s.manager_id, s.listen, ttl=s.election.lease_ttl), name="presence"
+                announce(store, s.manager_id, advertised(s, self.port), ttl=s.election.lease_ttl),
+                name="presence",
             ),
             asyncio.create_task(identity.renew_forever(store), name="renewal"),
         ]
@@ -215,6 +221,30 @@ class Manager:
             await store.close()
 
 
+_ANY = ("0.0.0.0", "::", "[::]", "")
+
+
+def advertised(settings: ManagerSettings, port: int) -> str:
+    """The address this manager announces (presence): ``advertise_addr``, its port
+    defaulting to ``port`` (the bound mTLS port), else the listen host with ``port``."""
+    if settings.advertise_addr:
+        host, sep, given = settings.advertise_addr.rpartition(":")
+        if sep and given.isdigit() and not host.endswith(":"):
+            return settings.advertise_addr
+        return f"{settings.advertise_addr}:{port}"
+    return f"{settings.listen.rpartition(':')[0]}:{port}"
+
+
+def check_advertise(settings: ManagerSettings) -> None:
+    """An address others can dial must be known: a wildcard listen needs --advertise-addr."""
+    host = settings.listen.rpartition(":")[0]
+    if host in _ANY and not settings.advertise_addr:
+        raise ValidationError(
+            f"--listen {settings.listen} is every address of this host: pass "
+            "--advertise-addr with the one other managers and the CLI reach it at"
+        )
+
+
 def join_listen_for(settings: ManagerSettings) -> str:
     """The join port's address: ``join_listen``, else the listen host with the listen port
     plus one (port 0, any free port, stays 0)."""
@@ -235,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
     p.add_argument("--listen", default="127.0.0.1:7700", help="host:port of the mTLS port")
+    p.add_argument(
+        "--advertise-addr",
+        default="",
+        help="host[:port] other managers and the CLI reach this one at (default: the "
+        "--listen address; required when that is 0.0.0.0 or ::)",
+    )
     p.add_argument(
         "--join-listen",
         default=None,
@@ -298,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         etcd=args.etcd.split(","),
         state_dir=args.state_dir,
         join_listen=args.join_listen,
+        advertise_addr=args.advertise_addr,
         join_token=args.join_token,
         join=[a for a in args.join.split(",") if a],
         cert_lifetime=args.cert_lifetime,

@@ -308,3 +308,22 @@ async def test_the_ca_administration_is_for_admins_only(running: Running, tmp_pa
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.IssueAdmin(bad, timeout=10)
         assert "is not an admin name" in err.value.details()
+
+
+def test_presence_carries_the_advertised_address_never_a_wildcard() -> None:
+    from orch.errors import ValidationError
+    from orch.manager.main import advertised, check_advertise
+
+    plain = ManagerSettings(manager_id="m", listen="10.0.0.5:7700")
+    assert advertised(plain, 7700) == "10.0.0.5:7700"
+    assert advertised(ManagerSettings(manager_id="m", listen="127.0.0.1:0"), 4242) == (
+        "127.0.0.1:4242"
+    )
+    wild = ManagerSettings(manager_id="m", listen="0.0.0.0:7700")
+    with pytest.raises(ValidationError, match="pass --advertise-addr"):
+        check_advertise(wild)
+    wild.advertise_addr = "10.0.0.5"
+    check_advertise(wild)
+    assert advertised(wild, 7700) == "10.0.0.5:7700"
+    wild.advertise_addr = "m1.example:7800"
+    assert advertised(wild, 7700) == "m1.example:7800"

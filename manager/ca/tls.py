@@ -149,7 +149,15 @@ async def obtain_identity(
     by joining with a manager token through another manager's join port."""
     directory = tls_dir(state_dir)
     if (directory / KEY_FILE).exists():
-        return ManagerIdentity(directory, load_node_material(directory))
+        identity = ManagerIdentity(directory, load_node_material(directory))
+        cluster = await require_cluster(store)
+        if identity.identity.cluster_id != cluster.cluster_id:
+            raise IdentityError(
+                f"{directory} holds a certificate of cluster {identity.identity.cluster_id}, "
+                f"but the store holds cluster {cluster.cluster_id}: wrong --state-dir or "
+                "--etcd (or remove the directory and join this cluster)"
+            )
+        return identity
     if not join_token:
         raise IdentityError(
             f"{directory} holds no TLS identity: run `orch-manager init` on the first "

@@ -327,3 +327,19 @@ def test_presence_carries_the_advertised_address_never_a_wildcard() -> None:
     assert advertised(wild, 7700) == "10.0.0.5:7700"
     wild.advertise_addr = "m1.example:7800"
     assert advertised(wild, 7700) == "m1.example:7800"
+
+
+async def test_a_state_dir_of_another_cluster_is_refused(
+    store: EtcdStore, etcd_endpoint: str, tmp_path: Path
+) -> None:
+    from orch.manager.state.memstore import MemoryStore
+
+    elsewhere = MemoryStore()  # another cluster's store: its manager's state dir
+    other = await init_cluster(elsewhere, state_dir=tmp_path / "m", admin_dir=tmp_path / "a1")
+    ours = await init_cluster(store, state_dir=tmp_path / "ours", admin_dir=tmp_path / "a2")
+    settings = ManagerSettings(
+        manager_id="m", listen="127.0.0.1:0", etcd=[etcd_endpoint], state_dir=tmp_path / "m"
+    )
+    with pytest.raises(IdentityError, match=f"of cluster {other.cluster_id}, but the store"):
+        await start(settings, etcd_endpoint)
+    assert (await load_cluster(store)).cluster_id == ours.cluster_id

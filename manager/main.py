@@ -1,8 +1,11 @@
 """The manager process: wires store, view, APIs and the leader's control loops together
 (orchestrator, allocator, scheduler, node monitor).
 
-Every manager serves the Control and Dispatcher APIs (plus gRPC health and reflection)
-from its own ClusterView. One manager at a time wins the election and also runs the
+Every manager serves the Control and Dispatcher APIs (plus certificate renewal, the CA's
+administration, gRPC health and reflection) from its own ClusterView, on one mutual-TLS
+port, and the CA's join service on a plaintext join port (docs/identity.md). Its TLS
+identity comes from its state dir: made by `orch-manager init` (the first manager) or by
+joining once with a manager token. One manager at a time wins the election and also runs the
 control loops; losing the election cancels them. Shutdown is ordered: stop taking calls,
 stop the loops, resign, close etcd.
 """
@@ -119,12 +122,12 @@ class Manager:
             identity = await obtain_identity(
                 store, s.state_dir, join_token=s.join_token, join_addresses=s.join
             )
+            if s.cert_lifetime is not None:
+                await set_cert_lifetime(store, s.cert_lifetime)
         except BaseException:
             await store.close()
             raise
         self.identity = identity
-        if s.cert_lifetime is not None:
-            await set_cert_lifetime(store, s.cert_lifetime)
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)

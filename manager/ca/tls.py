@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from orch.errors import IdentityError, OrchError
+from orch.errors import IdentityError, OrchError, StoreError
 from orch.identity.ca import (
     NODE_VALIDITY,
     Role,
@@ -150,7 +150,13 @@ async def obtain_identity(
     directory = tls_dir(state_dir)
     if (directory / KEY_FILE).exists():
         identity = ManagerIdentity(directory, load_node_material(directory))
-        cluster = await require_cluster(store)
+        try:
+            cluster = await require_cluster(store)
+        except StoreError as exc:
+            # A restart while etcd has no quorum: serve (and wait for etcd) as before;
+            # the certificate itself is checked by every peer's handshake.
+            log.warning("cannot check this manager's cluster against the store: %s", exc)
+            return identity
         if identity.identity.cluster_id != cluster.cluster_id:
             raise IdentityError(
                 f"{directory} holds a certificate of cluster {identity.identity.cluster_id}, "

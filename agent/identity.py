@@ -109,7 +109,18 @@ async def obtain_identity(
     with ``join_token`` through the first of ``join_addresses`` that answers."""
     directory = tls_dir(state_dir)
     if (directory / KEY_FILE).exists():
-        return AgentIdentity(directory, load_node_material(directory))
+        material = load_node_material(directory)
+        if material.leaf.not_valid_after_utc > utcnow():
+            return AgentIdentity(directory, material)
+        # Expired (the node was off past its certificate's end): no manager accepts it,
+        # so it cannot renew; only a new join brings the node back, as a new node.
+        if not join_token:
+            raise IdentityError(
+                f"the certificate in {directory} expired at "
+                f"{material.leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: this node must join "
+                "again; start the agent with --join-token (a worker token)"
+            )
+        log.warning("the certificate in %s expired: joining again as a new node", directory)
     if not join_token:
         raise IdentityError(
             f"{directory} holds no TLS identity: start the agent once with --join-token "

@@ -343,3 +343,31 @@ async def test_a_state_dir_of_another_cluster_is_refused(
     with pytest.raises(IdentityError, match=f"of cluster {other.cluster_id}, but the store"):
         await start(settings, etcd_endpoint)
     assert (await load_cluster(store)).cluster_id == ours.cluster_id
+
+
+async def test_an_agent_whose_certificate_expired_must_join_again(
+    running: Running, tmp_path: Path
+) -> None:
+    from orch.agent.identity import obtain_identity
+    from orch.identity.material import NodeMaterial, save_node_material
+
+    key = pki.new_private_key()
+    cert = pki.issue_certificate(
+        running.cluster.ca,
+        pki.create_csr(key),
+        node_id=pki.new_id(),
+        role=pki.Role.WORKER,
+        validity=timedelta(minutes=1),
+        now=pki.utcnow() - timedelta(hours=1),
+    )
+    save_node_material(
+        tmp_path / "old" / "tls", NodeMaterial(key, (cert,), (running.cluster.ca.cert,))
+    )
+    with pytest.raises(IdentityError, match=r"expired .* must join again"):
+        await obtain_identity(tmp_path / "old")
+    fresh = await obtain_identity(
+        tmp_path / "old",
+        join_token=str(running.cluster.tokens.worker),
+        join_addresses=[running.join_address],
+    )
+    assert fresh.node_id != identity_from_certificate(cert).node_id

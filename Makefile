@@ -12,7 +12,7 @@ bootstrap:
 # Generated code lives beside the .proto files; the import path is orch/proto/*.proto, so
 # protoc sees the repository through a symlink named orch.
 # Only the files that define services get gRPC stubs.
-PROTO_SERVICES := control dispatcher
+PROTO_SERVICES := ca control dispatcher
 
 proto:
 	@mkdir -p $(PROTO_ROOT) && ln -sfn $(CURDIR) $(PROTO_ROOT)/orch

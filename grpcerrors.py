@@ -25,8 +25,13 @@ import grpc
 import grpc.aio
 
 from orch import errors
+from orch.identity.errors import CertificateDeniedError
 
 CODES: tuple[tuple[type[errors.OrchError], grpc.StatusCode], ...] = (
+    # before IdentityError, its base: a valid certificate of a removed node
+    (CertificateDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    # a bad join token or proof, a refused certificate request
+    (errors.IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
     # before ConflictError, its base

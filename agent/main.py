@@ -3,7 +3,8 @@
 Containers outlive the agent: on start it finds the containers an earlier agent process
 left (the runtime's state dir), and once the first full assignment set arrives it adopts
 those still assigned and removes the ones that are not (garbage from tasks deleted while
-it was away). The node id is kept in the state dir so a restarted agent is the same node.
+it was away). The node id is its certificate's CN (identity.py): a restarted agent loads
+the same certificate from its state dir and is the same node.
 
 SIGTERM is a graceful stop, most often a restart (an upgrade): the agent first tells its
 manager it is leaving and will be back (session.py, at most ``leave_timeout``, 1 s), so
@@ -28,16 +29,17 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orch import model
 from orch.agent import dns
 from orch.agent.containers import ContainerEnvironment
 from orch.agent.execs import ExecRunner
 from orch.agent.fdlimit import raise_fd_limit
+from orch.agent.identity import AgentIdentity, obtain_identity
 from orch.agent.logs import LogPublisher
 from orch.agent.networks import Networks
 from orch.agent.session import Session, SessionSettings
 from orch.agent.worker import Worker
 from orch.errors import OrchError
+from orch.identity.join import join_address_for
 from orch.overlay.endpoints import EndpointManager
 from orch.overlay.links import overlay_mtu_for
 from orch.overlay.settings import NetworkSettings
@@ -54,7 +56,11 @@ class AgentSettings:
     state_dir: Path
     """Everything this agent keeps: node id, images, containers, logs, network records."""
     managers: list[str]
-    """Manager addresses (host:port)."""
+    """Manager addresses (host:port): their mTLS ports."""
+    join_token: str = ""
+    """A worker join token: needed on the first start only (no identity in state_dir)."""
+    join_addresses: list[str] = field(default_factory=list)
+    """Managers' join ports; empty = each manager address with its port plus one."""
     hostname: str = field(default_factory=socket.gethostname)
     """The node's name as users see it."""
     advertise_addr: str = ""
@@ -94,16 +100,6 @@ class AgentSettings:
     the node counts as lost (the manager caps it); 0 = the manager's default."""
 
 
-def node_id_for(state_dir: Path) -> str:
-    path = state_dir / "node_id"
-    if path.exists():
-        return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    node_id = model.new_id()
-    path.write_text(node_id + "\n")
-    return node_id
-
-
 def describe_node(s: AgentSettings) -> objects_pb2.NodeDescription:
     return objects_pb2.NodeDescription(
         hostname=s.hostname,
@@ -136,10 +132,11 @@ def _runtime_version(binary: str) -> str:
 
 
 class Agent:
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, identity: AgentIdentity) -> None:
         s = settings
         self.settings = s
-        self.node_id = node_id_for(s.state_dir)
+        self.identity = identity
+        self.node_id = identity.node_id
         self.runtime = ContainerRuntime(
             RuntimeSettings(
                 state_dir=s.state_dir / "runtime",
@@ -194,6 +191,7 @@ class Agent:
             node_id=self.node_id,
             description=describe_node(s),
             settings=SessionSettings(managers=s.managers, restart_grace=s.restart_grace),
+            tls=identity.client_tls,
             on_assignments=self._assign,
             on_log_subscription=self.logs.handle,
             on_exec=self.execs.handle,
@@ -247,10 +245,16 @@ class Agent:
 
     async def run(self) -> None:
         log.info("agent %s (node %s) starting", self.settings.hostname, self.node_id)
+        renewal = asyncio.create_task(
+            self.identity.renew_forever(self.settings.managers), name="renewal"
+        )
         try:
             await self.dns.start()
             await self.session.run()
         finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
             await self.dns.close()  # containers' resolvers come back with the next agent
             await self.logs.close()
             await self.execs.close()  # kills the commands `orch exec` runs
@@ -261,7 +265,22 @@ class Agent:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="orch-agent", description="Run an orch agent.")
     p.add_argument("--state-dir", type=Path, default=Path("/var/lib/orch/agent"))
-    p.add_argument("--manager", default="127.0.0.1:7700", help="comma-separated host:port list")
+    p.add_argument(
+        "--manager",
+        default="127.0.0.1:7700",
+        help="comma-separated host:port list of the managers' mTLS ports",
+    )
+    p.add_argument(
+        "--join-token",
+        default=os.environ.get("ORCH_JOIN_TOKEN", ""),
+        help="a worker join token: needed on the first start only (or $ORCH_JOIN_TOKEN)",
+    )
+    p.add_argument(
+        "--join-addr",
+        default="",
+        help="comma-separated join ports (host:port) to join through (default: each "
+        "--manager address with its port plus one)",
+    )
     p.add_argument("--hostname", default=socket.gethostname())
     p.add_argument("--advertise-addr", default="")
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
@@ -328,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = AgentSettings(
         state_dir=args.state_dir,
         managers=args.manager.split(","),
+        join_token=args.join_token,
+        join_addresses=[a for a in args.join_addr.split(",") if a],
         hostname=args.hostname,
         advertise_addr=args.advertise_addr,
         labels=labels,
@@ -348,7 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     protect_from_oom()
     raise_fd_limit()
-    asyncio.run(_serve(Agent(settings)))
+    try:
+        asyncio.run(_serve(settings))
+    except OrchError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 AGENT_OOM_SCORE_ADJ = -999
@@ -398,8 +423,13 @@ def _mirror(text: str) -> tuple[str, str]:
     return origin, mirror
 
 
-async def _serve(agent: Agent) -> None:
+async def _serve(settings: AgentSettings) -> None:
     _use_pidfd_child_watcher()
+    joins = settings.join_addresses or [join_address_for(m) for m in settings.managers]
+    identity = await obtain_identity(
+        settings.state_dir, join_token=settings.join_token, join_addresses=joins
+    )
+    agent = Agent(settings, identity)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None

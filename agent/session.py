@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from orch.identity import channels
+from orch.identity.channels import ClientTLS
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,11 @@ class SessionSettings:
     """Seconds reports are gathered before they are sent as one batch."""
     backoff_initial: float = 0.1
     """First reconnect delay (seconds); doubles per failure."""
-    backoff_max: float = 3.0
-    """Longest reconnect delay (seconds)."""
+    backoff_max: float = 1.0
+    """Longest reconnect delay (seconds). Below a newly elected leader's grace (one
+    liveness TTL, 2 s by default): after an outage of every manager, an agent must be
+    back within that grace, or its node is declared down although it only waited (3 s
+    was a possible flake of test_manager_failover)."""
     heartbeat_default: float = 1.0
     """Heartbeat period until the manager says otherwise."""
     restart_grace: float = 0.0
@@ -49,6 +54,9 @@ class SessionSettings:
     leave_timeout: float = 1.0
     """Seconds a graceful stop waits for the manager to acknowledge Leaving; the agent
     must still exit promptly on SIGTERM."""
+    start_timeout: float = 5.0
+    """Seconds the manager has to answer Register with SessionStarted; a manager that
+    accepted the connection but does not answer (its host hung) is left for the next."""
 
 
 AssignmentHandler = Callable[[dispatcher_pb2.Assignments], Awaitable[None]]
@@ -65,9 +73,13 @@ class Session:
         settings: SessionSettings,
         on_assignments: AssignmentHandler,
         on_log_subscription: LogHandler,
+        tls: Callable[[], ClientTLS],
         on_exec: ExecHandler | None = None,
     ) -> None:
+        """``tls``: the client TLS of the node's current certificate, asked at every
+        connection (a renewed certificate is used from the next one on)."""
         self._node_id = node_id
+        self._tls = tls
         self._description = description
         self._settings = settings
         self._on_assignments = on_assignments
@@ -116,6 +128,12 @@ class Session:
                 delay = self._settings.backoff_initial
             except grpc.aio.AioRpcError as exc:
                 log.warning("session with %s: %s", address, exc.details() or exc.code().name)
+            except TimeoutError:
+                log.warning(
+                    "session with %s: no SessionStarted within %gs",
+                    address,
+                    self._settings.start_timeout,
+                )
             finally:
                 self.connected.clear()
                 self.manager = None
@@ -126,11 +144,11 @@ class Session:
             delay = min(delay * 2, self._settings.backoff_max)
 
     async def _session(self, address: str) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with channels.aio_channel(address, self._tls()) as channel:
             stub = dispatcher_pb2_grpc.DispatcherStub(channel)
             heartbeat = [self._settings.heartbeat_default]
             call = stub.Session(self._outgoing(heartbeat))
-            async for msg in call:
+            async for msg in self._messages(call):
                 kind = msg.WhichOneof("msg")
                 if kind == "started":
                     hb = msg.started.heartbeat_period
@@ -151,6 +169,24 @@ class Session:
             # The manager ended the stream cleanly: after our Leaving, that means it
             # has put the restart grace in place.
             self._acknowledged = self._leave_sent
+
+    async def _messages(
+        self, call: grpc.aio.StreamStreamCall
+    ) -> AsyncIterator[dispatcher_pb2.ManagerMessage]:
+        """The call's messages; the first within ``start_timeout`` (else TimeoutError and
+        the call is cancelled), the rest as they come (keepalive bounds a silent peer)."""
+        messages = aiter(call)
+        try:
+            async with asyncio.timeout(self._settings.start_timeout):
+                first = await anext(messages)
+        except TimeoutError:
+            call.cancel()
+            raise
+        except StopAsyncIteration:
+            return
+        yield first
+        async for msg in messages:
+            yield msg
 
     async def _outgoing(self, heartbeat: list[float]) -> AsyncIterator[dispatcher_pb2.AgentMessage]:
         yield dispatcher_pb2.AgentMessage(

@@ -40,10 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 from benchlib import pct, summary, until
 from dnslib import QTYPE, DNSRecord
 
+from orch.identity import channels as tls_channels
 from orch.localcluster.cluster import ClusterSettings, LocalCluster, down, free_port
 from orch.overlay import names
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
@@ -250,7 +250,7 @@ async def main() -> None:
     asker = None
     try:
         await cluster.up()
-        async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
+        async with tls_channels.aio_channel(cluster.managers[0], cluster.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             image = f"{cluster.record.registry}/busybox:latest"
             await stub.Apply(

@@ -28,6 +28,7 @@ import time
 import grpc
 from benchlib import local_cluster, summary, until
 
+from orch.identity import channels as tls_channels
 from orch.localcluster.cluster import LocalCluster
 from orch.manager.state.api import Store
 from orch.manager.state.election import LEADER_KEY, ElectionSettings
@@ -101,7 +102,7 @@ async def main() -> None:
     results, live = [], []
     async with local_cluster(nodes=1, managers=2) as cluster:
         store = await EtcdStore.connect(cluster.record.etcd.split(","), tls=cluster.etcd_tls())
-        channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
+        channels = [tls_channels.aio_channel(m, cluster.tls()) for m in cluster.managers]
         stubs = [control_pb2_grpc.ControlStub(c) for c in channels]
         spec = specs_pb2.ServiceSpec(
             name="web",

@@ -17,9 +17,9 @@ import json
 import subprocess
 import time
 
-import grpc
 from benchlib import hostnames, local_cluster, summary, until
 
+from orch.identity import channels as tls_channels
 from orch.localcluster.cluster import LocalCluster
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
 
@@ -82,7 +82,7 @@ async def main() -> None:
     p.add_argument("--trials", type=int, default=10)
     args = p.parse_args()
     async with local_cluster(nodes=3) as cluster:
-        async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
+        async with tls_channels.aio_channel(cluster.managers[0], cluster.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             hostname = await hostnames(stub)
             spec = specs_pb2.ServiceSpec(

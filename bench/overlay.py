@@ -19,9 +19,9 @@ import statistics
 import subprocess
 import time
 
-import grpc
 from benchlib import hostnames, local_cluster, summary
 
+from orch.identity import channels as tls_channels
 from orch.localcluster.cluster import LocalCluster
 from orch.overlay import names
 from orch.overlay.netns import run_in_netns
@@ -144,7 +144,7 @@ async def main() -> None:
     args = p.parse_args()
 
     async with local_cluster(nodes=2) as cluster:
-        async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
+        async with tls_channels.aio_channel(cluster.managers[0], cluster.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             hostname = await hostnames(stub)
             image = f"{cluster.record.registry}/busybox:latest"

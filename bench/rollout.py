@@ -21,9 +21,9 @@ import json
 import statistics
 import time
 
-import grpc
 from benchlib import local_cluster, until
 
+from orch.identity import channels as tls_channels
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
 
 REPLICAS, PARALLELISM = 12, 3
@@ -127,7 +127,7 @@ async def main() -> None:
     results = []
     async with local_cluster(nodes=3) as cluster:
         registry = cluster.record.registry
-        async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
+        async with tls_channels.aio_channel(cluster.managers[0], cluster.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             await stub.Apply(
                 control_pb2.ApplyRequest(

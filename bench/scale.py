@@ -25,9 +25,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 from benchlib import local_cluster
 
+from orch.identity import channels as tls_channels
 from orch.proto import control_pb2, control_pb2_grpc, specs_pb2, types_pb2
 from orch.runtime.images import ImageStore
 
@@ -147,7 +147,7 @@ async def main() -> None:
 
     async with local_cluster(nodes=1) as cluster:
         state = cluster.state_dir
-        async with grpc.aio.insecure_channel(cluster.managers[0]) as channel:
+        async with tls_channels.aio_channel(cluster.managers[0], cluster.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             spec = specs_pb2.ServiceSpec(
                 name="web",

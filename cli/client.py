@@ -29,6 +29,8 @@ from google.protobuf.message import Message
 from orch import grpcerrors
 from orch.cli.config import CliSettings
 from orch.errors import OrchError
+from orch.identity import channels
+from orch.identity.channels import ClientTLS
 from orch.proto import control_pb2_grpc
 
 T = TypeVar("T")
@@ -55,6 +57,17 @@ class _Unreachable(Exception):
 
 # Substrings of grpc's UNAVAILABLE details -> the short reason a person reads.
 _REASONS = (
+    # TLS first: grpc words a refused handshake as a failed connection too.
+    (
+        "certificate_verify_failed",
+        "TLS: its certificate is not signed by the CA in the TLS dir: another cluster's "
+        "manager, or another cluster's credentials",
+    ),
+    (
+        "handshake",
+        "TLS handshake failed: the manager refused these credentials (another cluster's, "
+        "or expired?)",
+    ),
     ("connection refused", "connection refused"),
     ("domain name not found", "unknown host"),
     ("name or service not known", "unknown host"),
@@ -109,9 +122,13 @@ def translate_error(
 class ControlClient:
     """Calls the Control API on the first manager that answers."""
 
-    def __init__(self, addresses: list[str], settings: CliSettings | None = None) -> None:
+    def __init__(
+        self, addresses: list[str], settings: CliSettings | None = None, *, tls: ClientTLS
+    ) -> None:
+        """``tls``: the admin (or manager) credentials every channel presents."""
         if not addresses:
             raise ValueError("ControlClient needs at least one address")
+        self._tls = tls
         self._addresses = list(addresses)
         self._settings = settings or CliSettings()
         self._channels: dict[str, grpc.Channel] = {}
@@ -136,14 +153,23 @@ class ControlClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def call(self, method: str, request: Message, *, timeout: Any = _DEFAULT) -> Any:
-        """A unary call, e.g. ``call("GetService", GetServiceRequest(name="web"))``."""
+    def call(
+        self,
+        method: str,
+        request: Message,
+        *,
+        timeout: Any = _DEFAULT,
+        service: Callable[[grpc.Channel], Any] | None = None,
+    ) -> Any:
+        """A unary call, e.g. ``call("GetService", GetServiceRequest(name="web"))``;
+        ``service``: another service of the manager's mTLS port than Control (its stub
+        class, e.g. ``ca_pb2_grpc.ClusterCAStub``)."""
         deadline = self._settings.timeout if timeout is _DEFAULT else timeout
 
-        def invoke(stub: control_pb2_grpc.ControlStub) -> Any:
+        def invoke(stub: Any) -> Any:
             return getattr(stub, method)(request, timeout=deadline)
 
-        return self._failover(method, deadline, invoke)
+        return self._failover(method, deadline, invoke, service)
 
     def stream(self, method: str, request: Message, *, timeout: Any = _DEFAULT) -> Iterator[Any]:
         """A server-streaming call as an iterator. Failover happens only until the first
@@ -176,11 +202,12 @@ class ControlClient:
         method: str,
         timeout: float | None,
         invoke: Callable[[control_pb2_grpc.ControlStub], T],
+        service: Callable[[grpc.Channel], Any] | None = None,
     ) -> T:
         failures: list[tuple[str, str]] = []
         for address in list(self._addresses):
             try:
-                result = self._attempt(address, method, timeout, invoke)
+                result = self._attempt(address, method, timeout, invoke, service)
             except _Unreachable as exc:
                 failures.append((address, exc.reason))
                 continue
@@ -196,8 +223,11 @@ class ControlClient:
         method: str,
         timeout: float | None,
         invoke: Callable[[control_pb2_grpc.ControlStub], T],
+        service: Callable[[grpc.Channel], Any] | None = None,
     ) -> T:
         channel, stub = self._channel(address)
+        if service is not None:
+            stub = service(channel)
         # Only a channel's first use waits for its connection: grpc's connectivity poller
         # thread, once re-armed by a second subscribe, can outlive unsubscribe and then
         # fails loudly ("Channel closed!") when close() runs. Later calls on the channel
@@ -215,7 +245,7 @@ class ControlClient:
 
     def _channel(self, address: str) -> tuple[grpc.Channel, control_pb2_grpc.ControlStub]:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            self._channels[address] = channels.channel(address, self._tls)
             self._stubs[address] = control_pb2_grpc.ControlStub(self._channels[address])
         return self._channels[address], self._stubs[address]
 

@@ -4,6 +4,10 @@ The manager address is looked up in one place, :func:`resolve_manager_addresses`
 order: the ``--manager`` flag, the ``ORCH_MANAGER`` environment variable, the current
 context of the config file (contexts.py), then the file a local cluster (``orch dev up``)
 writes into its state directory. The local cluster and its tests call the same function, so the CLI and the harness cannot disagree on the lookup.
+
+The admin credentials (ca.pem, admin.pem, admin-key.pem) are looked up the same way in
+:func:`resolve_tls_dir`: ``--tls-dir``, ``ORCH_TLS_DIR``, the current context's
+``tls_dir``, then ``tls/`` in the local cluster's state directory.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from pathlib import Path
 from orch.cli import contexts
 from orch.cli.addresses import parse_addresses
 from orch.errors import OrchError
+from orch.identity.channels import ADMIN_CERT, ADMIN_KEY, ADMIN_ROOTS, ClientTLS, load_admin_tls
 from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
 
 ENV_MANAGER = "ORCH_MANAGER"
 ENV_STATE_DIR = "ORCH_STATE_DIR"
+ENV_TLS_DIR = "ORCH_TLS_DIR"
 
 
 @dataclass(frozen=True)
@@ -103,3 +109,30 @@ def resolve_managers(
             f"or start a local cluster with `orch dev up` (no addresses in {path})"
         )
     return ManagerSource(addresses, str(path))
+
+
+def resolve_tls_dir(flag: str | None = None, *, env: Mapping[str, str] | None = None) -> Path:
+    """Where the admin credentials are: ``flag`` > ``$ORCH_TLS_DIR`` > the current
+    context's tls_dir > ``<local cluster state dir>/tls``."""
+    env = os.environ if env is None else env
+    if flag is not None and flag.strip():
+        return Path(flag).expanduser()
+    if env.get(ENV_TLS_DIR, "").strip():
+        return Path(env[ENV_TLS_DIR].strip()).expanduser()
+    current = contexts.load(env).current_context()
+    if current is not None and current.tls_dir:
+        return Path(current.tls_dir).expanduser()
+    return default_state_dir(env) / "tls"
+
+
+def load_cli_tls(directory: Path) -> ClientTLS:
+    """The admin credentials in ``directory``, or one line saying how to get some."""
+    files = ", ".join((ADMIN_ROOTS, ADMIN_CERT, ADMIN_KEY))
+    if not (Path(directory) / ADMIN_KEY).exists():
+        raise OrchError(
+            f"no admin credentials in {directory} ({files}): pass --tls-dir DIR or set "
+            f"{ENV_TLS_DIR}; `orch-manager init --admin-tls-dir DIR` writes them, "
+            "`orch ca issue-admin` makes more, `orch dev up` keeps them in "
+            f"${ENV_STATE_DIR}/tls"
+        )
+    return load_admin_tls(directory)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from orch.cli.client import ControlClient
-from orch.cli.config import CliSettings, resolve_manager_addresses
+from orch.cli.config import CliSettings, load_cli_tls, resolve_manager_addresses, resolve_tls_dir
 
 
 def _utcnow() -> datetime:
@@ -34,7 +34,8 @@ class Context:
     def client(self) -> ControlClient:
         if self._client is None:
             addresses = resolve_manager_addresses(getattr(self.args, "manager", None), env=self.env)
-            self._client = ControlClient(addresses, self.settings)
+            tls_dir = resolve_tls_dir(getattr(self.args, "tls_dir", None), env=self.env)
+            self._client = ControlClient(addresses, self.settings, tls=load_cli_tls(tls_dir))
         return self._client
 
     def close(self) -> None:

@@ -61,6 +61,9 @@ EXAMPLES: dict[str, list[str]] = {
     "context rm": ["orch context rm prod"],
     "context current": ["orch context current", "ORCH_MANAGER=h:7701 orch context current"],
     "version": ["orch version", "orch version -o json"],
+    "join-token": ["orch join-token worker", "orch join-token manager --rotate"],
+    "ca": ["orch ca issue-admin alice --out ~/.orch/alice"],
+    "ca issue-admin": ["orch ca issue-admin alice --out ~/.orch/alice"],
     "completion": [
         "source <(orch completion bash)          # in ~/.bashrc",
         "orch completion zsh > ~/.orch-completion.zsh",

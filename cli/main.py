@@ -28,9 +28,10 @@ from orch.cli.commands import (
     networks,
     nodes,
     rollouts,
+    security,
     version,
 )
-from orch.cli.config import ENV_MANAGER, CliSettings
+from orch.cli.config import ENV_MANAGER, ENV_STATE_DIR, ENV_TLS_DIR, CliSettings
 from orch.cli.context import Context
 from orch.cli.helptext import add_examples
 from orch.errors import OrchError, ValidationError
@@ -63,6 +64,13 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         "(orch context), then the local cluster's file",
     )
     parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        default=default,
+        help=f"admin credentials (ca.pem, admin.pem, admin-key.pem); default ${ENV_TLS_DIR}, "
+        f"then the current context's, then ${ENV_STATE_DIR}/tls",
+    )
+    parser.add_argument(
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (
         changes, rollouts, listings, inspect, nodes, networks, logs, execs, dev, contextcmds,
-        version, completion,
+        version, security, completion,
     )  # fmt: skip
     for module in modules:
         module.register(subparsers, common)

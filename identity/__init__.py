@@ -2,8 +2,10 @@
 
 Pure functions and small frozen dataclasses over ``cryptography`` objects: the CA and
 node certificates (ca), join tokens and CA pinning (tokens), peer identity (peer),
-renewal and the deny list (lifecycle), CA rotation (rotation), key files (material).
-Nothing here talks to etcd or serves gRPC; the manager and the agent wire it in.
+renewal and the deny list (lifecycle), CA rotation (rotation), key files (material);
+and the two grpc pieces every process shares: mTLS channels and server credentials
+(channels), the joiner's side of a join (join). Nothing here talks to etcd or serves
+gRPC; the manager (manager/ca/) and the agent wire it in.
 """
 
 from orch.identity.ca import (

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from orch.errors import IdentityError
-from orch.identity.ca import NODE_VALIDITY, CertificateAuthority, issue_certificate
+from orch.identity.ca import CLOCK_SKEW, NODE_VALIDITY, CertificateAuthority, issue_certificate
 from orch.identity.errors import CertificateDeniedError
 from orch.identity.peer import NodeIdentity
 
@@ -34,8 +34,13 @@ def renewal_delay(
     cert: x509.Certificate, *, now: datetime, rng: random.Random = _SYSTEM_RANDOM
 ) -> timedelta:
     """How long from ``now`` until ``cert`` should be renewed; zero if that is past (a
-    node that was down through its renewal window renews at once)."""
-    when = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc, rng=rng)
+    node that was down through its renewal window renews at once).
+
+    The life counts from the moment of issue, not from not_before, which is backdated by
+    CLOCK_SKEW for peers whose clocks lag: counted from not_before, a 2-minute
+    certificate would be past its renewal point when issued, and renew in a loop."""
+    issued = min(cert.not_valid_before_utc + CLOCK_SKEW, cert.not_valid_after_utc)
+    when = renewal_time(issued, cert.not_valid_after_utc, rng=rng)
     return max(when - now, timedelta(0))
 
 

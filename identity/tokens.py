@@ -140,6 +140,48 @@ def role_for_token(presented: str, tokens: JoinTokens) -> Role:
     )
 
 
+PROOF_BYTES = 32  # HMAC-SHA256
+
+
+def join_proof(secret: str, csr_der: bytes) -> bytes:
+    """What a joining node sends instead of its token's secret: HMAC-SHA256 keyed with the
+    secret over the CSR's DER. It shows the node holds the secret without sending it (the
+    join port is plaintext), and binds it to this one CSR: a proof seen on the wire is
+    worth nothing for another key."""
+    return hmac.new(secret.encode(), csr_der, hashlib.sha256).digest()
+
+
+def check_token_digest(digest: str) -> str:
+    """``digest`` if it has a token digest's form (it arrives from the network)."""
+    if not isinstance(digest, str) or not re.fullmatch(f"[0-9a-z]{{{DIGEST_CHARS}}}", digest):
+        raise TokenError(f"malformed join token digest: expected {DIGEST_CHARS} base-36 characters")
+    return digest
+
+
+def role_for_proof(digest: str, csr_der: bytes, proof: bytes, tokens: JoinTokens) -> Role:
+    """The role a join is granted whose ``proof`` was made with a live token's secret over
+    ``csr_der``, or TokenError. As in :func:`role_for_token`, both secrets are always
+    tried, each compare in constant time."""
+    check_token_digest(digest)
+    if not hmac.compare_digest(digest, tokens.worker.ca_digest):
+        raise TokenError(
+            "the join token pins another CA than this cluster's: it is another cluster's "
+            "token, or one printed before a CA rotation; ask a manager for the current one"
+        )
+    if not isinstance(proof, bytes) or len(proof) != PROOF_BYTES:
+        raise TokenError(f"malformed join proof: expected {PROOF_BYTES} bytes of HMAC-SHA256")
+    as_worker = hmac.compare_digest(proof, join_proof(tokens.worker.secret, csr_der))
+    as_manager = hmac.compare_digest(proof, join_proof(tokens.manager.secret, csr_der))
+    if as_manager:
+        return Role.MANAGER
+    if as_worker:
+        return Role.WORKER
+    raise TokenError(
+        "the join token is not valid: it was rotated, or mistyped; ask a manager for the "
+        "current one"
+    )
+
+
 def pin_root_ca(
     fetched_pem: bytes, token: JoinToken, *, source: str = "the manager"
 ) -> x509.Certificate:

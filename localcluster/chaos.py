@@ -36,6 +36,7 @@ from pathlib import Path
 import grpc
 
 from orch import model
+from orch.identity import channels
 from orch.localcluster.cluster import LocalCluster
 from orch.manager.state.api import Store
 from orch.manager.state.election import LEADER_KEY
@@ -112,7 +113,8 @@ class Chaos:
         self.scale_rng = random.Random(f"{self.seed}-scales")
         self.report = ChaosReport(seed=self.seed)
         self.services = [f"chaos{i}" for i in range(self.settings.services)]
-        self._channels = [grpc.aio.insecure_channel(m) for m in cluster.managers]
+        tls = cluster.tls()
+        self._channels = [channels.aio_channel(m, tls) for m in cluster.managers]
         self._stubs = [control_pb2_grpc.ControlStub(c) for c in self._channels]
         self._store: Store | None = None
         self._t0 = 0.0

@@ -35,6 +35,8 @@ from pathlib import Path
 import grpc
 
 from orch.errors import OrchError
+from orch.identity import channels
+from orch.identity.channels import ClientTLS, load_admin_tls
 from orch.identity.etcdpki import EtcdClientTLS
 from orch.localcluster import etcd, hosts
 from orch.localcluster.paths import DEFAULT_STATE_DIR, manager_address_file
@@ -77,6 +79,9 @@ class ClusterSettings:
     """Extra flags for every agent (benchmarks lift a limit with them)."""
     ready_timeout: float = 60.0
     """Seconds `up` waits for every agent to be ready."""
+    cert_lifetime: str | None = None
+    """Node certificate lifetime for `orch-manager init --cert-lifetime` (e.g. "2m");
+    None = orch's default (90 days)."""
 
 
 @dataclass
@@ -103,6 +108,12 @@ class ClusterRecord:
     agents: list[dict] = field(default_factory=list)
     """One per host: hostname, state_dir, prefix, cgroup, runc_root, bridge_subnet, and the
     host's netns, veth (root end) and underlay address."""
+    join_addresses: list[str] = field(default_factory=list)
+    """Each manager's plaintext join port (host:port), in the order of ``managers``."""
+    tokens: dict = field(default_factory=dict)
+    """The join tokens `orch-manager init` printed: worker, manager (for tests)."""
+    tls_dir: str = ""
+    """The admin credentials (ca.pem, admin.pem, admin-key.pem): <state_dir>/tls."""
 
     def save(self) -> None:
         path = Path(self.state_dir) / "cluster.json"
@@ -142,6 +153,10 @@ class LocalCluster:
     @property
     def managers(self) -> list[str]:
         return self.record.managers
+
+    def tls(self) -> ClientTLS:
+        """The admin credentials `up` keeps in ``<state_dir>/tls``."""
+        return load_admin_tls(Path(self.record.tls_dir))
 
     def host(self, hostname: str) -> dict:
         """The record of host ``hostname`` (node1, node2, ...)."""
@@ -342,24 +357,57 @@ class LocalCluster:
         await _wait_port(ip, port, "registry", self.settings.ready_timeout)
         await push_example_images(self.state_dir / "images", self.record.registry_mirror)
 
+    async def _init_cluster(self) -> None:
+        """`orch-manager init` for manager 0: the CA and tokens in etcd, manager 0's
+        certificate, the admin credentials in <state_dir>/tls; the tokens are recorded."""
+        self.record.tls_dir = str(self.state_dir / "tls")
+        self.record.save()
+        argv = [
+            sys.executable, "-m", "orch.manager", "init",
+            "--etcd", self.record.etcd,
+            *etcd.manager_flags(self.state_dir, f"{self.record.prefix}-m0"),
+            "--state-dir", str(self._manager_state(0)),
+            "--admin-tls-dir", self.record.tls_dir,
+        ]  # fmt: skip
+        if self.settings.cert_lifetime is not None:
+            argv += ["--cert-lifetime", self.settings.cert_lifetime]
+        out = await _output(argv)
+        tokens = dict(line.split(" token:", 1) for line in out.splitlines() if " token:" in line)
+        self.record.tokens = {role: token.strip() for role, token in tokens.items()}
+        self.record.save()
+
+    def _manager_state(self, i: int) -> Path:
+        return self.state_dir / "manager-state" / f"m{i}"
+
     async def _start_manager(self, i: int) -> None:
-        """Start manager i; a restart keeps its address (agents and the CLI know it)."""
+        """Start manager i; a restart keeps its addresses (agents and the CLI know them).
+        Manager 0 of a new cluster runs init first; the others join with the manager
+        token on their first start (later starts reuse their certificates)."""
         if i == len(self.record.managers):
             self.record.managers.append(f"{self.gateway}:{free_port(self.gateway)}")
+            self.record.join_addresses.append(f"{self.gateway}:{free_port(self.gateway)}")
+            if i == 0:
+                await self._init_cluster()
         address = self.record.managers[i]
         port = int(address.rsplit(":", 1)[1])
         argv = [
             sys.executable, "-m", "orch.manager",
             "--id", f"{self.record.prefix}-m{i}",
             "--listen", address,
+            "--join-listen", self.record.join_addresses[i],
+            "--state-dir", str(self._manager_state(i)),
             "--etcd", self.record.etcd,
             *etcd.manager_flags(self.state_dir, f"{self.record.prefix}-m{i}"),
         ]  # fmt: skip
+        env = {}
+        if i > 0:
+            argv += ["--join", ",".join(self.record.join_addresses[:i])]
+            env["ORCH_JOIN_TOKEN"] = self.record.tokens["manager"]
         if self.settings.restart_delay is not None:
             argv += ["--restart-delay", str(self.settings.restart_delay)]
         if self.settings.liveness_ttl is not None:
             argv += ["--liveness-ttl", str(self.settings.liveness_ttl)]
-        await self._spawn(f"manager-{i}", argv)
+        await self._spawn(f"manager-{i}", argv, env=env)
         await _wait_port(self.gateway, port, f"manager {i}", self.settings.ready_timeout)
 
     def _agent_spec(self, n: int) -> dict:
@@ -399,6 +447,7 @@ class LocalCluster:
             sys.executable, "-m", "orch.agent",
             "--state-dir", spec["state_dir"],
             "--manager", ",".join(self.record.managers),
+            "--join-addr", ",".join(self.record.join_addresses),
             "--hostname", spec["hostname"],
             "--advertise-addr", spec["address"],
             "--network-prefix", spec["prefix"],
@@ -410,8 +459,10 @@ class LocalCluster:
         ]  # fmt: skip
         if self.record.registry:
             argv += ["--registry-mirror", f"{self.record.registry}={self.record.registry_mirror}"]
-        # nsenter, not `ip netns exec`: the agent must share our mount namespace.
-        await self._spawn(f"agent-{n}", hosts.nsenter_argv(spec["netns"], argv))
+        # nsenter, not `ip netns exec`: the agent must share our mount namespace. The
+        # token is needed on the first start only, and passed in the environment, not argv.
+        env = {"ORCH_JOIN_TOKEN": self.record.tokens["worker"]}
+        await self._spawn(f"agent-{n}", hosts.nsenter_argv(spec["netns"], argv), env=env)
 
     async def kill_agent(self, hostname: str, *, crash: bool = True) -> None:
         """Stop one agent: SIGKILL when ``crash`` (as if it died), else SIGTERM. Its
@@ -457,7 +508,7 @@ class LocalCluster:
     async def wait_ready(self) -> None:
         """Until every agent's node is READY, or ready_timeout passes."""
         want = {a["hostname"] for a in self.record.agents}
-        async with grpc.aio.insecure_channel(self.record.managers[0]) as channel:
+        async with channels.aio_channel(self.record.managers[0], self.tls()) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
             async with asyncio.timeout(self.settings.ready_timeout):
                 while True:
@@ -486,6 +537,17 @@ async def push_example_images(workdir: Path, registry: str) -> None:
             f"oci:{workdir / 'busybox'}:latest", f"docker://{registry}/busybox:latest",
         ]
     )  # fmt: skip
+
+
+async def _output(argv: list[str]) -> str:
+    """Run ``argv``; its stdout, or RuntimeError with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed: {err.decode(errors='replace').strip()}")
+    return out.decode()
 
 
 async def _run(argv: list[str]) -> None:
@@ -555,7 +617,7 @@ async def down(state_dir: Path) -> bool:
     if failures:
         raise OrchError("local cluster down left objects behind: " + "; ".join(failures))
     manager_address_file(state_dir).unlink(missing_ok=True)
-    for sub in ("etcd", "etcd-pki", "registry", "agents", "images"):
+    for sub in ("etcd", "etcd-pki", "registry", "agents", "images", "manager-state", "tls"):
         shutil.rmtree(state_dir / sub, ignore_errors=True)
     (state_dir / "cluster.json").unlink(missing_ok=True)
     return True

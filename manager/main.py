@@ -1,8 +1,11 @@
 """The manager process: wires store, view, APIs and the leader's control loops together
 (orchestrator, allocator, scheduler, node monitor).
 
-Every manager serves the Control and Dispatcher APIs (plus gRPC health and reflection)
-from its own ClusterView. One manager at a time wins the election and also runs the
+Every manager serves the Control and Dispatcher APIs (plus certificate renewal, the CA's
+administration, gRPC health and reflection) from its own ClusterView, on one mutual-TLS
+port, and the CA's join service on a plaintext join port (docs/identity.md). Its TLS
+identity comes from its state dir: made by `orch-manager init` (the first manager) or by
+joining once with a manager token. One manager at a time wins the election and also runs the
 control loops; losing the election cancels them. Shutdown is ordered: stop taking calls,
 stop the loops, resign, close etcd.
 """
@@ -27,11 +30,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from orch.errors import IdentityError, OrchError
+from orch.errors import IdentityError, OrchError, ValidationError
+from orch.identity import channels
+from orch.identity.ca import NODE_VALIDITY
 from orch.identity.etcdpki import EtcdClientTLS, check_endpoints
 from orch.manager import etcd_pki
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
+from orch.manager.ca.records import ClusterCA, check_cert_lifetime, set_cert_lifetime
+from orch.manager.ca.service import ClusterCAService, NodeCAService, NodeCertificatesService
+from orch.manager.ca.tls import ManagerIdentity, init_cluster, obtain_identity
 from orch.manager.controlapi.server import ControlAPI, ControlSettings
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import RESTART_GRACE_MAX, DispatcherSettings
@@ -49,7 +57,14 @@ from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker, ExecSettings
 from orch.manager.streams.forwarding import ForwardSettings, SessionRouter
 from orch.manager.streams.logbroker import LogBroker
-from orch.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
+from orch.proto import (
+    ca_pb2,
+    ca_pb2_grpc,
+    control_pb2,
+    control_pb2_grpc,
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+)
 
 log = logging.getLogger("orch.manager")
 
@@ -59,7 +74,22 @@ class ManagerSettings:
     manager_id: str
     """Unique per manager; the value of the leader key while this manager leads."""
     listen: str = "127.0.0.1:7700"
-    """host:port for the Control and Dispatcher APIs."""
+    """host:port of the mTLS port: Control, Dispatcher, renewal, health, reflection."""
+    state_dir: Path = Path("/var/lib/orch/manager")
+    """Where the manager keeps its TLS identity (``tls/``)."""
+    join_listen: str | None = None
+    """host:port of the plaintext join port (NodeCA); None = the listen port plus one."""
+    join_token: str = ""
+    """A manager join token, needed once: the first start of a further manager."""
+    join: list[str] = field(default_factory=list)
+    """Join ports of running managers, for that first start."""
+    advertise_addr: str = ""
+    """host[:port] other managers (forwarding) and `orch managers` reach this manager at;
+    the port defaults to the mTLS port's. Empty: the --listen address, which must then
+    name one address (not 0.0.0.0 or ::)."""
+    cert_lifetime: timedelta | None = None
+    """A new node certificate lifetime for the cluster (a setting in the store, read by
+    the CA at every issue); None = leave it as it is."""
     etcd: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     """etcd client endpoints."""
     etcd_tls: EtcdClientTLS | None = None
@@ -83,16 +113,29 @@ class Manager:
         self.settings = settings
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.join_port = 0
+        self.identity: ManagerIdentity | None = None
 
     async def run(self, started: asyncio.Event | None = None, store: Store | None = None) -> None:
         """Serve until cancelled. ``store``: the store to use instead of connecting to
         ``settings.etcd`` (tests run a whole manager on a MemoryStore); closed on exit
         all the same."""
         s = self.settings
+        check_advertise(s)
         if store is None:
             if s.etcd_tls is None:
                 raise OrchError("no etcd TLS material: etcd is spoken to over TLS only")
             store = await EtcdStore.connect(s.etcd, tls=s.etcd_tls)
+        try:
+            identity = await obtain_identity(
+                store, s.state_dir, join_token=s.join_token, join_addresses=s.join
+            )
+            if s.cert_lifetime is not None:
+                await set_cert_lifetime(store, s.cert_lifetime)
+        except BaseException:
+            await store.close()
+            raise
+        self.identity = identity
         view = ClusterView(store)
         logs = LogBroker()
         execs = ExecBroker(s.execs)
@@ -102,7 +145,12 @@ class Manager:
             **shared, manager_id=s.manager_id, settings=s.dispatcher, execs=execs
         )
         router = SessionRouter(
-            view=view, logs=logs, execs=execs, manager_id=s.manager_id, settings=s.forward
+            view=view,
+            logs=logs,
+            execs=execs,
+            manager_id=s.manager_id,
+            settings=s.forward,
+            open_channel=lambda address: channels.aio_channel(address, identity.client_tls()),
         )
         control = ControlAPI(**shared, settings=s.control, leader=election.leader, router=router)
 
@@ -124,7 +172,9 @@ class Manager:
                     ).run()
                 )
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=channels.server_options())
+        ca_pb2_grpc.add_NodeCertificatesServicer_to_server(NodeCertificatesService(store), server)
+        ca_pb2_grpc.add_ClusterCAServicer_to_server(ClusterCAService(store), server)
         control_pb2_grpc.add_ControlServicer_to_server(control, server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
         health_servicer = health.aio.HealthServicer()
@@ -133,31 +183,47 @@ class Manager:
             control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
             dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            ca_pb2.DESCRIPTOR.services_by_name["NodeCertificates"].full_name,
+            ca_pb2.DESCRIPTOR.services_by_name["ClusterCA"].full_name,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(s.listen)
+        self.port = server.add_secure_port(s.listen, channels.server_credentials(identity.current))
         self.server = server
+        # The join port: plaintext by design (ca.proto), NodeCA only.
+        join_server = grpc.aio.server(options=channels.server_options())
+        ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(store), join_server)
+        self.join_port = join_server.add_insecure_port(join_listen_for(s))
 
         tasks = [
             asyncio.create_task(view.run(), name="view"),
             asyncio.create_task(dispatcher.status.run(), name="status-writer"),
             asyncio.create_task(election.run(lead), name="election"),
             asyncio.create_task(
-                announce(store, s.manager_id, s.listen, ttl=s.election.lease_ttl), name="presence"
+                announce(store, s.manager_id, advertised(s, self.port), ttl=s.election.lease_ttl),
+                name="presence",
             ),
+            asyncio.create_task(identity.renew_forever(store), name="renewal"),
         ]
         try:
             await view.ready()
             await server.start()
+            await join_server.start()
             await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            log.info("manager %s serving on %s", s.manager_id, s.listen)
+            log.info(
+                "manager %s (node %s) serving on %s, join port %s",
+                s.manager_id,
+                identity.identity.node_id,
+                s.listen,
+                self.join_port,
+            )
             if started:
                 started.set()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
         finally:
+            await join_server.stop(grace=None)
             await server.stop(grace=1.0)
             for t in reversed(tasks):
                 t.cancel()
@@ -166,22 +232,84 @@ class Manager:
             await store.close()
 
 
+_ANY = ("0.0.0.0", "::", "[::]", "")
+
+
+def advertised(settings: ManagerSettings, port: int) -> str:
+    """The address this manager announces (presence): ``advertise_addr``, its port
+    defaulting to ``port`` (the bound mTLS port), else the listen host with ``port``."""
+    if settings.advertise_addr:
+        host, sep, given = settings.advertise_addr.rpartition(":")
+        if sep and given.isdigit() and not host.endswith(":"):
+            return settings.advertise_addr
+        return f"{settings.advertise_addr}:{port}"
+    return f"{settings.listen.rpartition(':')[0]}:{port}"
+
+
+def check_advertise(settings: ManagerSettings) -> None:
+    """An address others can dial must be known: a wildcard listen needs --advertise-addr."""
+    host = settings.listen.rpartition(":")[0]
+    if host in _ANY and not settings.advertise_addr:
+        raise ValidationError(
+            f"--listen {settings.listen} is every address of this host: pass "
+            "--advertise-addr with the one other managers and the CLI reach it at"
+        )
+
+
+def join_listen_for(settings: ManagerSettings) -> str:
+    """The join port's address: ``join_listen``, else the listen host with the listen port
+    plus one (port 0, any free port, stays 0)."""
+    if settings.join_listen:
+        return settings.join_listen
+    host, _, port = settings.listen.rpartition(":")
+    return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["etcd-pki"]:  # the operator's tool for etcd's own PKI
         sys.exit(etcd_pki.main(argv[1:]))
+    if argv[:1] == ["init"]:
+        init_main(argv[1:])
+        return
     p = argparse.ArgumentParser(
         prog="orch-manager",
-        description="Run an orch manager. `orch-manager etcd-pki --help`: make etcd's PKI.",
+        description="Run an orch manager. `orch-manager init` first creates the cluster; "
+        "`orch-manager etcd-pki --help`: make etcd's PKI.",
     )
     p.add_argument("--id", default=os.environ.get("ORCH_MANAGER_ID") or socket.gethostname())
-    p.add_argument("--listen", default="127.0.0.1:7700")
+    p.add_argument("--listen", default="127.0.0.1:7700", help="host:port of the mTLS port")
     p.add_argument(
-        "--etcd", default="127.0.0.1:2379", help="comma-separated endpoints (host:port, TLS)"
+        "--advertise-addr",
+        default="",
+        help="host[:port] other managers and the CLI reach this one at (default: the "
+        "--listen address; required when that is 0.0.0.0 or ::)",
     )
-    p.add_argument("--etcd-ca-file", help="the etcd CA's certificate (PEM); required")
-    p.add_argument("--etcd-cert-file", help="this manager's etcd client certificate; required")
-    p.add_argument("--etcd-key-file", help="its key (PEM, mode 0600); required")
+    p.add_argument(
+        "--join-listen",
+        default=None,
+        help="host:port of the plaintext join port (default: the --listen port plus one)",
+    )
+    p.add_argument("--state-dir", type=Path, default=ManagerSettings.state_dir)
+    p.add_argument(
+        "--join-token",
+        default=os.environ.get("ORCH_JOIN_TOKEN", ""),
+        help="a manager join token: needed on the first start of a further manager only "
+        "(or $ORCH_JOIN_TOKEN)",
+    )
+    p.add_argument(
+        "--join",
+        default="",
+        help="comma-separated join ports (host:port) of running managers, with --join-token",
+    )
+    p.add_argument(
+        "--cert-lifetime",
+        type=_lifetime,
+        default=None,
+        help="set the cluster's node certificate lifetime: seconds, or with a unit s/m/h/d "
+        "(at least 1m; default: leave it, 90d from init)",
+    )
+    _add_etcd_flags(p)
     p.add_argument("--restart-delay", type=float, default=None, help="seconds (default 5)")
     p.add_argument(
         "--address-pool",
@@ -214,7 +342,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = ManagerSettings(manager_id=args.id, listen=args.listen, etcd=args.etcd.split(","))
+    settings = ManagerSettings(
+        manager_id=args.id,
+        listen=args.listen,
+        etcd=args.etcd.split(","),
+        state_dir=args.state_dir,
+        join_listen=args.join_listen,
+        advertise_addr=args.advertise_addr,
+        join_token=args.join_token,
+        join=[a for a in args.join.split(",") if a],
+        cert_lifetime=args.cert_lifetime,
+    )
     settings.etcd, settings.etcd_tls = _etcd_access(args, p)
     if args.restart_delay is not None:
         settings.orchestrator = dataclasses.replace(
@@ -240,7 +378,20 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"--address-pool: {exc}")
         ipam = dataclasses.replace(IpamSettings(), address_pool=args.address_pool)
         settings.control = dataclasses.replace(settings.control, ipam=ipam)
-    asyncio.run(_serve(Manager(settings)))
+    try:
+        asyncio.run(_serve(Manager(settings)))
+    except OrchError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+def _add_etcd_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--etcd", default="127.0.0.1:2379", help="comma-separated endpoints (host:port, TLS)"
+    )
+    p.add_argument("--etcd-ca-file", help="the etcd CA's certificate (PEM); required")
+    p.add_argument("--etcd-cert-file", help="this manager's etcd client certificate; required")
+    p.add_argument("--etcd-key-file", help="its key (PEM, mode 0600); required")
 
 
 def _etcd_access(
@@ -280,6 +431,71 @@ def _with_reserved_ports(
         if port.isdigit():
             ports.add(int(port))
     return dataclasses.replace(settings.control, reserved_ports=tuple(sorted(ports)))
+
+
+def init_main(argv: list[str]) -> None:
+    """`orch-manager init`: create the cluster in an empty store."""
+    p = argparse.ArgumentParser(
+        prog="orch-manager init",
+        description="Create a cluster: its CA and join tokens in etcd, this manager's "
+        "certificate in --state-dir, admin credentials for the CLI in --admin-tls-dir. "
+        "Refused if the store already holds a cluster.",
+    )
+    _add_etcd_flags(p)
+    p.add_argument("--state-dir", type=Path, default=ManagerSettings.state_dir)
+    p.add_argument(
+        "--admin-tls-dir",
+        type=Path,
+        required=True,
+        help="where to write the CLI's ca.pem, admin.pem, admin-key.pem (0600, dir 0700)",
+    )
+    p.add_argument(
+        "--cert-lifetime",
+        type=_lifetime,
+        default=NODE_VALIDITY,
+        help="node certificate lifetime: seconds, or with a unit s/m/h/d (default 90d; "
+        "at least 1m)",
+    )
+    args = p.parse_args(argv)
+    endpoints, etcd_tls = _etcd_access(args, p)
+    try:
+        cluster = asyncio.run(_init(args, endpoints, etcd_tls))
+    except OrchError as exc:
+        print(f"orch-manager init: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"cluster {cluster.cluster_id} initialised; admin credentials in {args.admin_tls_dir}")
+    print(f"worker token:  {cluster.tokens.worker}")
+    print(f"manager token: {cluster.tokens.manager}")
+
+
+async def _init(
+    args: argparse.Namespace, endpoints: list[str], etcd_tls: EtcdClientTLS
+) -> ClusterCA:
+    store = await EtcdStore.connect(endpoints, tls=etcd_tls)
+    try:
+        return await init_cluster(
+            store,
+            state_dir=args.state_dir,
+            admin_dir=args.admin_tls_dir,
+            cert_lifetime=args.cert_lifetime,
+        )
+    finally:
+        await store.close()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _lifetime(text: str) -> timedelta:
+    """--cert-lifetime: a number of seconds, or a number with a unit (90d, 2m)."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: want e.g. 90d, 12h, 2m or 120")
+    lifetime = timedelta(seconds=int(number) * _UNITS[unit])
+    try:
+        return check_cert_lifetime(lifetime)
+    except OrchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def _serve(manager: Manager) -> None:

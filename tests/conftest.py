@@ -65,7 +65,11 @@ class Orch:
 
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
-        self.env = {**os.environ, "ORCH_MANAGER": ",".join(cluster.managers)}
+        self.env = {
+            **os.environ,
+            "ORCH_MANAGER": ",".join(cluster.managers),
+            "ORCH_TLS_DIR": cluster.record.tls_dir,
+        }
 
     def at(self, address: str) -> Orch:
         """The CLI pointed at one manager only."""
@@ -173,8 +177,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A real local cluster (etcd, registry, one manager, N hosts with an agent each) for
     a test module. N is 1 unless the module sets ``CLUSTER_NODES = 3`` or parametrizes
     the fixture (``@pytest.mark.parametrize("cluster", [3], indirect=True)``); a module may
-    also set ``CLUSTER_LIVENESS_TTL`` (seconds), ``CLUSTER_MANAGERS`` and
-    ``CLUSTER_ETCD_MEMBERS`` (1 or 3)."""
+    also set ``CLUSTER_LIVENESS_TTL`` (seconds), ``CLUSTER_MANAGERS``,
+    ``CLUSTER_ETCD_MEMBERS`` (1 or 3) and ``CLUSTER_CERT_LIFETIME`` (e.g. "2m")."""
     missing = [
         b
         for b in ("etcd", "runc", "skopeo", "umoci", "docker-registry", "nsenter")
@@ -192,6 +196,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         registry_port=free_port(),
         restart_delay=0.5,
         liveness_ttl=getattr(request.module, "CLUSTER_LIVENESS_TTL", None),
+        cert_lifetime=getattr(request.module, "CLUSTER_CERT_LIFETIME", None),
     )
     c = LocalCluster(settings)
     set_up = False

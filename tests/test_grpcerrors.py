@@ -10,9 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
-from tests_support import control_server
+from tests_support import control_server, test_pki
 
 from orch import errors, grpcerrors
+from orch.identity import channels
 from orch.proto import control_pb2, control_pb2_grpc
 
 
@@ -36,14 +37,14 @@ async def server() -> AsyncIterator[tuple[Failing, str]]:
 
 
 async def aio_failure(address: str) -> grpc.aio.AioRpcError:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.aio_channel(address, test_pki().client()) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await control_pb2_grpc.ControlStub(channel).GetService(control_pb2.GetServiceRequest())
     return caught.value
 
 
 def sync_failure(address: str) -> grpc.RpcError:
-    with grpc.insecure_channel(address) as channel:
+    with channels.channel(address, test_pki().client()) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             control_pb2_grpc.ControlStub(channel).GetService(control_pb2.GetServiceRequest())
     return caught.value

@@ -157,12 +157,68 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+class TestPKI:
+    """A cluster CA for in-process servers and their clients: real certificates and a
+    real mTLS handshake, as on a manager's port (no server of orch is plaintext)."""
+
+    def __init__(self) -> None:
+        from orch.identity import ca as pki
+
+        self.ca = pki.create_root_ca()
+        self.manager = self.material(pki.Role.MANAGER)
+
+    def material(self, role: Any, *, node_id: str | None = None) -> Any:
+        from orch.identity import ca as pki
+        from orch.identity.material import NodeMaterial
+
+        key = pki.new_private_key()
+        cert = pki.issue_certificate(
+            self.ca, pki.create_csr(key), node_id=node_id or pki.new_id(), role=role
+        )
+        return NodeMaterial(key, (cert,), (self.ca.cert,))
+
+    def client(self, role: Any = None, *, node_id: str | None = None) -> Any:
+        """ClientTLS of a new certificate of ``role`` (default admin)."""
+        from orch.identity import ca as pki
+        from orch.identity.channels import ClientTLS
+
+        return ClientTLS.from_material(self.material(role or pki.Role.ADMIN, node_id=node_id))
+
+    def write_admin(self, directory: Path) -> Path:
+        """Admin credentials as the CLI finds them (ca.pem, admin.pem, admin-key.pem)."""
+        from orch.identity.channels import save_admin_tls
+
+        save_admin_tls(directory, self.client())
+        return directory
+
+    def serve(self, server: grpc.aio.Server, address: str = "127.0.0.1:0") -> int:
+        """Add an mTLS port serving the manager certificate; its port number."""
+        from orch.identity import channels
+
+        return server.add_secure_port(address, channels.server_credentials(lambda: self.manager))
+
+
+_PKI: list[TestPKI] = []
+
+
+def test_pki() -> TestPKI:
+    """The test session's CA (made once: key generation is not free)."""
+    if not _PKI:
+        _PKI.append(TestPKI())
+    return _PKI[0]
+
+
+test_pki.__test__ = False  # type: ignore[attr-defined]  # not a test, whatever its name
+TestPKI.__test__ = False  # type: ignore[attr-defined]
+
+
 @contextlib.asynccontextmanager
 async def control_server(servicer: control_pb2_grpc.ControlServicer) -> AsyncIterator[str]:
-    """A Control API server on a free local port, played by ``servicer``; its address."""
+    """A Control API server on a free local mTLS port (test_pki's manager certificate),
+    played by ``servicer``; its address."""
     server = grpc.aio.server()
     control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = test_pki().serve(server)
     await server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -326,10 +382,11 @@ class ControlProbe:
     running the CLI costs an interpreter start (seconds on a loaded 2-core machine, enough
     to leave a claimed interval unwatched)."""
 
-    def __init__(self, managers: list[str]) -> None:
+    def __init__(self, cluster: Any) -> None:
+        """``cluster``: a LocalCluster (its managers and admin credentials)."""
         from orch.cli.client import ControlClient
 
-        self.client = ControlClient(managers)
+        self.client = ControlClient(cluster.managers, tls=cluster.tls())
 
     def __enter__(self) -> ControlProbe:
         return self

@@ -87,7 +87,9 @@ def run_up(ctx: Context) -> int:
     ctx.out.write(up_summary(record))
     # Like kind and minikube: the cluster just made becomes the current context, so the
     # next command talks to it even when another context was current.
-    dev_context = contexts.ClusterContext(DEV_CONTEXT, tuple(record.managers))
+    dev_context = contexts.ClusterContext(
+        DEV_CONTEXT, tuple(record.managers), getattr(record, "tls_dir", "")
+    )
     config = contexts.put(ctx.env, dev_context, make_current=True)
     ctx.out.write(f"context:   {DEV_CONTEXT} (now current, in {config.path})\n")
     return 0
@@ -121,6 +123,7 @@ def up_summary(record: Any) -> str:
             if getattr(record, "etcdctl", None)
             else []
         ),
+        *([f"admin TLS: {record.tls_dir}"] if getattr(record, "tls_dir", "") else []),
         *(f"{'nodes:' if i == 0 else '':11}{h}" for i, h in enumerate(hosts)),
     ]
     underlay = getattr(record, "underlay", None)

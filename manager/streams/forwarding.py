@@ -62,6 +62,10 @@ class ForwardSettings:
     """Log entries held between the parts of a merged stream and the reader."""
 
 
+def _cannot_forward(address: str) -> grpc.aio.Channel:
+    raise TargetError(f"cannot forward to the manager at {address}: no credentials to do it with")
+
+
 class SessionRouter:
     def __init__(
         self,
@@ -71,7 +75,11 @@ class SessionRouter:
         execs: ExecBroker,
         manager_id: str,
         settings: ForwardSettings | None = None,
+        open_channel: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:
+        """``open_channel``: an mTLS channel to another manager, as this manager (None:
+        this router cannot forward, e.g. a Control API in a test)."""
+        self._open_channel = open_channel or _cannot_forward
         self._view = view
         self._logs = logs
         self._execs = execs
@@ -176,7 +184,7 @@ class SessionRouter:
     async def _forward(self, address: str, method: str, request: Any, nodes: str) -> AsyncIterator:
         """Stream ``method`` from the manager at ``address`` (which holds the sessions of
         ``nodes``); its errors come back as orch errors of the same kind."""
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with self._open_channel(address) as channel:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._settings.connect_timeout)
             except TimeoutError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from tests_support import test_pki
 
 from orch.proto import control_pb2, control_pb2_grpc, objects_pb2, specs_pb2, types_pb2
 
@@ -236,7 +237,7 @@ async def serve_fake() -> AsyncIterator[FakeServer]:
     server = grpc.aio.server()
     control = FakeControl()
     control_pb2_grpc.add_ControlServicer_to_server(control, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = test_pki().serve(server)
     await server.start()
     try:
         yield FakeServer(control, f"127.0.0.1:{port}")
@@ -289,6 +290,8 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
     """No manager comes from the environment, a state dir or the user's config file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env["ORCH_STATE_DIR"] = str(tmp_path / "state")
+    if not (tmp_path / "state" / "tls").exists():  # where the CLI looks by default
+        test_pki().write_admin(tmp_path / "state" / "tls")
     env["ORCH_CONFIG"] = str(tmp_path / "config" / "orch" / "config.yaml")
     return env
 

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from tests_support import test_pki
 
 from orch.cli import contexts
 from orch.cli.config import manager_address_file, resolve_managers
@@ -104,11 +105,14 @@ def test_precedence_flag_env_context_then_dev_file(tmp_path: Path) -> None:
 # --- the commands, against real servers -----------------------------------------------------
 
 
-async def test_switching_contexts_switches_clusters(orch, fake_server, other_fake_server) -> None:
+async def test_switching_contexts_switches_clusters(
+    orch, fake_server, other_fake_server, tmp_path
+) -> None:
     other_fake_server.control.services.pop("web")  # tell the two clusters apart
     a = await orch("context", "add", "a", "--manager", fake_server.address)
     assert a.returncode == 0, a.stderr
-    b = await orch("context", "add", "b", "--manager", other_fake_server.address, "--tls-dir", "/t")
+    tls = str(test_pki().write_admin(tmp_path / "b-tls"))  # context b's own credentials
+    b = await orch("context", "add", "b", "--manager", other_fake_server.address, "--tls-dir", tls)
     assert b.returncode == 0, b.stderr
 
     first = await orch("ls", "-o", "json")  # the first context added became current
@@ -122,7 +126,7 @@ async def test_switching_contexts_switches_clusters(orch, fake_server, other_fak
     listing = await orch("context", "ls", "-o", "json")
     assert [(c["name"], c["current"], c["tls_dir"]) for c in json.loads(listing.out)] == [
         ("a", False, ""),
-        ("b", True, "/t"),
+        ("b", True, tls),
     ]
 
 

@@ -51,7 +51,12 @@ def test_up_adds_or_refreshes_a_current_dev_context(tmp_path, monkeypatch) -> No
     contexts.put(env, contexts.ClusterContext("dev", ("old:1",)), make_current=False)
 
     async def up(settings: ClusterSettings) -> ClusterRecord:
-        return ClusterRecord(prefix="orchx", state_dir=str(tmp_path), managers=["10.1.1.1:4000"])
+        return ClusterRecord(
+            prefix="orchx",
+            state_dir=str(tmp_path),
+            managers=["10.1.1.1:4000"],
+            tls_dir=str(tmp_path / "tls"),
+        )
 
     fake_cluster = types.SimpleNamespace(ClusterSettings=ClusterSettings, up=up)
     monkeypatch.setattr(dev, "_cluster_module", lambda: fake_cluster)
@@ -61,4 +66,6 @@ def test_up_adds_or_refreshes_a_current_dev_context(tmp_path, monkeypatch) -> No
     config = contexts.load(env)
     assert config.current == "dev"
     assert config.contexts["dev"].managers == ("10.1.1.1:4000",)
+    assert config.contexts["dev"].tls_dir == str(tmp_path / "tls")  # the admin credentials
+    assert "admin TLS: " + str(tmp_path / "tls") in out.getvalue()
     assert config.contexts["prod"].managers == ("p:1",)

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from tests_support import test_pki
 
 from orch.cli.commands.execs import command_argv, env_arg
 from orch.cli.main import build_parser
@@ -40,7 +41,7 @@ async def exec_server() -> AsyncIterator[tuple[ExecServer, str]]:
     server = grpc.aio.server()
     servicer = ExecServer()
     control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = test_pki().serve(server)
     await server.start()
     try:
         yield servicer, f"127.0.0.1:{port}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests_support import test_pki
 
 from orch.cli.client import ControlClient, ManagerUnreachableError
 from orch.cli.config import CliSettings
@@ -44,6 +45,35 @@ async def test_no_manager_configured_says_where_it_looked(orch, tmp_path) -> Non
     assert len(lines) == 1
     assert lines[0].startswith("orch: no manager address")
     assert str(tmp_path / "state" / "managers") in lines[0]
+
+
+async def test_missing_admin_credentials_say_how_to_get_some(orch, fake_server, tmp_path) -> None:
+    empty = tmp_path / "no-creds"
+    result = await orch(
+        "--manager", fake_server.address, "ls", extra_env={"ORCH_TLS_DIR": str(empty)}
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"orch: no admin credentials in {empty} (ca.pem, admin.pem, admin-key.pem)"
+    )
+    assert "--tls-dir" in line and "orch-manager init" in line
+    assert fake_server.control.requests == []
+
+
+async def test_credentials_of_another_cluster_are_refused(orch, fake_server, tmp_path) -> None:
+    from tests_support import TestPKI
+
+    other = TestPKI().write_admin(tmp_path / "other-cluster")
+    result = await orch("--manager", fake_server.address, "--tls-dir", str(other), "ls")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"orch: cannot reach a manager at {fake_server.address} (TLS: its certificate is not "
+        "signed by the CA in the TLS dir: another cluster's manager, or another cluster's "
+        "credentials)"
+    )
+    assert fake_server.control.requests == []
 
 
 async def test_not_found_is_one_clear_line(orch, fake_server) -> None:
@@ -106,14 +136,16 @@ async def test_silent_address_times_out_then_fails_over(fake_server) -> None:
         silent_address = f"127.0.0.1:{silent.getsockname()[1]}"
         settings = CliSettings(timeout=5, connect_timeout=0.3)
 
-        with ControlClient([silent_address], settings) as client:
+        with ControlClient([silent_address], settings, tls=test_pki().client()) as client:
             with pytest.raises(ManagerUnreachableError) as info:
                 await asyncio.to_thread(client.call, "ListNodes", control_pb2.ListNodesRequest())
         assert str(info.value) == (
             f"cannot reach a manager at {silent_address} (no connection within 0.3s)"
         )
 
-        with ControlClient([silent_address, fake_server.address], settings) as client:
+        with ControlClient(
+            [silent_address, fake_server.address], settings, tls=test_pki().client()
+        ) as client:
             response = await asyncio.to_thread(
                 client.call, "ListNodes", control_pb2.ListNodesRequest()
             )

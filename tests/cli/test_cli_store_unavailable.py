@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from tests_support import test_pki
 
 from orch.errors import StoreError
 from orch.grpcerrors import STORE_UNAVAILABLE, store_unavailable_message
@@ -35,7 +36,7 @@ class EtcdDown(control_pb2_grpc.ControlServicer):
 async def serve(servicer: control_pb2_grpc.ControlServicer) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
     control_pb2_grpc.add_ControlServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = test_pki().serve(server)
     await server.start()
     return server, f"127.0.0.1:{port}"
 

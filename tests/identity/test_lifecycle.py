@@ -56,13 +56,21 @@ def test_renewal_times_spread_so_nodes_do_not_renew_together() -> None:
 def test_renewal_delay_counts_from_now_and_is_never_negative() -> None:
     root = pki.create_root_ca(now=T0)
     cert = issue(root, validity=timedelta(minutes=10), now=T0).cert
-    # not_before is backdated by the clock skew allowance: the life is 15 minutes.
-    life = cert.not_valid_after_utc - cert.not_valid_before_utc
-    assert life == timedelta(minutes=15)
-    low = renewal_delay(cert, now=T0, rng=Fixed("low"))
-    assert low == cert.not_valid_before_utc + life / 2 - T0
+    # not_before is backdated by the clock skew allowance, but the life counts from the
+    # issue: 10 minutes, renewed at 5-8 minutes (not at once, as 50% of 15 minutes from
+    # not_before would have it for short certificates).
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(minutes=15)
+    assert renewal_delay(cert, now=T0, rng=Fixed("low")) == timedelta(minutes=5)
+    assert renewal_delay(cert, now=T0, rng=Fixed("high")) == timedelta(minutes=8)
     assert renewal_delay(cert, now=T0 + timedelta(minutes=9), rng=Fixed("high")) == timedelta(0)
     assert renewal_delay(cert, now=T0 + timedelta(days=1)) == timedelta(0)
+
+
+def test_a_two_minute_certificate_is_not_renewed_at_once() -> None:
+    root = pki.create_root_ca(now=T0)
+    cert = issue(root, validity=timedelta(minutes=2), now=T0).cert
+    delay = renewal_delay(cert, now=T0, rng=random.Random(7))
+    assert timedelta(minutes=1) <= delay <= timedelta(seconds=96)
 
 
 def _identity(node_id: str = "a" * 25, serial: int = 1) -> NodeIdentity:

@@ -157,3 +157,39 @@ def test_a_served_ca_that_is_not_pem_is_refused() -> None:
     token = tokens.new_join_token(ROOT.cert)
     with pytest.raises(IdentityError, match="not a PEM certificate bundle"):
         tokens.pin_root_ca(b"<html>captive portal</html>", token)
+
+
+# --- the join proof (HMAC of the CSR with the token's secret) --------------------------
+
+CSR_DER = pki.create_csr(pki.new_private_key()).public_bytes(serialization.Encoding.DER)
+
+
+def test_a_proof_with_either_secret_grants_that_role() -> None:
+    pair = tokens.new_join_tokens(ROOT.cert)
+    for token, role in ((pair.worker, pki.Role.WORKER), (pair.manager, pki.Role.MANAGER)):
+        proof = tokens.join_proof(token.secret, CSR_DER)
+        assert len(proof) == tokens.PROOF_BYTES
+        assert tokens.role_for_proof(token.ca_digest, CSR_DER, proof, pair) is role
+
+
+def test_a_proof_is_bound_to_its_csr_and_a_rotated_secret_is_refused() -> None:
+    pair = tokens.new_join_tokens(ROOT.cert)
+    proof = tokens.join_proof(pair.worker.secret, CSR_DER)
+    other_csr = pki.create_csr(pki.new_private_key()).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(TokenError, match="not valid: it was rotated"):
+        tokens.role_for_proof(pair.worker.ca_digest, other_csr, proof, pair)
+    rotated = tokens.rotate_join_token(pair, pki.Role.WORKER)
+    with pytest.raises(TokenError, match="not valid: it was rotated"):
+        tokens.role_for_proof(pair.worker.ca_digest, CSR_DER, proof, rotated)
+
+
+def test_a_proof_for_another_ca_or_malformed_is_refused_in_one_line() -> None:
+    pair = tokens.new_join_tokens(ROOT.cert)
+    other = tokens.new_join_tokens(OTHER.cert)
+    proof = tokens.join_proof(other.worker.secret, CSR_DER)
+    with pytest.raises(TokenError, match="pins another CA"):
+        tokens.role_for_proof(other.worker.ca_digest, CSR_DER, proof, pair)
+    with pytest.raises(TokenError, match="malformed join token digest"):
+        tokens.role_for_proof("A" * 50, CSR_DER, proof, pair)
+    with pytest.raises(TokenError, match="malformed join proof"):
+        tokens.role_for_proof(pair.worker.ca_digest, CSR_DER, proof[:5], pair)

@@ -108,7 +108,7 @@ def test_sigterm_restart_keeps_the_node_and_its_tasks(orch, cluster, tmp_path: P
 
         # Disconnected from its exit on (the manager acknowledged Leaving first), and so
         # all through well past the TTL: not down, nothing orphaned or replaced.
-        with ControlProbe(cluster.managers) as api:
+        with ControlProbe(cluster) as api:
             holds_for(lambda: stays_unlost(api, before), HOLD, 0.05, "node1 kept for a restart")
         assert time.monotonic() - started >= HOLD
 

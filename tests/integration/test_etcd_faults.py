@@ -98,7 +98,7 @@ def rpc_timed(cluster, method: str, request) -> tuple[float, str]:
     """A Control API call to the first manager only, in-process: (seconds the manager
     took to answer, its error text or ""). The manager's own answer time, without the
     CLI's interpreter start (seconds on this loaded 2-core machine)."""
-    with ControlClient([cluster.managers[0]]) as client:
+    with ControlClient([cluster.managers[0]], tls=cluster.tls()) as client:
         start = time.monotonic()
         try:
             client.call(method, request, timeout=30)

@@ -79,7 +79,7 @@ def test_one_task_per_node_drain_removes_it_activate_brings_it_back(orch, apply)
 
     # From the drain until node2 has its task back: no other node ever runs a second one
     # (nor loses its own).
-    api = ControlProbe(orch.cluster.managers)
+    api = ControlProbe(orch.cluster)
     per_host = Sampler(lambda: api.running_per_host("everywhere"), 0.05, "tasks per host")
     with api, per_host as s:
         orch("node", "drain", "node2")
@@ -111,7 +111,7 @@ def test_a_node_that_leaves_keeps_no_task_and_gets_one_when_it_joins(orch, clust
     # test_agent_graceful_restart.py) before it counts as gone.
     # From the kill until node3 is removed, its task is not replaced elsewhere: node1 and
     # node2 run one each all along.
-    api = ControlProbe(cluster.managers)
+    api = ControlProbe(cluster)
     sampler = Sampler(lambda: api.running_per_host("follow"), 0.05, "follow's tasks per host")
     try:
         with api, sampler:

@@ -128,7 +128,7 @@ def check(orch, cluster, applied: float) -> None:
         lambda: [t for t in healthy("hweb") if t["slot"] == 1], 90, 0.2, "hweb.1 healthy"
     )[0]
     print(f"\nhealthy after {time.monotonic() - applied:.1f}s from apply")
-    with ControlClient(cluster.managers) as client:
+    with ControlClient(cluster.managers, tls=cluster.tls()) as client:
         steady = healthy_ids(client)
         assert all(len(ids) == 1 for ids in steady), steady
         assert steady[2] == {slot1["id"]}

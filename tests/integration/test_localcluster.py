@@ -83,7 +83,11 @@ def take_down(*clusters: LocalCluster) -> None:
 
 
 def orch(cluster: LocalCluster, *args: str) -> str:
-    env = {**os.environ, "ORCH_MANAGER": ",".join(cluster.managers)}
+    env = {
+        **os.environ,
+        "ORCH_MANAGER": ",".join(cluster.managers),
+        "ORCH_TLS_DIR": cluster.record.tls_dir,
+    }
     res = subprocess.run([ORCH, *args], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 0, f"orch {' '.join(args)}: {res.stderr}"
     return res.stdout

@@ -24,6 +24,7 @@ import pytest
 from tests_support import Sampler, dns_answer, wait_until
 
 from orch.cli.client import ControlClient
+from orch.localcluster.cluster import LocalCluster
 from orch.proto import control_pb2, types_pb2
 
 pytestmark = pytest.mark.integration
@@ -69,8 +70,8 @@ class Counts:
     listener, which answers for every network of its node) and its healthy RUNNING tasks
     through the Control API; ``sample()`` is a Sampler's probe."""
 
-    def __init__(self, managers: list[str], service: str, resolver: str = "") -> None:
-        self.client = ControlClient(managers)
+    def __init__(self, cluster: LocalCluster, service: str, resolver: str = "") -> None:
+        self.client = ControlClient(cluster.managers, tls=cluster.tls())
         self.service = service
         self.resolver = resolver
 
@@ -145,7 +146,7 @@ def deployed(orch) -> Iterator[None]:
 def start(orch, cluster, tmp_path: Path, order: str) -> None:
     res = orch("apply", "-f", str(manifest(cluster, tmp_path, version="1", order=order)))
     assert "service/roll created" in res.stdout
-    with Counts(cluster.managers, "roll") as s:
+    with Counts(cluster, "roll") as s:
         wait_until(lambda: len(s.healthy()) == 6, 120, 0.2, "6 healthy replicas of roll")
 
 
@@ -154,7 +155,7 @@ def test_update_keeps_the_floor(orch, cluster, tmp_path, deployed, order: str, f
     start(orch, cluster, tmp_path, order)
     path = manifest(cluster, tmp_path, version="2", order=order)
     began = time.monotonic()
-    with Counts(cluster.managers, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
+    with Counts(cluster, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
         res = orch("apply", "-f", str(path), timeout=180)
     took = time.monotonic() - began
     print(f"\n{order}: rollout took {took:.1f}s\n{res.stdout}")
@@ -163,7 +164,7 @@ def test_update_keeps_the_floor(orch, cluster, tmp_path, deployed, order: str, f
     assert res.stdout.splitlines()[-1].startswith("roll: 6/6 updated")
     assert "completed" in res.stdout.splitlines()[-1]
     assert_floor(sampler, floor)
-    with Counts(cluster.managers, "roll") as s:
+    with Counts(cluster, "roll") as s:
         tasks = s.healthy()
     assert sorted(env_of(t) for t in tasks) == ["VERSION=2"] * 6
     status = orch("rollout", "status", "roll")
@@ -173,7 +174,7 @@ def test_update_keeps_the_floor(orch, cluster, tmp_path, deployed, order: str, f
 def test_failing_health_check_rolls_back(orch, cluster, tmp_path, deployed) -> None:
     start(orch, cluster, tmp_path, "start-first")
     bad = manifest(cluster, tmp_path, version="2", order="start-first", health="/missing")
-    with Counts(cluster.managers, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
+    with Counts(cluster, "roll", resolver(cluster)) as counts, watch(counts) as sampler:
         res = orch("apply", "-f", str(bad), check=False, timeout=180)
     print(f"\n{res.stdout}{res.stderr}")
     assert res.returncode == 1
@@ -181,7 +182,7 @@ def test_failing_health_check_rolls_back(orch, cluster, tmp_path, deployed) -> N
     assert_floor(sampler, 6)
     info = orch.json("rollout", "status", "roll")
     assert info["state"] == "rollback completed" and "unhealthy" in info["message"], info
-    with Counts(cluster.managers, "roll") as s:
+    with Counts(cluster, "roll") as s:
         wait_until(lambda: len(s.healthy()) == 6, 60, 0.2, "6 healthy replicas after rollback")
         assert sorted(env_of(t) for t in s.healthy()) == ["VERSION=1"] * 6
         spec = s.client.call("GetService", control_pb2.GetServiceRequest(name="roll")).service
@@ -193,12 +194,12 @@ def test_orch_rollback_returns_to_the_previous_spec(orch, cluster, tmp_path, dep
     start(orch, cluster, tmp_path, "stop-first")
     orch("apply", "-f", str(manifest(cluster, tmp_path, version="2", order="stop-first")),
          timeout=180)  # fmt: skip
-    with Counts(cluster.managers, "roll") as counts, watch(counts) as sampler:
+    with Counts(cluster, "roll") as counts, watch(counts) as sampler:
         res = orch("rollback", "roll", timeout=180)
     assert res.stdout.splitlines()[0] == "service/roll rolling back"
     assert "rollback completed" in res.stdout.splitlines()[-1]
     assert_floor(sampler, 4, dns=False)
-    with Counts(cluster.managers, "roll") as s:
+    with Counts(cluster, "roll") as s:
         assert sorted(env_of(t) for t in s.healthy()) == ["VERSION=1"] * 6
     again = orch("rollback", "roll", "--detach")  # back to 2: a rollback rolls back too
     assert again.returncode == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from tests_support import ControlProbe, fetch_from, holds_for, wait_until
 
+from orch.identity import channels
 from orch.proto import types_pb2
 
 pytestmark = pytest.mark.integration
@@ -201,7 +202,7 @@ spec:
         assert "insufficient memory" in task["error"], task["error"]
         assert "insufficient memory" in orch("ps", "huge").stdout
         # And stays so: the same task, unplaced, through several scheduling passes.
-        with ControlProbe(cluster.managers) as api:
+        with ControlProbe(cluster) as api:
             holds_for(
                 lambda: (
                     [
@@ -219,11 +220,10 @@ spec:
 
 
 def test_manager_serves_grpc_health_and_reflection(cluster) -> None:
-    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-    with grpc.insecure_channel(cluster.managers[0]) as channel:
+    with channels.channel(cluster.managers[0], cluster.tls()) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING

@@ -17,11 +17,13 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from tests_support import eventually
+from tests_support import eventually, test_pki
 
 from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
 from orch.agent.session import Session, SessionSettings
+from orch.identity import channels
+from orch.identity.ca import Role
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
@@ -99,17 +101,24 @@ async def start_manager(store: Store, manager_id: str, jobs: list[asyncio.Task])
     dispatcher = Dispatcher(
         store=store, view=view, logs=logs, manager_id=manager_id, settings=settings, execs=execs
     )
-    router = SessionRouter(view=view, logs=logs, execs=execs, manager_id=manager_id)
+    pki = test_pki()
+    router = SessionRouter(
+        view=view,
+        logs=logs,
+        execs=execs,
+        manager_id=manager_id,
+        open_channel=lambda address: channels.aio_channel(address, pki.client(Role.MANAGER)),
+    )
     control = ControlAPI(store=store, view=view, logs=logs, router=router)
     server = grpc.aio.server()
     control_pb2_grpc.add_ControlServicer_to_server(control, server)
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = pki.serve(server)
     await server.start()
     address = f"127.0.0.1:{port}"
     jobs.append(asyncio.create_task(dispatcher.status.run()))
     jobs.append(asyncio.create_task(announce(store, manager_id, address, ttl=TTL)))
-    channel = grpc.aio.insecure_channel(address)
+    channel = channels.aio_channel(address, pki.client())
     return Manager(manager_id, address, control_pb2_grpc.ControlStub(channel), server)
 
 
@@ -142,6 +151,7 @@ async def cluster(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[Cluste
         node_id=NODE,
         description=objects_pb2.NodeDescription(hostname="node1"),
         settings=SessionSettings(managers=[m1.address]),
+        tls=lambda: test_pki().client(Role.WORKER),
         on_assignments=assigned,
         on_log_subscription=logs.handle,
         on_exec=execs.handle,

@@ -16,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from tests_support import test_pki
 
 from orch.agent.session import Session, SessionSettings
+from orch.identity import channels
+from orch.identity.ca import Role
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.nodes.core import NodeMonitorSettings
@@ -54,7 +57,7 @@ async def env(store: Store) -> AsyncIterator[Env]:
         store=store, view=view, logs=LogBroker(), manager_id="m1", settings=settings
     )
     dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = test_pki().serve(server)
     await server.start()
     monitor = NodeMonitorLoop(
         store=store,
@@ -64,7 +67,7 @@ async def env(store: Store) -> AsyncIterator[Env]:
         liveness_ttl=TTL,
     )
     tasks.append(asyncio.create_task(monitor.run()))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = channels.aio_channel(f"127.0.0.1:{port}", test_pki().client(Role.WORKER))
     try:
         yield Env(
             store, view, dispatcher_pb2_grpc.DispatcherStub(channel), monitor, f"127.0.0.1:{port}"
@@ -290,6 +293,7 @@ async def test_agent_session_leave_is_acknowledged_and_bounded(env: Env) -> None
         node_id="n7",
         description=objects_pb2.NodeDescription(hostname="n7"),
         settings=SessionSettings(managers=[env.address], restart_grace=5),
+        tls=lambda: test_pki().client(Role.WORKER),
         on_assignments=_ignore,
         on_log_subscription=lambda *_: None,
     )
@@ -315,6 +319,7 @@ async def test_agent_session_leave_without_a_manager_returns_at_once() -> None:
         node_id="n8",
         description=objects_pb2.NodeDescription(hostname="n8"),
         settings=SessionSettings(managers=["127.0.0.1:1"]),
+        tls=lambda: test_pki().client(Role.WORKER),
         on_assignments=_ignore,
         on_log_subscription=lambda *_: None,
     )

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
+from orch.identity import channels
+from orch.identity.channels import load_admin_tls
+from orch.manager.ca.tls import init_cluster
 from orch.manager.main import Manager, ManagerSettings
 from orch.manager.state.memstore import MemoryStore
 from orch.proto import (
@@ -26,13 +30,14 @@ from orch.proto import types_pb2 as T
 
 
 @pytest.fixture
-async def manager(memstore: MemoryStore) -> AsyncIterator[grpc.aio.Channel]:
-    m = Manager(ManagerSettings(manager_id="m1", listen="127.0.0.1:0"))
+async def manager(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    await init_cluster(memstore, state_dir=tmp_path / "m1", admin_dir=tmp_path / "admin")
+    m = Manager(ManagerSettings(manager_id="m1", listen="127.0.0.1:0", state_dir=tmp_path / "m1"))
     started = asyncio.Event()
     running = asyncio.create_task(m.run(started, store=memstore))
     async with asyncio.timeout(20):
         await started.wait()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{m.port}")
+    channel = channels.aio_channel(f"127.0.0.1:{m.port}", load_admin_tls(tmp_path / "admin"))
     try:
         yield channel
     finally:

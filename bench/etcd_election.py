@@ -51,6 +51,8 @@ class Members:
 
     def __init__(self, state: Path) -> None:
         self.specs = etcd.member_specs(HOST, 3, state)
+        self.pki = etcd.make_pki(state, self.specs)
+        self.tls = etcd.client_tls(state)
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.token = f"bench-{os.getpid()}"
 
@@ -59,7 +61,7 @@ class Members:
         return [m["client"] for m in self.specs]
 
     async def start(self, i: int, *, new: bool) -> None:
-        argv = etcd.member_argv(self.specs, i, token=self.token, new=new)
+        argv = etcd.member_argv(self.specs, i, token=self.token, new=new, pki=self.pki)
         self.procs[i] = await asyncio.create_subprocess_exec(
             *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -81,7 +83,7 @@ async def members() -> AsyncIterator[Members]:
     try:
         for i in range(3):
             await group.start(i, new=True)
-        await etcd.wait_answers(group.endpoints, 60, "the etcd cluster")
+        await etcd.wait_answers(group.endpoints, 60, "the etcd cluster", tls=group.tls)
         yield group
     finally:
         await group.stop_all()
@@ -102,7 +104,7 @@ def hogs(count: int):
 
 async def elected(group: Members, victim: int) -> None:
     while True:
-        leader = await etcd.leader_index(group.specs)
+        leader = await etcd.leader_index(group.specs, tls=group.tls)
         if leader is not None and leader != victim:
             return
         await asyncio.sleep(0.02)
@@ -114,7 +116,7 @@ async def since(start: float, coro) -> float:
 
 
 async def trial(group: Members, store: EtcdStore, n: int) -> dict[str, float]:
-    victim = await etcd.leader_index(group.specs)
+    victim = await etcd.leader_index(group.specs, tls=group.tls)
     assert victim is not None, "no etcd leader before the kill"
     await group.kill(victim)
     start = time.monotonic()
@@ -124,13 +126,13 @@ async def trial(group: Members, store: EtcdStore, n: int) -> dict[str, float]:
         since(start, store.put_key("/bench/election", str(n).encode())),
     )
     await group.start(victim, new=False)
-    await etcd.wait_answers([group.specs[victim]["client"]], 60, f"member {victim}")
+    await etcd.wait_answers([group.specs[victim]["client"]], 60, f"member {victim}", tls=group.tls)
     return dict(zip(("elected", "read", "write"), results, strict=True))
 
 
 async def main(trials: int, hog_count: int) -> None:
     async with members() as group:
-        store = await EtcdStore.connect(group.endpoints, timeout=MEASURE_BOUND)
+        store = await EtcdStore.connect(group.endpoints, tls=group.tls, timeout=MEASURE_BOUND)
         try:
             with hogs(hog_count):
                 rows = []

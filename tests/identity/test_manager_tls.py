@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
+from tests_support import EtcdMembers
 
 from orch.errors import IdentityError
 from orch.identity import ca as pki
@@ -47,10 +48,10 @@ class Running:
         return f"127.0.0.1:{self.manager.join_port}"
 
 
-async def start(settings: ManagerSettings, etcd: str) -> tuple[Manager, asyncio.Task]:
+async def start(settings: ManagerSettings, etcd: EtcdMembers) -> tuple[Manager, asyncio.Task]:
     manager = Manager(settings)
     started = asyncio.Event()
-    store = await EtcdStore.connect([etcd])
+    store = await EtcdStore.connect(etcd.endpoints, tls=etcd.tls)
     task = asyncio.create_task(manager.run(started, store=store))
     done, _ = await asyncio.wait(
         [task, asyncio.create_task(started.wait())], timeout=20, return_when="FIRST_COMPLETED"
@@ -68,13 +69,18 @@ async def stop(task: asyncio.Task) -> None:
 
 
 @pytest.fixture
-async def running(store: EtcdStore, etcd_endpoint: str, tmp_path: Path) -> AsyncIterator[Running]:
+async def running(
+    store: EtcdStore, session_etcd: EtcdMembers, tmp_path: Path
+) -> AsyncIterator[Running]:
     cluster = await init_cluster(store, state_dir=tmp_path / "m1", admin_dir=tmp_path / "admin")
     admin = channels.load_admin_tls(tmp_path / "admin")
     settings = ManagerSettings(
-        manager_id="m1", listen="127.0.0.1:0", etcd=[etcd_endpoint], state_dir=tmp_path / "m1"
+        manager_id="m1",
+        listen="127.0.0.1:0",
+        etcd=session_etcd.endpoints,
+        state_dir=tmp_path / "m1",
     )
-    manager, task = await start(settings, etcd_endpoint)
+    manager, task = await start(settings, session_etcd)
     try:
         yield Running(manager, task, cluster, admin)
     finally:
@@ -240,17 +246,17 @@ async def test_a_rotated_token_is_refused_and_joined_nodes_keep_working(
 
 
 async def test_a_second_manager_joins_with_the_manager_token(
-    running: Running, etcd_endpoint: str, tmp_path: Path
+    running: Running, session_etcd: EtcdMembers, tmp_path: Path
 ) -> None:
     settings = ManagerSettings(
         manager_id="m2",
         listen="127.0.0.1:0",
-        etcd=[etcd_endpoint],
+        etcd=session_etcd.endpoints,
         state_dir=tmp_path / "m2",
         join_token=str(running.cluster.tokens.manager),
         join=[running.join_address],
     )
-    m2, task = await start(settings, etcd_endpoint)
+    m2, task = await start(settings, session_etcd)
     try:
         assert m2.identity is not None and m2.identity.identity.role is pki.Role.MANAGER
         await list_nodes(f"127.0.0.1:{m2.port}", running.admin)
@@ -260,7 +266,7 @@ async def test_a_second_manager_joins_with_the_manager_token(
     worker = dataclass_replace(settings, state_dir=tmp_path / "m3", manager_id="m3")
     worker.join_token = str(running.cluster.tokens.worker)
     with pytest.raises(IdentityError, match="is a worker token"):
-        await start(worker, etcd_endpoint)
+        await start(worker, session_etcd)
 
 
 def dataclass_replace(settings: ManagerSettings, **changes: object) -> ManagerSettings:
@@ -330,7 +336,7 @@ def test_presence_carries_the_advertised_address_never_a_wildcard() -> None:
 
 
 async def test_a_state_dir_of_another_cluster_is_refused(
-    store: EtcdStore, etcd_endpoint: str, tmp_path: Path
+    store: EtcdStore, session_etcd: EtcdMembers, tmp_path: Path
 ) -> None:
     from orch.manager.state.memstore import MemoryStore
 
@@ -338,10 +344,10 @@ async def test_a_state_dir_of_another_cluster_is_refused(
     other = await init_cluster(elsewhere, state_dir=tmp_path / "m", admin_dir=tmp_path / "a1")
     ours = await init_cluster(store, state_dir=tmp_path / "ours", admin_dir=tmp_path / "a2")
     settings = ManagerSettings(
-        manager_id="m", listen="127.0.0.1:0", etcd=[etcd_endpoint], state_dir=tmp_path / "m"
+        manager_id="m", listen="127.0.0.1:0", etcd=session_etcd.endpoints, state_dir=tmp_path / "m"
     )
     with pytest.raises(IdentityError, match=f"of cluster {other.cluster_id}, but the store"):
-        await start(settings, etcd_endpoint)
+        await start(settings, session_etcd)
     assert (await load_cluster(store)).cluster_id == ours.cluster_id
 
 

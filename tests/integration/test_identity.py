@@ -71,7 +71,7 @@ def refused(address: str, tls: channels.ClientTLS | None) -> grpc.StatusCode:
 
 
 async def cluster_ca(cluster):
-    store = await EtcdStore.connect(cluster.record.etcd.split(","))
+    store = await EtcdStore.connect(cluster.record.etcd.split(","), tls=cluster.etcd_tls())
     try:
         return await load_cluster(store)
     finally:

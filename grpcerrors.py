@@ -33,6 +33,9 @@ CODES: tuple[tuple[type[errors.OrchError], grpc.StatusCode], ...] = (
     (errors.PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConflictError, grpc.StatusCode.ABORTED),
     (errors.StoreError, grpc.StatusCode.UNAVAILABLE),
+    # before IdentityError, its base
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.IdentityError, grpc.StatusCode.UNAUTHENTICATED),
 )
 """Each orch error kind and its status code, subclasses first (the first match wins).
 Any other OrchError leaves a server as INTERNAL."""

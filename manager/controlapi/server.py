@@ -40,7 +40,7 @@ import grpc
 from orch import grpcerrors
 from orch.errors import ConflictError, OrchError, StoreError, ValidationError
 from orch.identity.ca import NODE_VALIDITY
-from orch.manager import simulator
+from orch.manager import authz, simulator
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply, networks, nodes, services, tasks
 from orch.manager.controlapi.decision import Decision, View
@@ -298,7 +298,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 entries = self._router.forwarded_logs(request)
             else:
                 targets = tasks.log_targets(self._view, request.target)
-                entries = self._router.logs(targets, follow=request.follow, tail=request.tail)
+                entries = self._router.logs(
+                    targets,
+                    follow=request.follow,
+                    tail=request.tail,
+                    caller=authz.caller(context),  # the next manager authorizes it too
+                )
             async for entry in entries:
                 yield entry
         except OrchError as exc:
@@ -315,7 +320,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 task = exec_task(
                     request.target, services=names, tasks=list(self._view.objects(Kind.TASK))
                 )
-                outputs = self._router.exec(task, request.argv, request.env)
+                outputs = self._router.exec(task, request.argv, request.env, authz.caller(context))
             async for out in outputs:
                 yield out
         except OrchError as exc:

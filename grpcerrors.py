@@ -27,15 +27,17 @@ import grpc.aio
 from orch import errors
 
 CODES: tuple[tuple[type[errors.OrchError], grpc.StatusCode], ...] = (
+    # before IdentityError, its base: a verified caller its role does not allow, or a
+    # valid certificate of a removed node (CertificateDeniedError)
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    # a bad join token or proof, a refused certificate request, no verified caller
+    (errors.IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
     # before ConflictError, its base
     (errors.PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ConflictError, grpc.StatusCode.ABORTED),
     (errors.StoreError, grpc.StatusCode.UNAVAILABLE),
-    # before IdentityError, its base
-    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.IdentityError, grpc.StatusCode.UNAUTHENTICATED),
 )
 """Each orch error kind and its status code, subclasses first (the first match wins).
 Any other OrchError leaves a server as INTERNAL."""

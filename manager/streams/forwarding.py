@@ -20,12 +20,11 @@ One channel per forwarded call: logs and exec are rare, user-driven calls, and a
 channel has no lifecycle to manage when managers come and go.
 
 The hop is mTLS like every other call: this manager authenticates with its own manager
-certificate (``credentials``, given by whoever builds the router) and checks the peer
-against the name every manager certificate carries, ``orch-manager``. The call carries
-its original caller (metadata ``orch-on-behalf-of``, manager/authz.py), which the holding
+certificate (``open_channel``, given by whoever builds the router). The call carries its
+original caller (metadata ``orch-on-behalf-of``, manager/authz.py), which the holding
 manager honours because the peer is a manager, and authorizes in its place: a forwarded
 call is allowed exactly when the caller's own call would have been. A router without
-credentials forwards nothing (there is no plaintext fallback).
+``open_channel`` forwards nothing (there is no plaintext fallback).
 """
 
 from __future__ import annotations
@@ -60,10 +59,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MANAGER_NAME = "orch-manager"
-"""The name every manager certificate holds (identity/ca.py): peers dial a manager by
-address and verify it against this name."""
-
 
 @dataclass(frozen=True)
 class ForwardSettings:
@@ -76,6 +71,10 @@ class ForwardSettings:
     """Log entries held between the parts of a merged stream and the reader."""
 
 
+def _cannot_forward(address: str) -> grpc.aio.Channel:
+    raise TargetError(f"cannot forward to the manager at {address}: no credentials to do it with")
+
+
 class SessionRouter:
     def __init__(
         self,
@@ -85,17 +84,16 @@ class SessionRouter:
         execs: ExecBroker,
         manager_id: str,
         settings: ForwardSettings | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        open_channel: Callable[[str], grpc.aio.Channel] | None = None,
     ) -> None:
-        """``credentials``: this manager's mTLS channel credentials (its manager
-        certificate and the cluster's roots), for the hop to another manager; without
-        them calls are served from local sessions only."""
+        """``open_channel``: an mTLS channel to another manager, as this manager (None:
+        this router cannot forward, e.g. a Control API in a test)."""
+        self._open_channel = open_channel or _cannot_forward
         self._view = view
         self._logs = logs
         self._execs = execs
         self._manager_id = manager_id
         self._settings = settings or ForwardSettings()
-        self._credentials = credentials
 
     def routes(self, tasks: Sequence[objects_pb2.Task], connected: Callable[[str], bool]) -> Routes:
         """``tasks`` split by the manager holding their nodes' sessions, as the view has it."""
@@ -213,14 +211,8 @@ class SessionRouter:
         """Stream ``method`` from the manager at ``address`` (which holds the sessions of
         ``nodes``) for ``caller`` (None: this manager itself); its errors come back as
         orch errors of the same kind."""
-        if self._credentials is None:
-            raise TargetError(
-                f"{nodes} holds its session with the manager at {address}, and this manager "
-                "has no credentials to reach other managers"
-            )
         metadata = authz.on_behalf_of(caller) if caller is not None else ()
-        options = [("grpc.ssl_target_name_override", MANAGER_NAME)]
-        async with grpc.aio.secure_channel(address, self._credentials, options=options) as channel:
+        async with self._open_channel(address) as channel:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._settings.connect_timeout)
             except TimeoutError as exc:

@@ -117,7 +117,7 @@ async def start_manager(
         logs=logs,
         execs=execs,
         manager_id=manager_id,
-        credentials=ca.credentials(ca.issue(Role.MANAGER)),
+        open_channel=lambda address: ca.channel(address, ca.issue(Role.MANAGER)),
     )
     control = ControlAPI(store=store, view=view, logs=logs, router=router)
 
@@ -353,8 +353,7 @@ async def test_a_router_without_credentials_forwards_nothing(cluster: Cluster) -
             async for _ in router.exec(task, ["true"], []):
                 pass
         assert str(err.value) == (
-            f"node node1 holds its session with the manager at {cluster.m1.address}, and "
-            "this manager has no credentials to reach other managers"
+            f"cannot forward to the manager at {cluster.m1.address}: no credentials to do it with"
         )
     finally:
         feed.cancel()

@@ -393,9 +393,7 @@ async def test_an_update_from_revision_zero_creates_on_a_lease_only_if_absent(
     with pytest.raises(ConflictError):
         await store.commit([Update(Kind.DENIED, denied, 0, lease=lease)])
     await subject.pass_time(TTL)
-    await take(
-        store.watch(kv.mod_revision + 1), lambda got: any(map(len, got)), TTL + EXPIRY_SLACK
-    )
+    await take(store.watch(kv.mod_revision + 1), lambda got: any(map(len, got)), TTL + EXPIRY_SLACK)
     assert await store.get(Kind.DENIED, "n1") is None
 
 

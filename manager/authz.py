@@ -98,11 +98,16 @@ POLICY: Mapping[str, frozenset[Role]] = {
     **_each(DISPATCHER, NODES, "Session", "PublishLogs", "PublishExec"),
     **_each(HEALTH, ANYONE, "Check", "List", "Watch"),
     **_each(REFLECTION, ANYONE, "ServerReflectionInfo"),
-    # The CA's renewal on this port (proto/ca.proto, branch id-spine): any verified node.
-    # **_each(CA, NODES | {Role.ADMIN}, "Renew"),
+    # Renewal on this port (proto/ca.proto of branch id-spine), any verified node; to
+    # uncomment at the merge (test_every_rpc_says_who_may_call_it fails until then):
+    # **_each("orch.v1.NodeCertificates", ANYONE, "Renew"),
 }
 """Full method name -> the roles that may call it. Every method served on the mTLS port
-has an entry; the join listener (no client certificate yet) is not behind this table."""
+has an entry; services of the plaintext join port (``ELSEWHERE``) are not behind it."""
+
+ELSEWHERE = frozenset({"orch.v1.NodeCA"})
+"""Services never served on the mTLS port: NodeCA (GetRootCA, Join) is on the join port,
+for nodes that have no certificate yet (id-spine's ca.proto)."""
 
 
 class DenySource(Protocol):
@@ -167,6 +172,10 @@ def _parse_on_behalf_of(text: str, *, cluster_id: str) -> NodeIdentity:
     )
 
 
+_IDENTITY_KEYS = ("transport_security_type", "x509_pem_cert", "x509_common_name")
+_IDENTITY_CACHE = 4096  # certificates remembered; more (a cluster that large) start over
+
+
 def describe(role: Role) -> str:
     """How a refusal names a certificate's role."""
     return {
@@ -187,6 +196,21 @@ class Authorizer:
         self.cluster_id = cluster_id
         self.deny = deny
         self.policy = policy
+        # Parsing the peer's certificate costs ~150 us, on every call of every agent:
+        # what a verified certificate names never changes, so it is read once.
+        self._identities: dict[tuple, NodeIdentity] = {}
+
+    def identity(self, auth_context: Mapping[str, Any]) -> NodeIdentity:
+        """The peer's identity (``identity_from_auth_context``), remembered per
+        certificate; a failure is not remembered."""
+        key = tuple(tuple(auth_context.get(k) or ()) for k in _IDENTITY_KEYS)
+        found = self._identities.get(key)
+        if found is None:
+            found = identity_from_auth_context(auth_context, cluster_id=self.cluster_id)
+            if len(self._identities) >= _IDENTITY_CACHE:
+                self._identities.clear()
+            self._identities[key] = found
+        return found
 
     def authorize(
         self,
@@ -194,7 +218,7 @@ class Authorizer:
         auth_context: Mapping[str, Any],
         metadata: Sequence[tuple[str, Any]] | None,
     ) -> NodeIdentity:
-        peer = self.deny.check(identity_from_auth_context(auth_context, cluster_id=self.cluster_id))
+        peer = self.deny.check(self.identity(auth_context))
         who = peer
         forwarded = [v for k, v in metadata or () if k == ON_BEHALF_OF]
         if forwarded:

@@ -32,8 +32,8 @@ from .mtls import OPTIONS, Cert, ClusterCA, serve
 
 
 def served_services() -> list:
-    """Every service the manager's port may serve: orch's own (every proto module), and
-    grpc health and reflection."""
+    """Every service the manager's mTLS port may serve: orch's own (every proto module,
+    but those of the join port), and grpc health and reflection."""
     services = [
         *health_pb2.DESCRIPTOR.services_by_name.values(),
         *reflection_pb2.DESCRIPTOR.services_by_name.values(),
@@ -42,7 +42,7 @@ def served_services() -> list:
         if info.name.endswith("_pb2"):
             module = importlib.import_module(f"orch.proto.{info.name}")
             services.extend(module.DESCRIPTOR.services_by_name.values())
-    return services
+    return [s for s in services if s.full_name not in authz.ELSEWHERE]
 
 
 def test_every_rpc_says_who_may_call_it() -> None:
@@ -117,6 +117,30 @@ def test_a_manager_speaks_for_its_caller_and_no_one_else_may() -> None:
 
 
 _NOT_AFTER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_a_remembered_certificate_is_still_checked_against_the_deny_list() -> None:
+    ca = ClusterCA()
+
+    class Changing:
+        deny = DenyList()
+
+        def check(self, identity: NodeIdentity) -> NodeIdentity:
+            return self.deny.check(identity)
+
+    source = Changing()
+    authorizer = Authorizer(ca.cluster_id, source)
+    worker = ca.issue(Role.WORKER)
+    session = f"/{authz.DISPATCHER}/Session"
+    assert authorizer.authorize(session, auth(worker), ()).node_id == worker.node_id
+    source.deny = DenyList().deny_nodes([worker.node_id])
+    with pytest.raises(PermissionDeniedError, match="was removed from the cluster"):
+        authorizer.authorize(session, auth(worker), ())
+    # Another cluster's certificate is refused every time (a failure is not remembered).
+    stranger = ClusterCA().issue(Role.ADMIN)
+    for _ in range(2):
+        with pytest.raises(IdentityError, match="not of this cluster"):
+            authorizer.authorize(APPLY, auth(stranger), ())
 
 
 def test_a_handler_without_the_interceptor_has_no_caller() -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests_support import eventually
 
 from orch.identity.ca import Role
+from orch.manager.controlapi.server import ControlSettings
 from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.state.api import Create, Kind
 from orch.manager.state.memstore import MemoryStore
@@ -214,6 +215,12 @@ async def test_a_removed_node_loses_its_session_and_is_refused(env: Env) -> None
         assert f"node {A} was removed from the cluster" in err2.details()
     finally:
         await again.close()
+    # The entry ends with its lease, once the node's last certificate has expired.
+    deny_for = ControlSettings().deny_for.total_seconds()
+    env.store.advance(deny_for - 60)
+    assert await env.store.get(Kind.DENIED, A) is not None
+    env.store.advance(60)
+    assert await env.store.get(Kind.DENIED, A) is None
 
 
 async def test_node_rm_of_an_unknown_node_denies_nothing(memstore: MemoryStore) -> None:

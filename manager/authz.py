@@ -59,6 +59,8 @@ OPERATORS = frozenset({Role.ADMIN, Role.MANAGER})
 """The CLI (admin), and managers forwarding logs and exec for it (forwarding.py)."""
 NODES = frozenset({Role.WORKER, Role.MANAGER})
 """Agents; a manager's certificate may hold a session too (a manager node's agent)."""
+ADMINS = frozenset({Role.ADMIN})
+"""The CLI only: what makes new members of the cluster (join tokens, admin certificates)."""
 ANYONE = frozenset(Role)
 """Any verified identity of this cluster."""
 
@@ -98,9 +100,10 @@ POLICY: Mapping[str, frozenset[Role]] = {
     **_each(DISPATCHER, NODES, "Session", "PublishLogs", "PublishExec"),
     **_each(HEALTH, ANYONE, "Check", "List", "Watch"),
     **_each(REFLECTION, ANYONE, "ServerReflectionInfo"),
-    # Renewal on this port (proto/ca.proto of branch id-spine), any verified node; to
-    # uncomment at the merge (test_every_rpc_says_who_may_call_it fails until then):
-    # **_each("orch.v1.NodeCertificates", ANYONE, "Renew"),
+    # proto/ca.proto (branch id-spine): renewal, any verified node for its own certificate;
+    # the CA's administration (join tokens, admin certificates), admins only.
+    **_each("orch.v1.NodeCertificates", ANYONE, "Renew"),
+    **_each("orch.v1.ClusterCA", ADMINS, "JoinToken", "IssueAdmin"),
 }
 """Full method name -> the roles that may call it. Every method served on the mTLS port
 has an entry; services of the plaintext join port (``ELSEWHERE``) are not behind it."""

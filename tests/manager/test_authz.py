@@ -50,7 +50,10 @@ def test_every_rpc_says_who_may_call_it() -> None:
     assert len(methods) > 20
     missing = sorted(methods - POLICY.keys())
     assert not missing, f"no entry in orch.manager.authz.POLICY for {missing}"
-    stale = sorted(POLICY.keys() - methods)
+    # An entry of a service that is here must be one of its methods. (Entries of a service
+    # not in this tree yet, id-spine's ca.proto before the merge, wait for it.)
+    services = {s.full_name for s in served_services()}
+    stale = sorted(m for m in POLICY.keys() - methods if m.split("/")[1] in services)
     assert not stale, f"POLICY names methods no service has: {stale}"
     assert all(POLICY[m] for m in methods)  # an empty entry would be a method no one calls
 

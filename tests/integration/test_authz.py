@@ -186,10 +186,11 @@ def test_a_node_cannot_report_another_nodes_task_and_rm_cuts_it_off(
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert f"node {intruder} was removed from the cluster" in err.value.details()
             again = stub.Session()
-            await again.write(dispatcher_pb2.AgentMessage(register=register))
-            with pytest.raises(grpc.aio.AioRpcError) as err:
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # refused before it is read
+                await again.write(dispatcher_pb2.AgentMessage(register=register))
                 await asyncio.wait_for(again.read(), 10)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert f"node {intruder} was removed from the cluster" in err.value.details()
 
     try:
         asyncio.run(scenario())

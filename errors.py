@@ -13,6 +13,8 @@ status code (``grpcerrors.py``, the one table), so it stays the same kind on the
     ├── ContainerError       the OCI runtime failed (create, start, kill, delete)
     ├── NetworkError         a netns, link, address or route could not be set up
     └── IdentityError        a join token, certificate, CA pin or key file was refused
+        └── PermissionDeniedError  a verified caller may not make this call (its role,
+                                   or its node was removed)
 """
 
 from __future__ import annotations
@@ -63,3 +65,8 @@ class NetworkError(OrchError):
 class IdentityError(OrchError):
     """A join token, certificate, CA pin or key file was refused; orch.identity has the
     subclasses a caller tells apart (a bad token, a CA that is not the pinned one, ...)."""
+
+
+class PermissionDeniedError(IdentityError):
+    """The caller's certificate verified, but it may not make this call: its role is not
+    allowed to (an agent on the Control API), or its node was removed from the cluster."""

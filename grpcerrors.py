@@ -25,12 +25,12 @@ import grpc
 import grpc.aio
 
 from orch import errors
-from orch.identity.errors import CertificateDeniedError
 
 CODES: tuple[tuple[type[errors.OrchError], grpc.StatusCode], ...] = (
-    # before IdentityError, its base: a valid certificate of a removed node
-    (CertificateDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    # a bad join token or proof, a refused certificate request
+    # before IdentityError, its base: a verified caller its role does not allow, or a
+    # valid certificate of a removed node (CertificateDeniedError)
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    # a bad join token or proof, a refused certificate request, no verified caller
     (errors.IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),

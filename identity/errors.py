@@ -4,7 +4,7 @@ pinned one stops a join before anything is sent)."""
 
 from __future__ import annotations
 
-from orch.errors import IdentityError
+from orch.errors import IdentityError, PermissionDeniedError
 
 
 class TokenError(IdentityError):
@@ -15,5 +15,5 @@ class CAPinMismatchError(IdentityError):
     """The CA certificate a manager served is not the one the join token pins."""
 
 
-class CertificateDeniedError(IdentityError):
+class CertificateDeniedError(PermissionDeniedError):
     """The peer's certificate is valid but its node was removed or the serial revoked."""

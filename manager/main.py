@@ -34,7 +34,7 @@ from orch.errors import IdentityError, OrchError, ValidationError
 from orch.identity import channels
 from orch.identity.ca import NODE_VALIDITY
 from orch.identity.etcdpki import EtcdClientTLS, check_endpoints
-from orch.manager import etcd_pki
+from orch.manager import authz, etcd_pki
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.allocator.loop import AllocatorLoop
 from orch.manager.ca.records import ClusterCA, check_cert_lifetime, set_cert_lifetime
@@ -172,7 +172,13 @@ class Manager:
                     ).run()
                 )
 
-        server = grpc.aio.server(options=channels.server_options())
+        # Every call on the mTLS port is authorized before its handler runs (authz.POLICY).
+        server = grpc.aio.server(
+            options=channels.server_options(),
+            interceptors=authz.server_interceptors(
+                identity.identity.cluster_id, authz.StoreDenyList(view)
+            ),
+        )
         ca_pb2_grpc.add_NodeCertificatesServicer_to_server(NodeCertificatesService(store), server)
         ca_pb2_grpc.add_ClusterCAServicer_to_server(ClusterCAService(store), server)
         control_pb2_grpc.add_ControlServicer_to_server(control, server)

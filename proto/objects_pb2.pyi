@@ -251,3 +251,15 @@ class Claim(_message.Message):
     value: str
     owner: str
     def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class DeniedNode(_message.Message):
+    __slots__ = ("id", "hostname", "denied_at", "expires_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    DENIED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    hostname: str
+    denied_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., denied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

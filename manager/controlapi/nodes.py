@@ -10,15 +10,23 @@ DRAIN nodes. Removing a node deletes its key; the orchestrator treats the tasks 
 a node no longer known as lost (replaces them, and deletes them without waiting for a
 stop no agent would report). A node that still has an agent session is refused unless
 forced, like ``docker node rm``: its tasks would run twice until the agent learns.
+
+Removing a node also denies it, in the same transaction: its certificates still verify
+until they expire, so the node id goes on the deny list (``Kind.DENIED``), which every
+manager checks on every call (manager/authz.py) and which closes the node's open session.
+The entry lives on an etcd lease that ends with the node's last certificate; the list
+holds at most ``MAX_DENIED`` entries.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from orch.errors import NotFoundError, ValidationError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from orch.errors import NotFoundError, PreconditionError, ValidationError
 from orch.manager.controlapi.decision import Decision, InUseError, View, respecced
-from orch.manager.state.api import Delete, Kind, Versioned
+from orch.manager.state.api import MAX_DENIED, Delete, Kind, Update, Versioned
 from orch.manifests import limits, validate
 from orch.proto import control_pb2, objects_pb2, types_pb2
 
@@ -82,9 +90,17 @@ def decide_update(view: View, request: control_pb2.UpdateNodeRequest, now: datet
     return Decision([write], result=write.obj)
 
 
-def decide_removal(view: View, request: control_pb2.RemoveNodeRequest) -> Decision:
-    """The delete of a node, refused (InUseError: FAILED_PRECONDITION) unless it is DOWN
-    or ``force`` is set."""
+def decide_removal(
+    view: View,
+    request: control_pb2.RemoveNodeRequest,
+    *,
+    now: datetime,
+    deny_for: timedelta,
+    lease: int,
+) -> Decision:
+    """The delete of a node and its deny-list entry (on ``lease``, which ends ``deny_for``
+    from ``now``), refused (InUseError: FAILED_PRECONDITION) unless it is DOWN or
+    ``force`` is set, or when the deny list is full."""
     current = resolve(view, request.id)
     node: objects_pb2.Node = current.obj
     state = node.status.state
@@ -94,7 +110,30 @@ def decide_removal(view: View, request: control_pb2.RemoveNodeRequest) -> Decisi
             f"node {name} is {status_name(state)}; only a down node can be removed "
             "(drain it and stop its agent first, or use --force)"
         )
-    return Decision([Delete(Kind.NODE, current.key, current.mod_revision)])
+    denied = view.get(Kind.DENIED, node.id)
+    if denied is None and len(view.items(Kind.DENIED)) >= MAX_DENIED:
+        raise PreconditionError(
+            f"the deny list holds {MAX_DENIED} removed nodes whose certificates have not "
+            "expired yet: no more can be removed until some expire"
+        )
+    entry = objects_pb2.DeniedNode(
+        id=node.id,
+        hostname=node.description.hostname,
+        denied_at=_timestamp(now),
+        expires_at=_timestamp(now + deny_for),
+    )
+    return Decision(
+        [
+            Delete(Kind.NODE, current.key, current.mod_revision),
+            Update(Kind.DENIED, entry, denied.mod_revision if denied else 0, lease=lease),
+        ]
+    )
+
+
+def _timestamp(when: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
 
 
 def status_name(state: int) -> str:

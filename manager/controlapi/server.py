@@ -29,16 +29,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
 from orch import grpcerrors
 from orch.errors import ConflictError, OrchError, StoreError, ValidationError
-from orch.manager import simulator
+from orch.identity.ca import NODE_VALIDITY
+from orch.manager import authz, simulator
 from orch.manager.allocator.ipam import IpamSettings
 from orch.manager.controlapi import apply, networks, nodes, services, tasks
 from orch.manager.controlapi.decision import Decision, View
@@ -86,6 +88,11 @@ class ControlSettings:
     catch_up_timeout: float = 1.0
     """Seconds a write waits for this manager's view to reach etcd's current revision
     before it decides (see ``_catch_up``)."""
+    deny_for: timedelta = NODE_VALIDITY + timedelta(minutes=10)
+    """How long a removed node stays on the deny list: the longest life of a certificate
+    issued before its removal (the node certificates' validity), plus clock skew between
+    managers. Set it to the cluster's node certificate validity when that is not the
+    default."""
     sim: simulator.SimulatorSettings = dataclasses.field(
         default_factory=simulator.SimulatorSettings
     )
@@ -169,7 +176,20 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
 
     @_grpc_errors
     async def RemoveNode(self, request: control_pb2.RemoveNodeRequest, context: Any) -> Any:
-        await self._commit(lambda view: nodes.decide_removal(view, request))
+        # The deny-list entry is written with the delete, on a lease of its own that ends
+        # when the node's last certificate has expired (nodes.py).
+        deny_for = self._settings.deny_for
+        lease = await self._store.grant_lease(math.ceil(deny_for.total_seconds()))
+        try:
+            await self._commit(
+                lambda view: nodes.decide_removal(
+                    view, request, now=_now(), deny_for=deny_for, lease=lease
+                )
+            )
+        except Exception:
+            with contextlib.suppress(OrchError):  # else it just ends with its TTL
+                await self._store.revoke_lease(lease)
+            raise
         return control_pb2.RemoveNodeResponse()
 
     async def _commit(
@@ -278,7 +298,12 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 entries = self._router.forwarded_logs(request)
             else:
                 targets = tasks.log_targets(self._view, request.target)
-                entries = self._router.logs(targets, follow=request.follow, tail=request.tail)
+                entries = self._router.logs(
+                    targets,
+                    follow=request.follow,
+                    tail=request.tail,
+                    caller=authz.caller(context),  # the next manager authorizes it too
+                )
             async for entry in entries:
                 yield entry
         except OrchError as exc:
@@ -295,7 +320,7 @@ class ControlAPI(control_pb2_grpc.ControlServicer):
                 task = exec_task(
                     request.target, services=names, tasks=list(self._view.objects(Kind.TASK))
                 )
-                outputs = self._router.exec(task, request.argv, request.env)
+                outputs = self._router.exec(task, request.argv, request.env, authz.caller(context))
             async for out in outputs:
                 yield out
         except OrchError as exc:

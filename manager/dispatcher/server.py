@@ -6,6 +6,12 @@ by the ClusterView (no polling): what to send is assignments.py's business. The 
 streams status back; the StatusWriter (status.py) batches those into etcd. This module is
 the session itself: register, liveness, the streams' plumbing.
 
+Who the node is comes only from its verified certificate (``authz.caller``, set by the
+interceptor of manager/authz.py): a Register naming another node id is refused, the
+session, its assignments, its status reports, its logs and exec output are all that
+node's. Removing the node (`orch node rm` puts it on the deny list) closes its open
+session at once with PERMISSION_DENIED; the interceptor refuses every later call.
+
 Liveness: on Register the dispatcher grants an etcd lease of ``liveness_ttl`` seconds and
 puts ``/orch/v1/liveness/<node>`` with it; every message of the agent (a heartbeat, or a
 status batch, which proves as much) refreshes the lease. Nothing refreshes it otherwise,
@@ -39,8 +45,9 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from orch import model
-from orch.errors import ConflictError, StoreError
+from orch import grpcerrors, model
+from orch.errors import ConflictError, OrchError, StoreError
+from orch.manager import authz
 from orch.manager.dispatcher.assignments import AssignmentFeed
 from orch.manager.dispatcher.settings import DispatcherSettings, restart_grace
 from orch.manager.dispatcher.status import StatusWriter
@@ -86,16 +93,44 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Session(
         self, request_iterator: AsyncIterator[dispatcher_pb2.AgentMessage], context: Any
     ) -> AsyncIterator[dispatcher_pb2.ManagerMessage]:
+        try:
+            node_id = authz.caller(context).node_id  # the certificate's; nothing else
+        except OrchError as exc:
+            await grpcerrors.abort(context, exc)
         requests = request_iterator.__aiter__()
         first = await anext(requests, None)
-        if first is None or first.WhichOneof("msg") != "register" or not first.register.node_id:
+        if first is None or first.WhichOneof("msg") != "register":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a session starts with Register")
+            return
+        claimed = first.register.node_id
+        if claimed and claimed != node_id:
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "a session starts with Register(node_id)"
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the certificate of node {node_id} may not open a session as node {claimed}",
             )
             return
-        node_id = first.register.node_id
+        # Subscribed before the first look, so a removal in between is not missed.
+        denials = self._view.subscribe(Kind.DENIED)
+        try:
+            if self._view.get(Kind.DENIED, node_id) is not None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _removed(node_id))
+            session = self._session(node_id, first.register, requests, denials, context)
+            async with contextlib.aclosing(session) as messages:  # its cleanup runs now
+                async for msg in messages:
+                    yield msg
+        finally:
+            self._view.unsubscribe(denials)
+
+    async def _session(
+        self,
+        node_id: str,
+        register: dispatcher_pb2.Register,
+        requests: AsyncIterator[dispatcher_pb2.AgentMessage],
+        denials: asyncio.Queue,
+        context: Any,
+    ) -> AsyncIterator[dispatcher_pb2.ManagerMessage]:
         session_id = model.new_id()
-        live = await self._register(first.register, session_id)
+        live = await self._register(node_id, register, session_id)
         self._sessions[node_id] = session_id
         outbox: asyncio.Queue[dispatcher_pb2.ManagerMessage] = asyncio.Queue()
         self._logs.attach(node_id, outbox.put_nowait)
@@ -111,6 +146,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         keeper = asyncio.create_task(
             self._keep_alive(node_id, live.lease, beat), name=f"session-lease-{node_id}"
         )
+        denied = asyncio.create_task(
+            self._until_denied(node_id, denials), name=f"session-deny-{node_id}"
+        )
         log.info("node %s: session %s started", node_id, session_id)
         try:
             yield dispatcher_pb2.ManagerMessage(
@@ -124,16 +162,19 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             while True:
                 get = asyncio.create_task(outbox.get())
                 done, _ = await asyncio.wait(
-                    {get, reader, feeder, keeper}, return_when="FIRST_COMPLETED"
+                    {get, reader, feeder, keeper, denied}, return_when="FIRST_COMPLETED"
                 )
                 if get not in done:
                     get.cancel()
+                    if denied in done:  # removed: closed at once, and told why
+                        log.warning("node %s: removed; closing its session", node_id)
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _removed(node_id))
                     for task in done:
                         task.result()  # surface a failure; a clean end just ends
                     return
                 yield get.result()
         finally:
-            for task in (reader, feeder, keeper):
+            for task in (reader, feeder, keeper, denied):
                 task.cancel()
             self._view.unsubscribe(changes)
             self._logs.detach(node_id, outbox.put_nowait)
@@ -147,16 +188,30 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             log.info("node %s: session %s ended", node_id, session_id)
 
     async def PublishLogs(self, request_iterator: AsyncIterator, context: Any) -> Any:
-        async for msg in request_iterator:
-            if not self._logs.publish(msg):
-                break
+        # Only the entries the subscription asked of this very node (logbroker.py).
+        try:
+            node_id = authz.caller(context).node_id
+            async for msg in request_iterator:
+                if not self._logs.publish(msg, node_id):
+                    break
+        except OrchError as exc:
+            await grpcerrors.abort(context, exc)
         return empty_pb2.Empty()
 
     async def PublishExec(self, request_iterator: AsyncIterator, context: Any) -> Any:
         # Returns (ending the agent's call, which kills the command) once the exec's
-        # caller is gone or the command's end was delivered (execbroker.py).
-        await self._execs.receive(request_iterator)
+        # caller is gone or the command's end was delivered (execbroker.py). Only output
+        # of an exec sent to this very node is taken.
+        try:
+            await self._execs.receive(request_iterator, authz.caller(context).node_id)
+        except OrchError as exc:
+            await grpcerrors.abort(context, exc)
         return empty_pb2.Empty()
+
+    async def _until_denied(self, node_id: str, denials: asyncio.Queue) -> None:
+        """Returns once ``node_id`` is on the deny list (`orch node rm`)."""
+        while self._view.get(Kind.DENIED, node_id) is None:
+            await denials.get()
 
     async def _read(
         self, requests: AsyncIterator, node_id: str, beat: asyncio.Event, live: _Liveness
@@ -228,18 +283,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if msg is not None:
                 outbox.put_nowait(msg)
 
-    async def _register(self, reg: dispatcher_pb2.Register, session_id: str) -> _Liveness:
+    async def _register(
+        self, node_id: str, reg: dispatcher_pb2.Register, session_id: str
+    ) -> _Liveness:
         """Grant the session's liveness lease and put the liveness key (replacing a record
         on a restart grace lease), then mark the node READY (in that order: the node
         monitor never sees READY without the key of the new session). Returns the
         session's liveness record."""
         lease = await self._store.grant_lease(self._settings.liveness_ttl)
-        liveness = objects_pb2.Node(id=reg.node_id, status=self._node_state(types_pb2.NODE_READY))
+        liveness = objects_pb2.Node(id=node_id, status=self._node_state(types_pb2.NODE_READY))
         liveness.status.message = f"session {session_id}"
         revision = await self._store.put_leased(Kind.LIVENESS, liveness, lease)
         for _ in range(self._settings.write_retries):
-            current = await self._store.get(Kind.NODE, reg.node_id)
-            node = objects_pb2.Node(id=reg.node_id)
+            current = await self._store.get(Kind.NODE, node_id)
+            node = objects_pb2.Node(id=node_id)
             if current:
                 node.CopyFrom(current.obj)
             else:
@@ -258,7 +315,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 return _Liveness(lease, revision)
             except ConflictError:
                 continue
-        raise StoreError(f"could not register node {reg.node_id}: too many conflicting writes")
+        raise StoreError(f"could not register node {node_id}: too many conflicting writes")
 
     async def _set_node_state(self, node_id: str, state: int, message: str = "") -> None:
         for _ in range(self._settings.write_retries):
@@ -285,6 +342,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return objects_pb2.NodeState(
             state=state, timestamp=model.timestamp(), manager=self._manager_id
         )
+
+
+def _removed(node_id: str) -> str:
+    return (
+        f"node {node_id} was removed from the cluster: its session is closed and its "
+        "certificate refused; join again with a token to come back as a new node"
+    )
 
 
 def _duration(seconds: float) -> Duration:

@@ -1,7 +1,11 @@
 """Agents' status reports into etcd: the StatusWriter batches them (at most every
 ``status_flush`` seconds), each task a guarded update of the fields the agent owns, and
 the merge rules of such an update (a report never moves a task's state backwards, nor
-overwrites the attachments the allocator wrote)."""
+overwrites the attachments the allocator wrote).
+
+A node reports only its own tasks, and attachments only on the networks the task is on:
+``refusal`` names what is wrong with a report, which then changes nothing (the node id is
+the reporter's certificate's, never a field of the report)."""
 
 from __future__ import annotations
 
@@ -55,6 +59,9 @@ class StatusWriter:
         ops = []
         for task_id, (node_id, update) in pending.items():
             current = self._view.get(Kind.TASK, task_id)
+            if current is not None and (why := refusal(current.obj, node_id, update)):
+                log.warning("status report refused: %s", why)
+                continue
             op = status_op(current, node_id, update)
             if op:
                 ops.append(op)
@@ -106,8 +113,27 @@ def _allocated(attachment: objects_pb2.NetworkAttachment) -> bool:
     return attachment.network not in model.BUILTIN_NETWORKS
 
 
+def refusal(
+    task: objects_pb2.Task, node_id: str, update: dispatcher_pb2.TaskStatusUpdate
+) -> str | None:
+    """Why node ``node_id`` may not report ``update`` of ``task``, or None if it may: the
+    task must be assigned to it, and each reported attachment on a network it is on."""
+    if task.node_id != node_id:
+        return f"node {node_id} reported task {task.id}, which is not assigned to it"
+    allowed = set(model.networks_of(task))
+    for attachment in update.attachments:
+        if attachment.network not in allowed:
+            return (
+                f"node {node_id} reported an attachment of task {task.id} to network "
+                f"{attachment.network!r}, which the task is not on"
+            )
+    return None
+
+
 def status_op(current: Any, node_id: str, update: dispatcher_pb2.TaskStatusUpdate) -> Any:
-    if current is None or current.obj.node_id != node_id:
+    """The guarded write of ``update`` as node ``node_id`` reported it; None when it
+    changes nothing or is refused (see ``refusal``)."""
+    if current is None or refusal(current.obj, node_id, update):
         return None
     old = current.obj
     if update.status.state < old.status.state:

@@ -25,6 +25,9 @@ from orch.proto import objects_pb2
 PREFIX = "/orch/v1/"
 # etcd refuses transactions of more than 128 operations by default (--max-txn-ops).
 MAX_TXN_OPS = 128
+# Removed nodes whose certificates are still refused (Kind.DENIED); `orch node rm` is
+# refused beyond it until entries expire. Every manager checks the list on every call.
+MAX_DENIED = 10_000
 
 
 class Kind(enum.Enum):
@@ -44,6 +47,9 @@ class Kind(enum.Enum):
     The key disappears when the lease expires: that is how a node is seen to be gone."""
     MANAGER = ("managers", objects_pb2.ManagerInfo)
     """A manager's presence, on its own lease (`orch managers`)."""
+    DENIED = ("denied", objects_pb2.DeniedNode)
+    """A removed node whose certificates are refused (manager/authz.py), on a lease that
+    ends when its last certificate has expired. At most ``MAX_DENIED`` at a time."""
 
     def __init__(self, folder: str, message: type[Message]) -> None:
         self.folder = folder

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orch import model
+from orch.errors import PermissionDeniedError
 from orch.manager.streams.sessionroutes import SHORT_ID, TargetError, task_name
 from orch.proto import control_pb2, dispatcher_pb2, objects_pb2
 
@@ -73,13 +74,25 @@ class ExecBroker:
     def connected(self, node_id: str) -> bool:
         return node_id in self._senders
 
-    async def receive(self, messages: AsyncIterator[dispatcher_pb2.PublishExecMessage]) -> None:
-        """Serve one PublishExec stream: hand its messages to the waiting call, waiting for
-        room (back-pressure). Returns when the call is gone or the exec ended."""
+    async def receive(
+        self, messages: AsyncIterator[dispatcher_pb2.PublishExecMessage], node_id: str
+    ) -> None:
+        """Serve one PublishExec stream of the agent of ``node_id`` (its verified
+        identity): hand its messages to the waiting call, waiting for room
+        (back-pressure). Returns when the call is gone or the exec ended; raises
+        PermissionDeniedError for output of an exec sent to another node."""
         ex: _Exec | None = None
         try:
             async for msg in messages:
-                ex = self._execs.get(msg.exec_id)
+                found = self._execs.get(msg.exec_id)
+                if found is not None and (
+                    found.node_id != node_id or msg.node_id not in ("", node_id)
+                ):
+                    raise PermissionDeniedError(
+                        f"node {node_id} may not publish the output of exec {msg.exec_id}: "
+                        "it was not sent to this node"
+                    )
+                ex = found
                 if ex is None or ex.closed:
                     return
                 await ex.queue.put(msg)

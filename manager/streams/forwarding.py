@@ -18,6 +18,13 @@ manager being down.
 
 One channel per forwarded call: logs and exec are rare, user-driven calls, and a fresh
 channel has no lifecycle to manage when managers come and go.
+
+The hop is mTLS like every other call: this manager authenticates with its own manager
+certificate (``open_channel``, given by whoever builds the router). The call carries its
+original caller (metadata ``orch-on-behalf-of``, manager/authz.py), which the holding
+manager honours because the peer is a manager, and authorizes in its place: a forwarded
+call is allowed exactly when the caller's own call would have been. A router without
+``open_channel`` forwards nothing (there is no plaintext fallback).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import grpc
 
 from orch import grpcerrors
 from orch.errors import NotFoundError, OrchError
+from orch.identity.peer import NodeIdentity
+from orch.manager import authz
 from orch.manager.state.api import Kind
 from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
@@ -100,7 +109,12 @@ class SessionRouter:
     # Logs.
 
     async def logs(
-        self, tasks: Sequence[objects_pb2.Task], *, follow: bool, tail: int
+        self,
+        tasks: Sequence[objects_pb2.Task],
+        *,
+        follow: bool,
+        tail: int,
+        caller: NodeIdentity | None = None,
     ) -> AsyncIterator[control_pb2.LogEntry]:
         """The entries of ``tasks`` from wherever their nodes are connected. Nodes that no
         manager reaches are left out; when that is all of them, TargetError says why."""
@@ -118,7 +132,7 @@ class SessionRouter:
             request = control_pb2.LogsRequest(
                 task_ids=[t.id for t in remote], follow=follow, tail=tail
             )
-            parts.append(self._forward(address, "Logs", request, self._nodes_of(remote)))
+            parts.append(self._forward(address, "Logs", request, self._nodes_of(remote), caller))
         async for entry in merge(parts, self._settings.merge_queue):
             yield entry
 
@@ -138,7 +152,11 @@ class SessionRouter:
     # Exec.
 
     async def exec(
-        self, task: objects_pb2.Task, argv: Sequence[str], env: Sequence[str]
+        self,
+        task: objects_pb2.Task,
+        argv: Sequence[str],
+        env: Sequence[str],
+        caller: NodeIdentity | None = None,
     ) -> AsyncIterator[control_pb2.ExecOutput]:
         """Run ``argv`` in ``task``'s container, here or through the manager holding its
         node's session."""
@@ -151,7 +169,8 @@ class SessionRouter:
             raise TargetError(next(iter(routes.unreachable.values())))
         address = next(iter(routes.remote))
         request = control_pb2.ExecRequest(task_id=task.id, argv=argv, env=env)
-        async for out in self._forward(address, "Exec", request, self._nodes_of([task])):
+        forwarded = self._forward(address, "Exec", request, self._nodes_of([task]), caller)
+        async for out in forwarded:
             yield out
 
     async def forwarded_exec(
@@ -181,9 +200,18 @@ class SessionRouter:
 
     # The hop to another manager.
 
-    async def _forward(self, address: str, method: str, request: Any, nodes: str) -> AsyncIterator:
+    async def _forward(
+        self,
+        address: str,
+        method: str,
+        request: Any,
+        nodes: str,
+        caller: NodeIdentity | None,
+    ) -> AsyncIterator:
         """Stream ``method`` from the manager at ``address`` (which holds the sessions of
-        ``nodes``); its errors come back as orch errors of the same kind."""
+        ``nodes``) for ``caller`` (None: this manager itself); its errors come back as
+        orch errors of the same kind."""
+        metadata = authz.on_behalf_of(caller) if caller is not None else ()
         async with self._open_channel(address) as channel:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._settings.connect_timeout)
@@ -192,7 +220,9 @@ class SessionRouter:
                     f"the manager at {address}, which holds the session of {nodes}, did not "
                     f"answer within {self._settings.connect_timeout:g}s"
                 ) from exc
-            call = getattr(control_pb2_grpc.ControlStub(channel), method)(request)
+            call = getattr(control_pb2_grpc.ControlStub(channel), method)(
+                request, metadata=metadata
+            )
             try:
                 async for item in call:
                     yield item

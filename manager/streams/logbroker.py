@@ -5,6 +5,11 @@ per node, sent down that node's session; the agent answers on a PublishLogs stre
 with the subscription id, and the broker hands the entries to the reader. When the reader
 leaves, each node is told to close the subscription. Like swarmkit's logbroker, nothing is
 stored on the manager.
+
+A node publishes only what it was asked for: the publishing node (its certificate's id,
+never the message's field) must be one the subscription went to, and every entry must be
+of a task the subscription asked that node for. Anything else is refused, so no node can
+slip lines into another node's logs.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from orch import model
-from orch.errors import NotFoundError
+from orch.errors import NotFoundError, PermissionDeniedError
 from orch.proto import control_pb2, dispatcher_pb2, objects_pb2
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ Send = Callable[[dispatcher_pb2.ManagerMessage], None]
 class _Subscription:
     queue: asyncio.Queue[dispatcher_pb2.PublishLogsMessage]
     open_nodes: set[str] = field(default_factory=set)
+    tasks: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Node id -> the task ids asked of it."""
 
 
 class LogBroker:
@@ -59,12 +66,29 @@ class LogBroker:
         """Whether this manager holds the node's session."""
         return node_id in self._senders
 
-    def publish(self, msg: dispatcher_pb2.PublishLogsMessage) -> bool:
-        """Entries from an agent. False when the reader is gone (the agent should stop)."""
+    def publish(self, msg: dispatcher_pb2.PublishLogsMessage, node_id: str) -> bool:
+        """Entries from the agent of ``node_id`` (its verified identity). False when the
+        reader is gone (the agent should stop); PermissionDeniedError when the node was
+        not asked for them."""
         sub = self._subs.get(msg.subscription_id)
         if sub is None:
             return False
-        sub.queue.put_nowait(msg)
+        asked = sub.tasks.get(node_id)
+        if asked is None or msg.node_id not in ("", node_id):
+            raise PermissionDeniedError(
+                f"node {node_id} may not publish logs of subscription {msg.subscription_id} "
+                f"as node {msg.node_id or node_id}: it was not asked for them"
+            )
+        for entry in msg.entries:
+            if entry.task_id not in asked or entry.node_id not in ("", node_id):
+                raise PermissionDeniedError(
+                    f"node {node_id} may not publish logs of task {entry.task_id}: not one "
+                    "of its tasks in this subscription"
+                )
+        own = dispatcher_pb2.PublishLogsMessage()
+        own.CopyFrom(msg)
+        own.node_id = node_id  # what the reader trusts: the publisher's identity
+        sub.queue.put_nowait(own)
         return True
 
     async def stream(
@@ -80,7 +104,11 @@ class LogBroker:
                 + ", ".join(sorted(by_node))
             )
         sub_id = model.new_id()
-        sub = _Subscription(asyncio.Queue(), set(reachable))
+        sub = _Subscription(
+            asyncio.Queue(),
+            set(reachable),
+            {n: frozenset(ids) for n, ids in reachable.items()},
+        )
         self._subs[sub_id] = sub
         try:
             for node_id, task_ids in reachable.items():

@@ -1,5 +1,6 @@
 """Fixtures of the manager's tests: a MemoryStore (``memstore``) for the manager's logic,
-and the real Control API over gRPC on it. Tests about etcd itself use ``store`` (the
+and the real Control API over gRPC on it, served as a manager serves it (mTLS and the
+authorization interceptor, mtls.py) and called with an admin certificate. Tests about etcd itself use ``store`` (the
 session's etcd, tests/conftest.py)."""
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 
+from orch.identity.ca import Role
+from orch.manager.authz import StoreDenyList
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.state.api import Store
 from orch.manager.state.memstore import MemoryStore
@@ -19,33 +21,38 @@ from orch.manager.state.view import ClusterView
 from orch.manager.streams.logbroker import LogBroker
 from orch.proto import control_pb2_grpc
 
+from .mtls import ClusterCA, serve
+
 
 @dataclass
 class Api:
     stub: control_pb2_grpc.ControlStub
     store: Store
     view: ClusterView
+    ca: ClusterCA
+    address: str
 
 
 @contextlib.asynccontextmanager
-async def serve_control_api(store: Store, watched: Store | None = None) -> AsyncIterator[Api]:
+async def serve_control_api(
+    store: Store, watched: Store | None = None, ca: ClusterCA | None = None
+) -> AsyncIterator[Api]:
     """A ControlAPI with its own ClusterView (fed by ``watched``, default ``store``), served
-    on a loopback port: one manager's Control API."""
+    on a loopback port with mTLS and the store's deny list: one manager's Control API."""
+    ca = ca or ClusterCA()
     view = ClusterView(watched or store)
     feed = asyncio.create_task(view.run())
     await view.ready()
-    server = grpc.aio.server()
-    control_pb2_grpc.add_ControlServicer_to_server(
-        ControlAPI(store=store, view=view, logs=LogBroker()), server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    control = ControlAPI(store=store, view=view, logs=LogBroker())
     try:
-        yield Api(control_pb2_grpc.ControlStub(channel), store, view)
+        async with serve(
+            ca,
+            lambda server: control_pb2_grpc.add_ControlServicer_to_server(control, server),
+            deny=StoreDenyList(view),
+        ) as (_, address):
+            async with ca.channel(address, ca.issue(Role.ADMIN)) as channel:
+                yield Api(control_pb2_grpc.ControlStub(channel), store, view, ca, address)
     finally:
-        await channel.close()
-        await server.stop(0)
         feed.cancel()
         await asyncio.gather(feed, return_exceptions=True)
 

@@ -5,7 +5,7 @@ nothing."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -183,12 +183,18 @@ async def test_node_update_and_removal(sim: Simulator) -> None:
     await sim.write([op])
     same = nodes.decide_update(sim.view, request, T0)
     assert same.ops == [] and same.result.spec.labels == {"zone": "a"}
+    deny = dict(now=T0, deny_for=timedelta(days=90), lease=7)
     with pytest.raises(InUseError, match="node h1 is ready"):
-        nodes.decide_removal(sim.view, control_pb2.RemoveNodeRequest(id="h1"))
-    [delete] = nodes.decide_removal(
-        sim.view, control_pb2.RemoveNodeRequest(id="h1", force=True)
+        nodes.decide_removal(sim.view, control_pb2.RemoveNodeRequest(id="h1"), **deny)
+    [delete, denied] = nodes.decide_removal(
+        sim.view, control_pb2.RemoveNodeRequest(id="h1", force=True), **deny
     ).ops
     assert isinstance(delete, Delete)
+    # The node is denied in the same transaction, on the lease, until its certificates end.
+    assert isinstance(denied, Update) and denied.kind is Kind.DENIED and denied.lease == 7
+    assert denied.mod_revision == 0  # created only if absent
+    assert denied.obj.id == delete.key.rpartition("/")[2] == "id-h1"
+    assert denied.obj.expires_at.ToDatetime(tzinfo=UTC) == T0 + timedelta(days=90)
 
 
 async def test_task_names_resolve_by_prefix_slot_and_service(sim: Simulator) -> None:

@@ -10,9 +10,10 @@ from orch.proto import dispatcher_pb2, objects_pb2
 from orch.proto import types_pb2 as T
 
 from . import test_dispatcher_networks as sessions
-from .test_dispatcher_networks import Agent, Env, network
+from .agents import Agent, Env
+from .test_dispatcher_networks import A, B, network
 
-env = sessions.env  # the fixture: a Dispatcher on a MemoryStore, served over gRPC
+env = sessions.env  # the fixture: a Dispatcher on a MemoryStore, served over mTLS
 
 
 def task(
@@ -56,11 +57,11 @@ async def test_records_follow_health_on_every_node_of_the_network(env: Env) -> N
     await env.store.commit(
         [
             Create(Kind.NETWORK, network("front", 4096)),
-            Create(Kind.TASK, task("a1", "a", "web", 1, "front", "10.10.0.2")),
-            Create(Kind.TASK, task("b1", "b", "web", 2, "front", "10.10.0.3")),
+            Create(Kind.TASK, task("a1", A, "web", 1, "front", "10.10.0.2")),
+            Create(Kind.TASK, task("b1", B, "web", 2, "front", "10.10.0.3")),
         ]
     )
-    a, b = Agent(env.stub, "a", "10.212.0.11"), Agent(env.stub, "b", "10.212.0.12")
+    a, b = Agent(env, A, "10.212.0.11"), Agent(env, B, "10.212.0.12")
     try:
         full = await a.start()
         assert full.full
@@ -86,18 +87,18 @@ async def test_records_follow_health_on_every_node_of_the_network(env: Env) -> N
         got_b = await b.until(lambda m: "front" in m.removed_dns)
         assert "front" in got_b.removed_networks  # b left the network altogether
     finally:
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()
 
 
 async def test_bridge_records_stay_on_their_node(env: Env) -> None:
     await env.store.commit(
         [
-            Create(Kind.TASK, task("a1", "a", "web", 1, "bridge", "172.18.0.2")),
-            Create(Kind.TASK, task("b1", "b", "web", 2, "bridge", "172.18.1.2")),
+            Create(Kind.TASK, task("a1", A, "web", 1, "bridge", "172.18.0.2")),
+            Create(Kind.TASK, task("b1", B, "web", 2, "bridge", "172.18.1.2")),
         ]
     )
-    a, b = Agent(env.stub, "a", "10.212.0.11"), Agent(env.stub, "b", "10.212.0.12")
+    a, b = Agent(env, A, "10.212.0.11"), Agent(env, B, "10.212.0.12")
     try:
         assert dns(await a.start(), "bridge") == [("a1", "172.18.0.2", False)]
         assert dns(await b.start(), "bridge") == [("b1", "172.18.1.2", False)]
@@ -109,5 +110,5 @@ async def test_bridge_records_stay_on_their_node(env: Env) -> None:
         got = await a.until(lambda m: m.dns or m.removed_dns)
         assert dns(got, "bridge") == [("a1", "172.18.0.2", True)]
     finally:
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()

@@ -4,85 +4,27 @@ network the node no longer takes part in is removed. Agents are played by gRPC c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
-import grpc
 import pytest
 
-from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.status import merge_attachments
-from orch.manager.state.api import Create, Delete, Kind, Store, Update
+from orch.manager.state.api import Create, Delete, Kind, Update
 from orch.manager.state.memstore import MemoryStore
-from orch.manager.state.view import ClusterView
-from orch.manager.streams.logbroker import LogBroker
-from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2, specs_pb2
+from orch.proto import dispatcher_pb2, objects_pb2, specs_pb2
 from orch.proto import types_pb2 as T
 
-
-@dataclass
-class Env:
-    store: Store
-    view: ClusterView
-    stub: dispatcher_pb2_grpc.DispatcherStub
+from .agents import Agent, Env, dispatcher_env
 
 
 @pytest.fixture
 async def env(memstore: MemoryStore) -> AsyncIterator[Env]:
-    view = ClusterView(memstore)
-    feed = asyncio.create_task(view.run())
-    await view.ready()
-    server = grpc.aio.server()
-    dispatcher = Dispatcher(store=memstore, view=view, logs=LogBroker(), manager_id="m1")
-    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Env(memstore, view, dispatcher_pb2_grpc.DispatcherStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(0)
-        feed.cancel()
-        await asyncio.gather(feed, return_exceptions=True)
+    async with dispatcher_env(memstore) as served:
+        yield served
 
 
-class Agent:
-    """One session, as an agent holds it."""
-
-    def __init__(self, stub: dispatcher_pb2_grpc.DispatcherStub, node_id: str, addr: str) -> None:
-        self.call = stub.Session()
-        self.node_id, self.addr = node_id, addr
-
-    async def start(self) -> dispatcher_pb2.Assignments:
-        reg = dispatcher_pb2.Register(node_id=self.node_id)
-        reg.description.addr = self.addr
-        reg.description.hostname = self.node_id
-        await self.call.write(dispatcher_pb2.AgentMessage(register=reg))
-        started = await self.call.read()
-        assert started.WhichOneof("msg") == "started"
-        return await self.next()
-
-    async def next(self, timeout: float = 5) -> dispatcher_pb2.Assignments:
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.call.read()
-                if msg.WhichOneof("msg") == "assignments":
-                    return msg.assignments
-
-    async def until(
-        self, pred: Callable[[dispatcher_pb2.Assignments], object], timeout: float = 5
-    ) -> dispatcher_pb2.Assignments:
-        """The first assignments message ``pred`` accepts."""
-        async with asyncio.timeout(timeout):
-            while True:
-                msg = await self.next(timeout)
-                if pred(msg):
-                    return msg
-
-    def close(self) -> None:
-        self.call.cancel()
+A = "a" * 25  # node ids are the certificates' CNs
+B = "b" * 25
 
 
 def network(name: str, vni: int) -> objects_pb2.Network:
@@ -117,10 +59,10 @@ async def test_peers_follow_tasks_and_networks_are_removed(env: Env) -> None:
     await env.store.commit(
         [
             Create(Kind.NETWORK, network("front", 4096)),
-            Create(Kind.TASK, task("a1", "a", "10.10.0.2")),
+            Create(Kind.TASK, task("a1", A, "10.10.0.2")),
         ]
     )
-    a, b = Agent(env.stub, "a", "10.212.0.11"), Agent(env.stub, "b", "10.212.0.12")
+    a, b = Agent(env, A, "10.212.0.11"), Agent(env, B, "10.212.0.12")
     try:
         full = await a.start()
         assert full.full and [t.id for t in full.tasks] == ["a1"]
@@ -129,7 +71,7 @@ async def test_peers_follow_tasks_and_networks_are_removed(env: Env) -> None:
         await b.start()
 
         # A task lands on b: a hears of the new peer, with b's underlay address.
-        await env.store.commit([Create(Kind.TASK, task("b1", "b", "10.10.0.3"))])
+        await env.store.commit([Create(Kind.TASK, task("b1", B, "10.10.0.3"))])
         got = await a.until(has_network("front"))
         assert [(p.task_id, p.address, p.mac, p.node_addr) for p in got.networks[0].peers] == [
             ("b1", "10.10.0.3", "02:42:10.10.0.3", "10.212.0.12")
@@ -165,28 +107,28 @@ async def test_peers_follow_tasks_and_networks_are_removed(env: Env) -> None:
         got = await a.until(lambda m: m.removed_networks or m.networks)
         assert list(got.removed) == ["a1"] and list(got.removed_networks) == ["front"]
     finally:
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()
 
 
 async def test_a_new_session_gets_every_network_with_its_peers(env: Env) -> None:
     await env.store.commit(
         [
             Create(Kind.NETWORK, network("front", 4096)),
-            Create(Kind.TASK, task("a1", "a", "10.10.0.2")),
-            Create(Kind.TASK, task("b1", "b", "10.10.0.3")),
-            Create(Kind.TASK, task("b2", "b", "10.10.0.4")),
+            Create(Kind.TASK, task("a1", A, "10.10.0.2")),
+            Create(Kind.TASK, task("b1", B, "10.10.0.3")),
+            Create(Kind.TASK, task("b2", B, "10.10.0.4")),
         ]
     )
-    b = Agent(env.stub, "b", "10.212.0.12")
-    a = Agent(env.stub, "a", "10.212.0.11")
+    b = Agent(env, B, "10.212.0.12")
+    a = Agent(env, A, "10.212.0.11")
     try:
         await b.start()  # b's node (and address) must exist for a to see b's tasks as peers
         full = await a.start()
         assert full.full and peer_ids(full) == ["b1", "b2"]
     finally:
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()
 
 
 def test_agent_reports_keep_the_addresses_the_allocator_wrote() -> None:

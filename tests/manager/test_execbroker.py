@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from orch.errors import PermissionDeniedError
 from orch.manager.streams.execbroker import ExecBroker, ExecSettings
 from orch.manager.streams.sessionroutes import TargetError
 from orch.proto import control_pb2, dispatcher_pb2, objects_pb2, types_pb2
@@ -53,7 +54,7 @@ async def started(agent: Agent, run: AsyncIterator) -> tuple[str, asyncio.Task, 
     first = asyncio.ensure_future(anext(run))
     await agent.command.wait()
     exec_id = agent.sent[-1].id
-    receiver = asyncio.create_task(agent.broker.receive(agent.messages()))
+    receiver = asyncio.create_task(agent.broker.receive(agent.messages(), "node1"))
     agent.publish(exec_id, task_id=TASK.id, node_id="node1")
     assert (await first).task_id == TASK.id
     return exec_id, first, receiver
@@ -74,6 +75,26 @@ async def test_output_and_exit_code_arrive_in_order_and_nothing_is_killed() -> N
     assert [c.kill for c in agent.sent] == [False]
 
 
+async def test_another_node_cannot_publish_the_output_of_this_nodes_exec() -> None:
+    agent = Agent(ExecBroker())
+    run = agent.broker.run(TASK, ["sh", "-c", "x"], [])
+    exec_id, _, receiver = await started(agent, run)
+    forged = dispatcher_pb2.PublishExecMessage(
+        exec_id=exec_id, output=control_pb2.ExecOutput(stream="stdout", data=b"forged")
+    )
+
+    async def intruder() -> AsyncIterator[dispatcher_pb2.PublishExecMessage]:
+        yield forged
+
+    with pytest.raises(PermissionDeniedError, match=f"node node2 may not publish .*{exec_id}"):
+        await agent.broker.receive(intruder(), "node2")
+    # The exec goes on with its own node's output only.
+    agent.publish(exec_id, stream="stdout", data=b"mine")
+    agent.publish(exec_id, exited=True, exit_code=0)
+    assert [o.data async for o in run if o.data] == [b"mine"]
+    await asyncio.wait_for(receiver, 1)
+
+
 async def test_a_caller_that_leaves_kills_the_command_and_ends_the_stream() -> None:
     agent = Agent(ExecBroker())
     run = agent.broker.run(TASK, ["sleep", "9"], [])
@@ -89,7 +110,7 @@ async def test_the_agent_error_is_a_target_error_naming_the_task() -> None:
     run = agent.broker.run(TASK, ["x"], [])
     first = asyncio.ensure_future(anext(run))
     await agent.command.wait()
-    receiver = asyncio.create_task(agent.broker.receive(agent.messages()))
+    receiver = asyncio.create_task(agent.broker.receive(agent.messages(), "node1"))
     agent.publish(agent.sent[0].id, err="container task1 is not running (state: stopped)")
     with pytest.raises(TargetError) as err:
         await first

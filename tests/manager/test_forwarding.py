@@ -12,18 +12,21 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from tests_support import eventually, test_pki
+from tests_support import eventually
 
 from orch.agent.execs import ExecRunner
 from orch.agent.logs import LogPublisher
 from orch.agent.session import Session, SessionSettings
-from orch.identity import channels
-from orch.identity.ca import Role
+from orch.identity.ca import Role, new_id
+from orch.identity.peer import NodeIdentity
+from orch.manager import authz
+from orch.manager.authz import StoreDenyList
 from orch.manager.controlapi.server import ControlAPI
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
@@ -34,6 +37,7 @@ from orch.manager.state.view import ClusterView
 from orch.manager.streams.execbroker import ExecBroker
 from orch.manager.streams.forwarding import SessionRouter
 from orch.manager.streams.logbroker import LogBroker
+from orch.manager.streams.sessionroutes import TargetError
 from orch.proto import (
     control_pb2,
     control_pb2_grpc,
@@ -45,7 +49,9 @@ from orch.proto import (
 from orch.runtime.exec import ExecFiles, ExecProcess
 from orch.runtime.model import LogLine
 
-NODE = "node0000000000000000000001"
+from .mtls import ClusterCA, client_tls, serve
+
+NODE = "node000000000000000000001"  # a certificate CN: 25 characters of base 36
 TASK = "task0000000000000000000001"
 TTL = 2
 
@@ -54,7 +60,7 @@ TTL = 2
 class Manager:
     id: str
     address: str
-    stub: control_pb2_grpc.ControlStub
+    stub: control_pb2_grpc.ControlStub  # with an admin certificate, as the CLI calls
     server: grpc.aio.Server
 
 
@@ -89,10 +95,15 @@ class Cluster:
     runtime: HostRuntime
     session: asyncio.Task
     store: MemoryStore
+    ca: ClusterCA
     jobs: list[asyncio.Task] = field(default_factory=list)
 
 
-async def start_manager(store: Store, manager_id: str, jobs: list[asyncio.Task]) -> Manager:
+async def start_manager(
+    store: Store, manager_id: str, jobs: list[asyncio.Task], ca: ClusterCA
+) -> Manager:
+    """One manager as it serves: mTLS with the interceptor, the store's deny list, and a
+    router that forwards with the manager's own certificate."""
     view = ClusterView(store)
     jobs.append(asyncio.create_task(view.run()))
     await view.ready()
@@ -101,33 +112,46 @@ async def start_manager(store: Store, manager_id: str, jobs: list[asyncio.Task])
     dispatcher = Dispatcher(
         store=store, view=view, logs=logs, manager_id=manager_id, settings=settings, execs=execs
     )
-    pki = test_pki()
     router = SessionRouter(
         view=view,
         logs=logs,
         execs=execs,
         manager_id=manager_id,
-        open_channel=lambda address: channels.aio_channel(address, pki.client(Role.MANAGER)),
+        open_channel=lambda address: ca.channel(address, ca.issue(Role.MANAGER)),
     )
     control = ControlAPI(store=store, view=view, logs=logs, router=router)
-    server = grpc.aio.server()
-    control_pb2_grpc.add_ControlServicer_to_server(control, server)
-    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
-    port = pki.serve(server)
-    await server.start()
-    address = f"127.0.0.1:{port}"
+
+    def add(server: grpc.aio.Server) -> None:
+        control_pb2_grpc.add_ControlServicer_to_server(control, server)
+        dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
+
+    served = serve(ca, add, deny=StoreDenyList(view))
+    server, address = await served.__aenter__()
+    jobs.append(asyncio.create_task(_until_cancelled(served)))
     jobs.append(asyncio.create_task(dispatcher.status.run()))
     jobs.append(asyncio.create_task(announce(store, manager_id, address, ttl=TTL)))
-    channel = channels.aio_channel(address, pki.client())
+    channel = ca.channel(address, ca.issue(Role.ADMIN))
     return Manager(manager_id, address, control_pb2_grpc.ControlStub(channel), server)
 
 
+async def _until_cancelled(served) -> None:
+    """Holds a served context open until the job is cancelled, then closes it."""
+    try:
+        await asyncio.Future()
+    finally:
+        await served.__aexit__(None, None, None)
+
+
 @pytest.fixture
-async def cluster(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(
+    memstore: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Cluster]:
     store = memstore
     jobs: list[asyncio.Task] = []
-    m1 = await start_manager(store, "m1", jobs)
-    m2 = await start_manager(store, "m2", jobs)
+    ca = ClusterCA()
+    m1 = await start_manager(store, "m1", jobs, ca)
+    m2 = await start_manager(store, "m2", jobs, ca)
+    agent_tls = client_tls(ca, ca.issue(Role.WORKER, NODE))
     now = Timestamp(seconds=1_700_000_000)
     service = objects_pb2.Service(
         id="svc1",
@@ -151,14 +175,14 @@ async def cluster(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[Cluste
         node_id=NODE,
         description=objects_pb2.NodeDescription(hostname="node1"),
         settings=SessionSettings(managers=[m1.address]),
-        tls=lambda: test_pki().client(Role.WORKER),
+        tls=lambda: agent_tls,
         on_assignments=assigned,
         on_log_subscription=logs.handle,
         on_exec=execs.handle,
     )
     running = asyncio.create_task(session.run())
     await asyncio.wait_for(session.connected.wait(), 10)
-    c = Cluster(m1, m2, runtime, running, store, jobs)
+    c = Cluster(m1, m2, runtime, running, store, ca, jobs)
 
     async def routable() -> bool:  # m2's view has the liveness and m1's presence
         nodes = await m2.stub.ListNodes(control_pb2.ListNodesRequest())
@@ -284,3 +308,54 @@ async def test_output_comes_in_chunks_of_at_most_32_kib(cluster: Cluster) -> Non
     sizes = [len(m.data) async for m in cluster.m2.stub.Exec(request) if m.data]
     assert sum(sizes) == 200000
     assert max(sizes) <= 32 * 1024
+
+
+async def test_a_forwarded_call_is_authorized_as_its_original_caller(cluster: Cluster) -> None:
+    # What m2 sends m1 when forwarding: the task ids, from a manager certificate, on
+    # behalf of the caller. m1 authorizes the caller's role, not the forwarder's.
+    ca = cluster.ca
+    manager = ca.issue(Role.MANAGER)
+    request = control_pb2.LogsRequest(task_ids=[TASK], tail=-1)
+
+    def caller(role: Role) -> NodeIdentity:
+        return NodeIdentity(new_id(), role, ca.cluster_id, 1, datetime(2030, 1, 1, tzinfo=UTC))
+
+    async with ca.channel(cluster.m1.address, manager) as channel:
+        stub = control_pb2_grpc.ControlStub(channel)
+        admin = authz.on_behalf_of(caller(Role.ADMIN))
+        entries = [e async for e in stub.Logs(request, metadata=admin)]
+        assert [e.line for e in entries] == [f"line {i} of {TASK}".encode() for i in (1, 2)]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Logs(request, metadata=authz.on_behalf_of(caller(Role.WORKER))):
+                pass
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert err.value.details() == (
+            "an agent (worker) certificate may not call orch.v1.Control/Logs "
+            f"(forwarded by manager {manager.node_id})"
+        )
+    # An agent cannot pass itself off as forwarding for an admin.
+    async with ca.channel(cluster.m1.address, ca.issue(Role.WORKER, NODE)) as channel:
+        stub = control_pb2_grpc.ControlStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Logs(request, metadata=authz.on_behalf_of(caller(Role.ADMIN))):
+                pass
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "may not call on behalf of another caller" in err.value.details()
+
+
+async def test_a_router_without_credentials_forwards_nothing(cluster: Cluster) -> None:
+    view = ClusterView(cluster.store)
+    feed = asyncio.create_task(view.run())
+    try:
+        await view.ready()
+        router = SessionRouter(view=view, logs=LogBroker(), execs=ExecBroker(), manager_id="m3")
+        task = view.get(Kind.TASK, TASK).obj
+        with pytest.raises(TargetError) as err:
+            async for _ in router.exec(task, ["true"], []):
+                pass
+        assert str(err.value) == (
+            f"cannot forward to the manager at {cluster.m1.address}: no credentials to do it with"
+        )
+    finally:
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)

@@ -11,16 +11,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from tests_support import test_pki
 
 from orch.agent.session import Session, SessionSettings
-from orch.identity import channels
 from orch.identity.ca import Role
+from orch.manager.authz import StoreDenyList
 from orch.manager.dispatcher.server import Dispatcher
 from orch.manager.dispatcher.settings import DispatcherSettings
 from orch.manager.nodes.core import NodeMonitorSettings
@@ -31,34 +30,43 @@ from orch.manager.streams.logbroker import LogBroker
 from orch.proto import dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from orch.proto import types_pb2 as T
 
+from .mtls import ClusterCA, client_tls, serve
+
 pytestmark = pytest.mark.integration
 
 TTL = 2
 GRACE = 30  # the manager's restart grace (and the most an agent may ask for)
 
 
+N1, N2, N3, N4, N5, N6, N7, N8 = (f"n{i}".ljust(25, "0") for i in range(1, 9))
+
+
 @dataclass
 class Env:
     store: Store
     view: ClusterView
-    stub: dispatcher_pb2_grpc.DispatcherStub
+    ca: ClusterCA
     monitor: NodeMonitorLoop
     address: str
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def stub(self, node_id: str) -> dispatcher_pb2_grpc.DispatcherStub:
+        """A stub on a channel with the certificate of node ``node_id``."""
+        channel = self.ca.channel(self.address, self.ca.issue(Role.WORKER, node_id))
+        self.channels.append(channel)
+        return dispatcher_pb2_grpc.DispatcherStub(channel)
 
 
 @pytest.fixture
-async def env(store: Store) -> AsyncIterator[Env]:
+async def env(store: Store, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+    ca = ClusterCA()
     view = ClusterView(store)
     tasks = [asyncio.create_task(view.run())]
     await view.ready()
-    server = grpc.aio.server()
     settings = DispatcherSettings(heartbeat_period=0.5, liveness_ttl=TTL, restart_grace=GRACE)
     dispatcher = Dispatcher(
         store=store, view=view, logs=LogBroker(), manager_id="m1", settings=settings
     )
-    dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server)
-    port = test_pki().serve(server)
-    await server.start()
     monitor = NodeMonitorLoop(
         store=store,
         view=view,
@@ -67,21 +75,25 @@ async def env(store: Store) -> AsyncIterator[Env]:
         liveness_ttl=TTL,
     )
     tasks.append(asyncio.create_task(monitor.run()))
-    channel = channels.aio_channel(f"127.0.0.1:{port}", test_pki().client(Role.WORKER))
+    env = None
     try:
-        yield Env(
-            store, view, dispatcher_pb2_grpc.DispatcherStub(channel), monitor, f"127.0.0.1:{port}"
-        )
+        async with serve(
+            ca,
+            lambda server: dispatcher_pb2_grpc.add_DispatcherServicer_to_server(dispatcher, server),
+            deny=StoreDenyList(view),
+        ) as (_, address):
+            env = Env(store, view, ca, monitor, address)
+            yield env
     finally:
-        await channel.close()
-        await server.stop(0)
+        for channel in env.channels if env else ():
+            await channel.close()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def register(stub: dispatcher_pb2_grpc.DispatcherStub, node_id: str) -> grpc.aio.Call:
-    call = stub.Session()
+async def register(env: Env, node_id: str) -> grpc.aio.Call:
+    call = env.stub(node_id).Session()
     reg = dispatcher_pb2.Register(node_id=node_id)
     reg.description.hostname = node_id
     await call.write(dispatcher_pb2.AgentMessage(register=reg))
@@ -113,9 +125,9 @@ def alive(env: Env, node_id: str) -> bool:
 
 
 async def test_heartbeats_keep_liveness_silence_makes_the_node_down(env: Env) -> None:
-    call = await register(env.stub, "n1")
-    await until(env, lambda: alive(env, "n1") and node_state(env, "n1") == T.NODE_READY)
-    task = objects_pb2.Task(id="t1", service_id="s", slot=1, node_id="n1", desired_state=T.RUNNING)
+    call = await register(env, N1)
+    await until(env, lambda: alive(env, N1) and node_state(env, N1) == T.NODE_READY)
+    task = objects_pb2.Task(id="t1", service_id="s", slot=1, node_id=N1, desired_state=T.RUNNING)
     task.status.state = T.RUNNING
     await env.view.wait_for(await env.store.commit([Create(Kind.TASK, task)]))
 
@@ -124,16 +136,16 @@ async def test_heartbeats_keep_liveness_silence_makes_the_node_down(env: Env) ->
     while time.monotonic() < end:
         await call.write(dispatcher_pb2.AgentMessage(heartbeat=dispatcher_pb2.Heartbeat()))
         await asyncio.sleep(0.5)  # the agent's pace, not a wait for state
-        assert alive(env, "n1") and node_state(env, "n1") == T.NODE_READY
+        assert alive(env, N1) and node_state(env, N1) == T.NODE_READY
 
     # Silence on an open stream (a cut link): the lease expires, the node goes DOWN and
     # its task is orphaned, within a TTL and etcd's expiry check (500 ms) plus a margin.
     silent = time.monotonic()
-    await until(env, lambda: node_state(env, "n1") == T.NODE_DOWN, TTL + 2)
+    await until(env, lambda: node_state(env, N1) == T.NODE_DOWN, TTL + 2)
     assert time.monotonic() - silent <= TTL + 1.5
-    assert not alive(env, "n1")
+    assert not alive(env, N1)
     await until(env, lambda: env.view.get(Kind.TASK, "t1").obj.status.state == T.ORPHANED, 2)
-    assert env.view.get(Kind.TASK, "t1").obj.status.message == "node n1 is down"
+    assert env.view.get(Kind.TASK, "t1").obj.status.message == f"node {N1} is down"
 
     # The old stream speaks again: its lease is gone, so the dispatcher ends it.
     with contextlib.suppress(grpc.aio.AioRpcError):
@@ -143,29 +155,29 @@ async def test_heartbeats_keep_liveness_silence_makes_the_node_down(env: Env) ->
             assert msg.WhichOneof("msg") != "started"
 
     # A new session: the node is READY again; its orphaned task stays ORPHANED.
-    again = await register(env.stub, "n1")
-    await until(env, lambda: alive(env, "n1") and node_state(env, "n1") == T.NODE_READY)
+    again = await register(env, N1)
+    await until(env, lambda: alive(env, N1) and node_state(env, N1) == T.NODE_READY)
     assert env.view.get(Kind.TASK, "t1").obj.status.state == T.ORPHANED
     again.cancel()
 
 
 async def test_session_end_revokes_nothing_and_the_node_goes_down(env: Env) -> None:
-    call = await register(env.stub, "n2")
-    await until(env, lambda: alive(env, "n2"))
+    call = await register(env, N2)
+    await until(env, lambda: alive(env, N2))
     call.cancel()  # the agent went away (the dispatcher marks it DISCONNECTED)
-    await until(env, lambda: node_state(env, "n2") == T.NODE_DISCONNECTED, 2)
-    assert alive(env, "n2"), "a session end must not revoke the lease"
-    await until(env, lambda: node_state(env, "n2") == T.NODE_DOWN, TTL + 2)
+    await until(env, lambda: node_state(env, N2) == T.NODE_DISCONNECTED, 2)
+    assert alive(env, N2), "a session end must not revoke the lease"
+    await until(env, lambda: node_state(env, N2) == T.NODE_DOWN, TTL + 2)
 
 
 async def test_new_leader_gives_a_grace_period(env: Env) -> None:
     # A READY node with no liveness record (all managers were away): the monitor marks it
     # down only once its grace period (1 s here) has passed.
-    node = objects_pb2.Node(id="n3")
+    node = objects_pb2.Node(id=N3)
     node.status.state = T.NODE_READY
     await env.store.commit([Create(Kind.NODE, node)])
-    await until(env, lambda: node_state(env, "n3") == T.NODE_DOWN, 5)
-    marked = env.view.get(Kind.NODE, "n3").obj.status.timestamp.ToDatetime(tzinfo=UTC)
+    await until(env, lambda: node_state(env, N3) == T.NODE_DOWN, 5)
+    marked = env.view.get(Kind.NODE, N3).obj.status.timestamp.ToDatetime(tzinfo=UTC)
     assert marked >= env.monitor.grace_until - timedelta(milliseconds=50)
     assert marked <= datetime.now(UTC)
 
@@ -218,10 +230,10 @@ async def hold_no_down(env: Env, node_id: str, task_id: str, seconds: float) -> 
 
 
 async def test_leaving_keeps_the_node_until_it_registers_again(env: Env) -> None:
-    call = await register(env.stub, "n4")
-    await until(env, lambda: alive(env, "n4") and node_state(env, "n4") == T.NODE_READY)
-    await add_task(env, "t4", "n4")
-    short, granted = await liveness_lease(env, "n4")
+    call = await register(env, N4)
+    await until(env, lambda: alive(env, N4) and node_state(env, N4) == T.NODE_READY)
+    await add_task(env, "t4", N4)
+    short, granted = await liveness_lease(env, N4)
     assert granted == TTL
 
     # Leaving (0: the manager's default grace); the manager ends the session once the
@@ -229,71 +241,71 @@ async def test_leaving_keeps_the_node_until_it_registers_again(env: Env) -> None
     await call.write(leaving(0))
     await call.done_writing()
     await ended(call)
-    moved, granted = await liveness_lease(env, "n4")
+    moved, granted = await liveness_lease(env, N4)
     assert moved != short and granted == GRACE
-    await until(env, lambda: node_state(env, "n4") == T.NODE_DISCONNECTED, 2)
-    status = env.view.get(Kind.NODE, "n4").obj.status
+    await until(env, lambda: node_state(env, N4) == T.NODE_DISCONNECTED, 2)
+    status = env.view.get(Kind.NODE, N4).obj.status
     assert status.message == f"agent restarting (grace {GRACE}s)"
-    assert env.view.get(Kind.LIVENESS, "n4").obj.status.manager == ""  # no session holder
+    assert env.view.get(Kind.LIVENESS, N4).obj.status.manager == ""  # no session holder
 
     # Well past the short TTL (and etcd's expiry check): nothing is declared lost.
-    await hold_no_down(env, "n4", "t4", TTL + 2)
+    await hold_no_down(env, N4, "t4", TTL + 2)
 
     # The agent is back: READY, on a fresh short lease, and the task was never touched.
-    again = await register(env.stub, "n4")
-    await until(env, lambda: node_state(env, "n4") == T.NODE_READY)
-    back, granted = await liveness_lease(env, "n4")
+    again = await register(env, N4)
+    await until(env, lambda: node_state(env, N4) == T.NODE_READY)
+    back, granted = await liveness_lease(env, N4)
     assert back not in (short, moved) and granted == TTL
-    assert env.view.get(Kind.NODE, "n4").obj.status.message == ""
+    assert env.view.get(Kind.NODE, N4).obj.status.message == ""
     assert env.view.get(Kind.TASK, "t4").obj.status.state == T.RUNNING
 
     # The short lease really is back: silence now makes the node DOWN within the TTL.
     silent = time.monotonic()
-    await until(env, lambda: node_state(env, "n4") == T.NODE_DOWN, TTL + 2)
+    await until(env, lambda: node_state(env, N4) == T.NODE_DOWN, TTL + 2)
     assert time.monotonic() - silent <= TTL + 1.5
     again.cancel()
 
 
 async def test_leaving_without_return_goes_down_when_the_grace_ends(env: Env) -> None:
-    call = await register(env.stub, "n5")
-    await until(env, lambda: alive(env, "n5") and node_state(env, "n5") == T.NODE_READY)
-    await add_task(env, "t5", "n5")
+    call = await register(env, N5)
+    await until(env, lambda: alive(env, N5) and node_state(env, N5) == T.NODE_READY)
+    await add_task(env, "t5", N5)
     await call.write(leaving(4))  # asks for less than the manager's grace: gets that
     await call.done_writing()
     left = time.monotonic()
     await ended(call)
-    assert (await liveness_lease(env, "n5"))[1] == 4
-    await hold_no_down(env, "n5", "t5", TTL + 1)
-    await until(env, lambda: node_state(env, "n5") == T.NODE_DOWN, 5)
+    assert (await liveness_lease(env, N5))[1] == 4
+    await hold_no_down(env, N5, "t5", TTL + 1)
+    await until(env, lambda: node_state(env, N5) == T.NODE_DOWN, 5)
     assert time.monotonic() - left >= 4
-    assert env.view.get(Kind.NODE, "n5").obj.status.message == "liveness lease expired"
+    assert env.view.get(Kind.NODE, N5).obj.status.message == "liveness lease expired"
     await until(env, lambda: env.view.get(Kind.TASK, "t5").obj.status.state == T.ORPHANED, 2)
 
 
 async def test_a_stale_sessions_leaving_moves_nothing(env: Env) -> None:
     # The agent already holds a newer session (it reconnected); the old stream's Leaving
     # must not put the new session's key on a long lease.
-    old = await register(env.stub, "n6")
-    await until(env, lambda: alive(env, "n6"))
-    new = await register(env.stub, "n6")
-    await until(env, lambda: node_state(env, "n6") == T.NODE_READY)
-    current, _ = await liveness_lease(env, "n6")
+    old = await register(env, N6)
+    await until(env, lambda: alive(env, N6))
+    new = await register(env, N6)
+    await until(env, lambda: node_state(env, N6) == T.NODE_READY)
+    current, _ = await liveness_lease(env, N6)
     await old.write(leaving(0))
     await old.done_writing()
     await ended(old)
-    assert await liveness_lease(env, "n6") == (current, TTL)
+    assert await liveness_lease(env, N6) == (current, TTL)
     new.cancel()
-    await until(env, lambda: node_state(env, "n6") == T.NODE_DOWN, TTL + 2)
+    await until(env, lambda: node_state(env, N6) == T.NODE_DOWN, TTL + 2)
 
 
 async def test_agent_session_leave_is_acknowledged_and_bounded(env: Env) -> None:
     # The agent's own Session: leave() sends Leaving and returns once the manager ended the
     # stream (well within its 1 s bound).
     session = Session(
-        node_id="n7",
-        description=objects_pb2.NodeDescription(hostname="n7"),
+        node_id=N7,
+        description=objects_pb2.NodeDescription(hostname=N7),
         settings=SessionSettings(managers=[env.address], restart_grace=5),
-        tls=lambda: test_pki().client(Role.WORKER),
+        tls=lambda: client_tls(env.ca, env.ca.issue(Role.WORKER, N7)),
         on_assignments=_ignore,
         on_log_subscription=lambda *_: None,
     )
@@ -306,8 +318,8 @@ async def test_agent_session_leave_is_acknowledged_and_bounded(env: Env) -> None
         # figure taken around it here.
         assert session._settings.leave_timeout == 1.0
         assert await session.leave()
-        assert (await liveness_lease(env, "n7"))[1] == 5
-        await until(env, lambda: node_state(env, "n7") == T.NODE_DISCONNECTED, 2)
+        assert (await liveness_lease(env, N7))[1] == 5
+        await until(env, lambda: node_state(env, N7) == T.NODE_DISCONNECTED, 2)
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
@@ -315,11 +327,12 @@ async def test_agent_session_leave_is_acknowledged_and_bounded(env: Env) -> None
 
 async def test_agent_session_leave_without_a_manager_returns_at_once() -> None:
     # No manager listens on port 1: nobody to tell, the agent just stops.
+    ca = ClusterCA()
     session = Session(
-        node_id="n8",
-        description=objects_pb2.NodeDescription(hostname="n8"),
+        node_id=N8,
+        description=objects_pb2.NodeDescription(hostname=N8),
         settings=SessionSettings(managers=["127.0.0.1:1"]),
-        tls=lambda: test_pki().client(Role.WORKER),
+        tls=lambda: client_tls(ca, ca.issue(Role.WORKER, N8)),
         on_assignments=_ignore,
         on_log_subscription=lambda *_: None,
     )

@@ -379,6 +379,24 @@ async def test_an_update_moves_a_key_onto_another_lease(subject: Subject) -> Non
     assert await store.get(Kind.LIVENESS, "n1") is None
 
 
+async def test_an_update_from_revision_zero_creates_on_a_lease_only_if_absent(
+    subject: Subject,
+) -> None:
+    # What `orch node rm` writes: the deny-list entry, created on a lease of its own
+    # in the transaction that deletes the node.
+    store = subject.store
+    lease = await store.grant_lease(TTL)
+    denied = objects_pb2.DeniedNode(id="n1", hostname="h1")
+    await store.commit([Update(Kind.DENIED, denied, 0, lease=lease)])
+    kv = await store.get_key(Kind.DENIED.key("n1"))
+    assert kv is not None and kv.lease == lease
+    with pytest.raises(ConflictError):
+        await store.commit([Update(Kind.DENIED, denied, 0, lease=lease)])
+    await subject.pass_time(TTL)
+    await take(store.watch(kv.mod_revision + 1), lambda got: any(map(len, got)), TTL + EXPIRY_SLACK)
+    assert await store.get(Kind.DENIED, "n1") is None
+
+
 # --- the election on top --------------------------------------------------------------------
 
 FAST = ElectionSettings(

@@ -6,8 +6,18 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-import conftest
 import pytest
+
+
+@pytest.fixture
+def conftest(pytestconfig: pytest.Config) -> types.ModuleType:
+    """tests/conftest.py as pytest loaded it (``import conftest`` would give whichever
+    conftest module was imported last: tests/runtime's, in some orders)."""
+    path = str(Path(__file__).parent / "conftest.py")
+    for plugin in pytestconfig.pluginmanager.get_plugins():
+        if getattr(plugin, "__file__", None) == path:
+            return plugin
+    raise AssertionError(f"{path} is not loaded")
 
 
 def cluster_logs(tmp_path: Path) -> Path:
@@ -18,7 +28,7 @@ def cluster_logs(tmp_path: Path) -> Path:
 
 
 def test_a_failed_set_up_keeps_the_clusters_logs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    conftest: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(conftest, "ARTIFACTS", tmp_path / "artifacts")
     monkeypatch.setattr(conftest, "_kept", [])  # not listed in this run's summary

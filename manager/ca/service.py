@@ -24,10 +24,9 @@ from orch.identity.ca import (
     load_csr,
     new_id,
 )
-from orch.identity.errors import CertificateDeniedError
 from orch.identity.lifecycle import renew_certificate
-from orch.identity.peer import NodeIdentity, identity_from_auth_context
 from orch.identity.tokens import PROOF_BYTES, role_for_proof
+from orch.manager import authz
 from orch.manager.ca.records import ClusterCA, record_certificate, require_cluster, rotate_token
 from orch.manager.state.api import Store
 from orch.proto import ca_pb2, ca_pb2_grpc
@@ -103,16 +102,6 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
 ADMIN_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
-def _admin_only(context: grpc.aio.ServicerContext, cluster: ClusterCA) -> NodeIdentity:
-    peer = identity_from_auth_context(context.auth_context(), cluster_id=cluster.cluster_id)
-    if peer.role is not Role.ADMIN:
-        raise CertificateDeniedError(
-            f"the cluster CA's administration needs an admin certificate; node "
-            f"{peer.node_id} presented a {peer.role.value} certificate"
-        )
-    return peer
-
-
 def _join_role(text: str) -> Role:
     if text not in (Role.WORKER.value, Role.MANAGER.value):
         raise ValidationError(f"role: {text[:20]!r} has no join token (accepted: worker, manager)")
@@ -131,7 +120,7 @@ class ClusterCAService(ca_pb2_grpc.ClusterCAServicer):
         try:
             role = _join_role(request.role)
             cluster = await require_cluster(self._store)
-            peer = _admin_only(context, cluster)
+            peer = authz.caller(context)  # an admin: authz.POLICY lets no one else in
             if request.rotate:
                 cluster = await rotate_token(self._store, role)
                 log.info("join token of %s rotated by admin %s", role.value, peer.node_id)
@@ -150,7 +139,7 @@ class ClusterCAService(ca_pb2_grpc.ClusterCAServicer):
                 )
             csr = parse_csr(request.csr_pem)
             cluster = await require_cluster(self._store)
-            peer = _admin_only(context, cluster)
+            peer = authz.caller(context)  # an admin: authz.POLICY lets no one else in
             node_id = new_id()
             cert = issue_certificate(
                 cluster.ca, csr, node_id=node_id, role=Role.ADMIN, validity=ADMIN_VALIDITY
@@ -178,7 +167,7 @@ class NodeCertificatesService(ca_pb2_grpc.NodeCertificatesServicer):
         try:
             csr = parse_csr(request.csr_pem)
             cluster = await require_cluster(self._store)
-            peer = identity_from_auth_context(context.auth_context(), cluster_id=cluster.cluster_id)
+            peer = authz.caller(context)  # from the verified certificate, never the request
             cert = renew_certificate(cluster.ca, csr, peer, validity=cluster.cert_lifetime)
             await record_certificate(self._store, cert)
         except OrchError as exc:

@@ -14,8 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from orch.identity import ca as pki
 from orch.identity import channels
 from orch.identity.channels import load_admin_tls
+from orch.manager.ca.records import load_cluster
 from orch.manager.ca.tls import init_cluster
 from orch.manager.main import Manager, ManagerSettings
 from orch.manager.state.memstore import MemoryStore
@@ -28,34 +30,39 @@ from orch.proto import (
 )
 from orch.proto import types_pb2 as T
 
-# The Dispatcher takes a node's identity only from its verified certificate (authz.py), so
-# agents need the mTLS port that manager/main.py serves once id-spine's TLS and this
-# branch's interceptor are wired there (authz.server_interceptors); until that merge the
-# plaintext Manager refuses every session.
-pytestmark = pytest.mark.skip(
-    reason="needs manager/main.py to serve mTLS with authz.server_interceptors (id-spine merge)"
-)
+# Node ids as the CA writes them (25 characters of base 36); each agent's session dials
+# with a worker certificate naming its id: the Dispatcher takes the id only from there.
+A, B = "a" * 25, "b" * 25
 
 
 @pytest.fixture
-async def manager(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+async def manager(memstore: MemoryStore, tmp_path: Path) -> AsyncIterator[Manager]:
     await init_cluster(memstore, state_dir=tmp_path / "m1", admin_dir=tmp_path / "admin")
     m = Manager(ManagerSettings(manager_id="m1", listen="127.0.0.1:0", state_dir=tmp_path / "m1"))
     started = asyncio.Event()
     running = asyncio.create_task(m.run(started, store=memstore))
     async with asyncio.timeout(20):
         await started.wait()
-    channel = channels.aio_channel(f"127.0.0.1:{m.port}", load_admin_tls(tmp_path / "admin"))
+    m.admin = channels.aio_channel(f"127.0.0.1:{m.port}", load_admin_tls(tmp_path / "admin"))
+    m.ca = (await load_cluster(memstore)).ca
+    m.channels = []
     try:
-        yield channel
+        yield m
     finally:
-        await channel.close()
+        for channel in [m.admin, *m.channels]:
+            await channel.close()
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
 
 
-async def session(channel: grpc.aio.Channel, node_id: str, addr: str) -> grpc.aio.StreamStreamCall:
+async def session(m: Manager, node_id: str, addr: str) -> grpc.aio.StreamStreamCall:
+    """A session as node ``node_id``, on a channel with that node's worker certificate."""
+    key = pki.new_private_key()
+    cert = pki.issue_certificate(m.ca, pki.create_csr(key), node_id=node_id, role=pki.Role.WORKER)
+    tls = channels.ClientTLS(pki.key_pem(key), pki.cert_pem(cert), pki.cert_pem(m.ca.cert))
+    channel = channels.aio_channel(f"127.0.0.1:{m.port}", tls)
+    m.channels.append(channel)
     call = dispatcher_pb2_grpc.DispatcherStub(channel).Session()
     reg = dispatcher_pb2.Register(node_id=node_id)
     reg.description.hostname, reg.description.addr = node_id, addr
@@ -65,10 +72,8 @@ async def session(channel: grpc.aio.Channel, node_id: str, addr: str) -> grpc.ai
 
 
 async def test_apply_allocates_places_by_port_and_tells_agents_their_peers(manager) -> None:
-    control = control_pb2_grpc.ControlStub(manager)
-    agents = {
-        n: await session(manager, n, a) for n, a in (("a", "10.212.0.11"), ("b", "10.212.0.12"))
-    }
+    control = control_pb2_grpc.ControlStub(manager.admin)
+    agents = {n: await session(manager, n, a) for n, a in ((A, "10.212.0.11"), (B, "10.212.0.12"))}
     try:
         web = specs_pb2.ServiceSpec(name="web", replicas=3)
         web.container.image = "busybox"
@@ -91,7 +96,7 @@ async def test_apply_allocates_places_by_port_and_tells_agents_their_peers(manag
 
         async with asyncio.timeout(10):
             tasks = await settled()
-        assert sorted(t.node_id for t in tasks) == ["", "a", "b"]
+        assert sorted(t.node_id for t in tasks) == ["", A, B]
         addresses = [t.attachments[0].addresses[0] for t in tasks]
         assert sorted(addresses) == ["10.10.0.2/24", "10.10.0.3/24", "10.10.0.4/24"]
         for t in tasks:
@@ -101,7 +106,7 @@ async def test_apply_allocates_places_by_port_and_tells_agents_their_peers(manag
 
         # Each agent has its task and the network with the other node's task as a peer.
         by_node = {t.node_id: t for t in tasks if t.node_id}
-        for node, other in (("a", "b"), ("b", "a")):
+        for node, other in ((A, B), (B, A)):
             async with asyncio.timeout(5):
                 while True:
                     msg = await agents[node].read()
@@ -112,7 +117,7 @@ async def test_apply_allocates_places_by_port_and_tells_agents_their_peers(manag
                         break
             [peer] = nets["front"].peers
             assert peer.task_id == by_node[other].id
-            assert peer.node_addr == {"a": "10.212.0.11", "b": "10.212.0.12"}[other]
+            assert peer.node_addr == {A: "10.212.0.11", B: "10.212.0.12"}[other]
             assert nets["front"].network.vni == 4096
     finally:
         for call in agents.values():

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import grpc
 
+from orch.agent.identity import tls_dir
 from orch.errors import OrchError
 from orch.identity import channels
 from orch.identity.channels import ClientTLS, load_admin_tls
@@ -489,9 +490,15 @@ class LocalCluster:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG: reaps our child, never blocks)
 
-    async def start_agent(self, hostname: str) -> None:
-        """Start a stopped agent again with the same settings; it adopts its containers."""
-        await self._start_agent(self._host_number(hostname))
+    async def start_agent(self, hostname: str, *, rejoin: bool = False) -> None:
+        """Start a stopped agent again with the same settings; it adopts its containers.
+        ``rejoin``: its TLS identity is dropped first, so it joins again with the worker
+        token as a new node (what a node removed with `orch node rm` must do: its old
+        certificate is refused from then on)."""
+        n = self._host_number(hostname)
+        if rejoin:
+            shutil.rmtree(tls_dir(Path(self._agent_spec(n)["state_dir"])), ignore_errors=True)
+        await self._start_agent(n)
 
     async def cut_host(self, hostname: str) -> None:
         """Cut host ``hostname`` off the underlay (its link down, as if its cable was

@@ -75,7 +75,7 @@ def intruder_tls(cluster):
     is. Issued from the cluster's CA as a join would."""
 
     async def load():
-        store = await EtcdStore.connect(cluster.record.etcd.split(","))
+        store = await EtcdStore.connect(cluster.record.etcd.split(","), tls=cluster.etcd_tls())
         try:
             return await records.load_cluster(store)
         finally:

@@ -138,7 +138,9 @@ def test_a_node_that_leaves_keeps_no_task_and_gets_one_when_it_joins(orch, clust
         )
         assert orch.per_host("follow") == {"node1": 1, "node2": 1}
     finally:
-        asyncio.run(cluster.start_agent("node3"))
+        # A removed node's certificate is refused for good: node3 joins again, as a new
+        # node, with the worker token (as an operator would after `orch node rm`).
+        asyncio.run(cluster.start_agent("node3", rejoin=True))
     wait_until(
         lambda: any(
             n["hostname"] == "node3" and n["status"] == "ready" for n in orch.json("nodes")

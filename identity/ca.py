@@ -162,9 +162,25 @@ def create_root_ca(
     cluster_id = cluster_id or new_id()
     if not is_id(cluster_id):
         raise IdentityError(f"cluster id {cluster_id!r} is not a 25-character base-36 id")
-    now = now or utcnow()
     key = new_private_key()
-    name = _root_name(cluster_id, key)
+    # path_length=1: one CA certificate may stand between a root and the leaves, which is
+    # exactly the cross-signed one of a rotation; no deeper hierarchy is ever made.
+    cert = self_signed_ca(
+        _root_name(cluster_id, key), key, validity=validity, path_length=1, now=now or utcnow()
+    )
+    return CertificateAuthority(cluster_id, cert, key)
+
+
+def self_signed_ca(
+    name: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    validity: timedelta,
+    path_length: int,
+    now: datetime,
+) -> x509.Certificate:
+    """A self-signed CA certificate for ``key`` named ``name`` (the cluster's root, and
+    etcd's own CA in etcdpki.py): backdated by CLOCK_SKEW, CA extensions of _ca_extensions."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -174,10 +190,8 @@ def create_root_ca(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + validity)
     )
-    # path_length=1: one CA certificate may stand between a root and the leaves, which is
-    # exactly the cross-signed one of a rotation; no deeper hierarchy is ever made.
-    builder = _ca_extensions(builder, key.public_key(), key.public_key(), path_length=1)
-    return CertificateAuthority(cluster_id, builder.sign(key, _HASH()), key)
+    builder = _ca_extensions(builder, key.public_key(), key.public_key(), path_length=path_length)
+    return builder.sign(key, _HASH())
 
 
 def cross_sign(root: x509.Certificate, issuer: CertificateAuthority) -> x509.Certificate:

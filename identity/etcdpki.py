@@ -31,13 +31,13 @@ from orch.identity.ca import (
     CLOCK_SKEW,
     ROOT_VALIDITY,
     CertificateAuthority,
-    _ca_extensions,
     _key_usage,
     cert_pem,
     key_pem,
     load_certs,
     new_id,
     new_private_key,
+    self_signed_ca,
     utcnow,
 )
 from orch.identity.material import ensure_private_dir, read_private_file, write_private_file
@@ -113,18 +113,9 @@ def create_etcd_ca(*, now: datetime | None = None) -> CertificateAuthority:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
         ]
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(now + ROOT_VALIDITY)
-    )
     # path_length 0: leaves only; etcd's CA is never rotated through a cross-signed one.
-    builder = _ca_extensions(builder, key.public_key(), key.public_key(), path_length=0)
-    return CertificateAuthority(org, builder.sign(key, hashes.SHA256()), key)
+    cert = self_signed_ca(name, key, validity=ROOT_VALIDITY, path_length=0, now=now)
+    return CertificateAuthority(org, cert, key)
 
 
 def _leaf(

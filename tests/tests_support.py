@@ -419,6 +419,19 @@ class ControlProbe:
         )
 
 
+STEADY_SERVICE = """
+apiVersion: orch/v1
+kind: Service
+metadata: {name: steady}
+spec:
+  image: REGISTRY/busybox:latest
+  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
+  replicas: 2
+  stop_grace_period: 100ms
+"""
+"""Two replicas that stop at once on SIGTERM; REGISTRY is replaced by the cluster's."""
+
+
 class EtcdMembers:
     """Real etcd members as child processes on loopback, TLS only, as the local cluster
     runs them (orch.localcluster.etcd: the same PKI, flags and readiness check): the one

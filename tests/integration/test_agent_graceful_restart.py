@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests_support import ControlProbe, holds_for, wait_until
+from tests_support import STEADY_SERVICE, ControlProbe, holds_for, wait_until
 
 from orch.proto import types_pb2
 
@@ -35,16 +35,7 @@ HOLD = 4.0  # seconds the node must stay un-lost: twice the default TTL
 # stopped). The span is the kernel's (a pidfd), from the signal itself.
 EXIT_LIMIT = 3.0
 
-SERVICE = """
-apiVersion: orch/v1
-kind: Service
-metadata: {name: steady}
-spec:
-  image: REGISTRY/busybox:latest
-  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
-  replicas: 2
-  stop_grace_period: 100ms
-"""
+SERVICE = STEADY_SERVICE
 
 
 def runc_pids(cluster, hostname: str) -> dict[str, int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests_support import wait_until
+from tests_support import STEADY_SERVICE, wait_until
 
 from orch.identity import ca as pki
 from orch.identity.material import load_node_material
@@ -43,16 +43,7 @@ pytestmark = pytest.mark.integration
 CLUSTER_NODES = 2
 OPTIONS = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own, per test
 
-SERVICE = """
-apiVersion: orch/v1
-kind: Service
-metadata: {name: steady}
-spec:
-  image: REGISTRY/busybox:latest
-  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
-  replicas: 2
-  stop_grace_period: 100ms
-"""
+SERVICE = STEADY_SERVICE
 
 
 def agent_tls(cluster, hostname: str):

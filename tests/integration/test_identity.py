@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests_support import ControlProbe, Sampler, runc_running, wait_until
+from tests_support import STEADY_SERVICE, ControlProbe, Sampler, runc_running, wait_until
 
 from orch.errors import IdentityError
 from orch.identity import ca as pki
@@ -39,16 +39,7 @@ CLUSTER_NODES = 2
 CLUSTER_CERT_LIFETIME = "2m"
 RENEWALS = 2  # "several": each node's certificate replaced at least this many times
 
-SERVICE = """
-apiVersion: orch/v1
-kind: Service
-metadata: {name: steady}
-spec:
-  image: REGISTRY/busybox:latest
-  command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
-  replicas: 2
-  stop_grace_period: 100ms
-"""
+SERVICE = STEADY_SERVICE
 
 
 def list_nodes(address: str, tls: channels.ClientTLS) -> control_pb2.ListNodesResponse:

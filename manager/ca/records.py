@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -26,11 +27,13 @@ from cryptography.hazmat.primitives import serialization
 
 from orch.errors import IdentityError
 from orch.identity.ca import (
+    CLOCK_SKEW,
     MIN_NODE_VALIDITY,
     NODE_VALIDITY,
     CertificateAuthority,
     Role,
     create_root_ca,
+    utcnow,
 )
 from orch.identity.peer import identity_from_certificate
 from orch.identity.tokens import JoinToken, JoinTokens, new_join_tokens, rotate_join_token
@@ -166,8 +169,15 @@ async def record_certificate(store: Store, cert: x509.Certificate, *, name: str 
     }
     if name:
         record["name"] = name
-    created = await store.create_key(CERTS_PREFIX + key_digest(cert), json.dumps(record).encode())
+    # On a lease that ends with the certificate (plus the clock skew a peer allows): the
+    # records stay bounded by the certificates that can still be valid, renewals included.
+    remaining = who.not_after - utcnow() + CLOCK_SKEW
+    lease = await store.grant_lease(max(1, math.ceil(remaining.total_seconds())))
+    created = await store.create_key(
+        CERTS_PREFIX + key_digest(cert), json.dumps(record).encode(), lease=lease
+    )
     if not created.created:
+        await store.revoke_lease(lease)
         raise IdentityError(
             "a certificate was already issued for this request's key: a certificate "
             "request is used once (make a new key to join or renew)"
